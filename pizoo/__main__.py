@@ -1,0 +1,3 @@
+from pizoo.cli import main
+
+main()

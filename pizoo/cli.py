@@ -1,0 +1,306 @@
+"""The `pizoo` command: parse, make one library call, render. Every command shows an example."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pizoo import __version__, render
+from pizoo.errors import PizooError
+
+app = typer.Typer(
+    help="An on-disk zoo of parameter-efficient experts over one frozen base model: add tasks, embed them, "
+         "rank similar tasks, interpolate experts (π-Tuning) and export them.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich")
+
+ZooOpt = Annotated[Path, typer.Option("--zoo", envvar="PIZOO_ZOO", help="Zoo folder.", show_default=True)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+
+
+def report(e: PizooError) -> None:
+    line = f"error: {e.message}"
+    if e.hint:
+        line += f" — fix: {e.hint}"
+    sys.stderr.write(line + "\n")
+
+
+def command(name: str):
+    """Register a command whose PizooErrors become one line on stderr and exit code 1 (2 for usage)."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except PizooError as e:
+                if os.environ.get("PIZOO_DEBUG") == "1":
+                    raise
+                report(e)
+                raise typer.Exit(e.exit_code)
+            except KeyboardInterrupt:
+                sys.stderr.write("interrupted: nothing was written; the zoo is as it was\n")
+                raise typer.Exit(130)
+
+        return app.command(name)(run)
+
+    return deco
+
+
+def zoo_of(ctx: typer.Context):
+    from pizoo.zoo import Zoo
+
+    return Zoo(ctx.obj["zoo"])
+
+
+def _version(value: bool):
+    if value:
+        print(f"pizoo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(ctx: typer.Context,
+                 zoo: ZooOpt = Path("zoo"),
+                 version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                                 help="Show the version.")] = None):
+    ctx.obj = {"zoo": zoo}
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+# -- init -------------------------------------------------------------------------------------
+@command("init")
+def init(ctx: typer.Context,
+         base_model: Annotated[Optional[str], typer.Option(help="Model folder or hub id [default: the packaged all-MiniLM-L6-v2].")] = None,
+         head: Annotated[str, typer.Option(help="classification | causal-lm")] = "classification",
+         kind: Annotated[str, typer.Option(help="Expert kind: lora | adapter | prompt | adalink")] = "lora",
+         rank: Annotated[Optional[int], typer.Option(help="r: LoRA rank / adapter or AdaLink bottleneck.")] = None,
+         alpha: Annotated[Optional[int], typer.Option(help="LoRA lora_alpha (peft default 8).")] = None,
+         targets: Annotated[Optional[str], typer.Option(help="Target modules: comma list (LoRA) or regex (adapter).")] = None,
+         dropout: Annotated[Optional[float], typer.Option(help="LoRA dropout.")] = None,
+         virtual_tokens: Annotated[Optional[int], typer.Option(help="Prompt tuning: number of virtual tokens.")] = None,
+         template: Annotated[Optional[str], typer.Option(help="causal-lm prompt template with {text}.")] = None,
+         probe_seed: Annotated[int, typer.Option(help="Seed of the zoo's shared probe expert.")] = 0,
+         trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the model folder/hub.")] = False,
+         json_: JsonOpt = False):
+    """Create a zoo: one base model, one head type, one expert kind.
+
+    Example:
+
+      pizoo init --kind lora --rank 8
+
+      pizoo --zoo ./llm-zoo init --base-model ./my-llama --head causal-lm --kind prompt
+    """
+    from pizoo.tasks import init_zoo
+
+    if targets and kind == "lora":
+        target_opt = _csv(targets)
+    else:
+        target_opt = targets
+    options = {"r": rank, "lora_alpha": alpha, "target_modules": target_opt, "lora_dropout": dropout,
+               "num_virtual_tokens": virtual_tokens}
+    zoo = init_zoo(ctx.obj["zoo"], base_model=base_model, head=head, kind=kind,
+                   options={k: v for k, v in options.items() if v is not None}, template=template,
+                   probe_seed=probe_seed, trust_remote_code=trust_remote_code)
+    spec = zoo.spec
+    info = {"zoo": str(zoo.root), "base_model": spec.base_model, "fingerprint": spec.fingerprint,
+            "head": spec.head, "kind": spec.kind, "options": spec.options}
+    if json_:
+        render.emit_json(info)
+    else:
+        render.key_values({**info, "options": ", ".join(f"{k}={v}" for k, v in spec.options.items())},
+                          title="zoo created")
+
+
+# -- add-task ---------------------------------------------------------------------------------
+@command("add-task")
+def add_task(ctx: typer.Context,
+             name: Annotated[str, typer.Argument(help="Task name: letters, digits, '-', '_', '.'.")],
+             from_adapter: Annotated[Optional[Path], typer.Option(help="Import this PEFT adapter folder.")] = None,
+             labels: Annotated[Optional[str], typer.Option(help="Label names, comma-separated (imports).")] = None,
+             data: Annotated[Optional[Path], typer.Option(help="Training data: csv, tsv, json, jsonl or parquet.")] = None,
+             eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation data [default: a held-out 20%].")] = None,
+             dataset: Annotated[Optional[str], typer.Option(help="A `datasets` name instead of --data (online).")] = None,
+             dataset_config: Annotated[Optional[str], typer.Option(help="Its configuration.")] = None,
+             split: Annotated[Optional[str], typer.Option(help="Its split.")] = None,
+             text: Annotated[str, typer.Option(help="Text column.")] = "text",
+             text_pair: Annotated[Optional[str], typer.Option(help="Second text column (pairs).")] = None,
+             label: Annotated[str, typer.Option(help="Label column.")] = "label",
+             shots: Annotated[Optional[int], typer.Option(help="Train on N examples per class.")] = None,
+             epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: 10].")] = None,
+             steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
+             lr: Annotated[Optional[float], typer.Option(help="Learning rate [default: per kind].")] = None,
+             batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
+             grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+             max_length: Annotated[int, typer.Option(help="Max tokens per example.")] = 128,
+             seed: Annotated[int, typer.Option(help="Seed for splits, shots, init and order.")] = 0,
+             device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+             precision: Annotated[str, typer.Option(help="no | bf16 | fp16 (GPU)")] = "no",
+             embed: Annotated[bool, typer.Option(help="Compute the Fisher embedding after training.")] = True,
+             fisher_samples: Annotated[Optional[int], typer.Option(help="Examples for the Fisher embedding.")] = None,
+             json_: JsonOpt = False):
+    """Add a task: train a new expert on its data, or import a PEFT adapter.
+
+    Example:
+
+      pizoo add-task sst2 --data sst2.csv --text sentence --label label --shots 16 --epochs 20
+
+      pizoo add-task imported --from-adapter ./my-lora --labels neg,pos
+    """
+    from pizoo.data import Columns
+    from pizoo.errors import UsageError
+    from pizoo.experts import get_kind
+    from pizoo.tasks import DataArgs, import_adapter, train_task
+    from pizoo.train import TrainConfig
+
+    zoo = zoo_of(ctx)
+    sources = [x for x in (from_adapter, data, dataset) if x is not None]
+    if len(sources) != 1:
+        raise UsageError("give exactly one of --data FILE, --dataset NAME or --from-adapter DIR")
+    if from_adapter is not None:
+        manifest = import_adapter(zoo, name, from_adapter, labels=_csv(labels))
+    else:
+        cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr or get_kind(zoo.spec.kind).default_lr,
+                          batch_size=batch_size, grad_accum=grad_accum, seed=seed, device=device,
+                          precision=precision)
+        args = DataArgs(data=str(data) if data else None, eval_data=str(eval_data) if eval_data else None,
+                        dataset=dataset, dataset_config=dataset_config, split=split,
+                        columns=Columns(text, text_pair, label), shots=shots, seed=seed)
+        manifest = train_task(zoo, name, args, cfg, max_length=max_length, embed=embed,
+                              fisher_samples=fisher_samples)
+        if manifest is None:  # a non-main process of a distributed launch
+            return
+    _show(zoo, manifest.name, json_)
+
+
+# -- list / show / rm / verify ----------------------------------------------------------------
+def _summary(zoo, name: str) -> dict:
+    m = zoo.manifest(name)
+    how = m.provenance.get("how", "?")
+    return {"task": name, "how": how, "labels": len(m.labels), "accuracy": m.metrics.get("accuracy"),
+            "embedded": "fisher.h5" in m.files, "created": m.created}
+
+
+@command("list")
+def list_(ctx: typer.Context, json_: JsonOpt = False):
+    """List the zoo's tasks (JSON lines with --json).
+
+    Example:
+
+      pizoo list --json | jq -r .task
+    """
+    zoo = zoo_of(ctx)
+    rows = [_summary(zoo, n) for n in zoo.task_names()]
+    if json_:
+        render.emit_jsonl(rows)
+    elif not rows:
+        render.log(f"{zoo.root} has no tasks yet — add one with: pizoo add-task NAME --data FILE")
+    else:
+        render.table(rows, ["task", "how", "labels", "accuracy", "embedded", "created"], title=str(zoo.root))
+
+
+def _show(zoo, name: str, json_: bool) -> None:
+    m = zoo.manifest(name)
+    record = {"task": m.name, "labels": list(m.labels), "metrics": m.metrics, "source": m.source,
+              "files": m.files, "provenance": m.provenance, "created": m.created}
+    if json_:
+        render.emit_json(record)
+        return
+    flat = {"task": m.name, "labels": ", ".join(m.labels), "created": m.created,
+            "how": m.provenance.get("how")}
+    flat.update({f"metric {k}": v for k, v in m.metrics.items() if not isinstance(v, (dict, list))})
+    flat.update({f"file {k}": v[:16] + "…" for k, v in m.files.items()})
+    for k in ("data", "adapter", "dataset"):
+        if m.source.get(k):
+            flat[f"source {k}"] = m.source[k]
+    render.key_values(flat, title=f"task {m.name}")
+
+
+@command("show")
+def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task name.")], json_: JsonOpt = False):
+    """Show one task: labels, metrics, source, files and provenance.
+
+    Example:
+
+      pizoo show sst2 --json
+    """
+    _show(zoo_of(ctx), name, json_)
+
+
+@command("rm")
+def rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task name.")],
+       yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False):
+    """Remove a task and its files (asks first unless --yes).
+
+    Example:
+
+      pizoo rm old-task --yes
+    """
+    zoo = zoo_of(ctx)
+    zoo.manifest(name)  # fail before asking if there is no such task
+    if not yes and not typer.confirm(f"Remove task {name!r} from {zoo.root}?"):
+        render.log("nothing removed")
+        raise typer.Exit(1)
+    zoo.remove_task(name)
+    render.log(f"removed task {name!r}")
+
+
+@command("verify")
+def verify(ctx: typer.Context, json_: JsonOpt = False):
+    """Re-hash every file; report missing, corrupt and foreign files (exit 1 if any).
+
+    Example:
+
+      pizoo verify --json
+    """
+    zoo = zoo_of(ctx)
+    problems = zoo.verify()
+    n = len(zoo.task_names())
+    if json_:
+        render.emit_json({"ok": not problems, "tasks": n, "problems": [p.as_dict() for p in problems]})
+    elif problems:
+        render.table([p.as_dict() for p in problems], ["task", "file", "issue"], title="problems")
+    else:
+        render.log(f"ok: {n} tasks, every file matches its task.json")
+    if problems:
+        raise typer.Exit(1)
+
+
+# -- eval -------------------------------------------------------------------------------------
+@command("eval")
+def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task name.")],
+          data: Annotated[Optional[Path], typer.Option(help="Evaluate on this file [default: the eval split].")] = None,
+          text: Annotated[Optional[str], typer.Option(help="Text column [default: the task's].")] = None,
+          text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+          label: Annotated[Optional[str], typer.Option(help="Label column [default: the task's].")] = None,
+          device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+          json_: JsonOpt = False):
+    """Accuracy of a task's expert on its held-out split or on a file.
+
+    Example:
+
+      pizoo eval sst2 --data sst2-test.csv --json
+    """
+    from pizoo.data import Columns
+    from pizoo.tasks import evaluate_task
+
+    zoo = zoo_of(ctx)
+    columns = None
+    if any((text, text_pair, label)):
+        columns = Columns(text or "text", text_pair, label or "label")
+    result = evaluate_task(zoo, name, data=str(data) if data else None, columns=columns, device=device)
+    if json_:
+        render.emit_json(result)
+    else:
+        render.key_values({k: v for k, v in result.items() if k != "labels"}, title=f"eval {name}")
+
+
+def main() -> None:
+    app(prog_name="pizoo")

@@ -1,0 +1,182 @@
+"""Task data through `datasets`: local csv/tsv/json/jsonl/parquet files, or a hub dataset by name.
+
+A task's data becomes a list of (text, text_pair, label) examples, a label set, a seeded
+stratified held-out evaluation split and, with --shots, N training examples per class."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pizoo.errors import DataError, UsageError
+
+FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str = "text"
+    text_pair: str | None = None
+    label: str = "label"
+
+
+@dataclass(frozen=True)
+class Examples:
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: list[int]) -> "Examples":
+        return Examples([self.texts[i] for i in idx], [self.pairs[i] for i in idx] if self.pairs else None,
+                        [self.labels[i] for i in idx])
+
+
+@dataclass(frozen=True)
+class TaskData:
+    train: Examples
+    eval: Examples
+    labels: tuple[str, ...]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def label_ids(self, ex: Examples) -> list[int]:
+        index = {label: i for i, label in enumerate(self.labels)}
+        missing = sorted({lab for lab in ex.labels if lab not in index})
+        if missing:
+            raise DataError(f"labels {missing[:5]} are not in the task's label set {list(self.labels)}")
+        return [index[lab] for lab in ex.labels]
+
+
+def load_rows(path: str | Path | None = None, *, dataset: str | None = None, config: str | None = None,
+              split: str | None = None):
+    """One `datasets.Dataset` from a local file or a dataset name (hub id or local dataset folder)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    if (path is None) == (dataset is None):
+        raise UsageError("give exactly one of --data FILE or --dataset NAME")
+    try:
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise DataError(f"data file {path} does not exist", "check the --data path")
+            fmt = FORMATS.get(path.suffix.lower())
+            if fmt is None:
+                raise DataError(f"cannot tell the format of {path}: use .csv, .tsv, .json, .jsonl or .parquet")
+            kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+            if path.stat().st_size == 0:
+                raise DataError(f"data file {path} is empty")
+            return datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+        return datasets.load_dataset(dataset, config, split=split or "train")
+    except DataError:
+        raise
+    except Exception as e:  # datasets and pyarrow raise many types for unreadable input
+        what = path if path is not None else dataset
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot read {what}: {first[:200]}") from e
+
+
+def read_examples(ds, cols: Columns, where: str) -> Examples:
+    names = list(ds.column_names)
+    for flag, col in (("--text", cols.text), ("--text-pair", cols.text_pair), ("--label", cols.label)):
+        if col is not None and col not in names:
+            raise DataError(f"column {col!r} is not in {where}; its columns are: {', '.join(names)}",
+                            f"pass {flag} COLUMN")
+    texts, pairs, labels = [], [], []
+    for row in ds:
+        text, label = row[cols.text], row[cols.label]
+        pair = row[cols.text_pair] if cols.text_pair else ""
+        if text is None or label is None or (isinstance(text, str) and not text.strip()) or pair is None:
+            continue  # rows without text or label teach nothing
+        texts.append(str(text))
+        pairs.append(str(pair))
+        labels.append(_label_str(label))
+    if not texts:
+        raise DataError(f"{where} has no rows with both text and label")
+    return Examples(texts, pairs if cols.text_pair else None, labels)
+
+
+def _label_str(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def sorted_labels(labels) -> tuple[str, ...]:
+    uniq = set(labels)
+    try:  # numeric labels in numeric order (0, 1, ..., 10), others alphabetically
+        return tuple(sorted(uniq, key=lambda s: (0, float(s), s)))
+    except ValueError:
+        return tuple(sorted(uniq))
+
+
+def by_class(ex: Examples) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, lab in enumerate(ex.labels):
+        groups[lab].append(i)
+    return groups
+
+
+def stratified_split(ex: Examples, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded per-class split: `fraction` of each class (at least one) is held out."""
+    rng = random.Random(seed)
+    train, held = [], []
+    for label, idx in sorted(by_class(ex).items()):
+        if len(idx) < 2:
+            raise DataError(f"class {label!r} has {len(idx)} example: need 2 or more to hold one out",
+                            "add examples, or pass --eval-data FILE")
+        idx = idx[:]
+        rng.shuffle(idx)
+        k = min(len(idx) - 1, max(1, round(fraction * len(idx))))
+        held += idx[:k]
+        train += idx[k:]
+    return sorted(train), sorted(held)
+
+
+def draw_shots(ex: Examples, shots: int, seed: int) -> list[int]:
+    """Exactly `shots` examples per class, drawn with the seed."""
+    if shots < 1:
+        raise UsageError(f"--shots must be at least 1, got {shots}")
+    rng = random.Random(seed)
+    out = []
+    for label, idx in sorted(by_class(ex).items()):
+        if len(idx) < shots:
+            raise DataError(f"--shots {shots} is more than class {label!r} has ({len(idx)} training examples)",
+                            f"use --shots {len(idx)} or fewer")
+        out += rng.sample(idx, shots)
+    return sorted(out)
+
+
+def prepare(data: str | Path | None, cols: Columns, *, eval_data: str | Path | None = None,
+            dataset: str | None = None, dataset_config: str | None = None, split: str | None = None,
+            shots: int | None = None, seed: int = 0, eval_fraction: float = 0.2,
+            labels: tuple[str, ...] | None = None) -> TaskData:
+    """Read, check and split a task's data; `labels` pins the label set (e.g. an existing task's)."""
+    where = str(data) if data is not None else f"dataset {dataset}"
+    full = read_examples(load_rows(data, dataset=dataset, config=dataset_config, split=split), cols, where)
+    if eval_data is not None:
+        train, held = full, read_examples(load_rows(eval_data), cols, str(eval_data))
+    else:
+        tr, ev = stratified_split(full, eval_fraction, seed)
+        train, held = full.subset(tr), full.subset(ev)
+    label_set = labels or sorted_labels(full.labels)
+    if len(label_set) < 2:
+        raise DataError(f"{where} has one class only ({label_set[0]!r}): a classifier needs two or more")
+    if shots is not None:
+        train = train.subset(draw_shots(train, shots, seed))
+    source: dict[str, Any] = {"columns": {"text": cols.text, "text_pair": cols.text_pair, "label": cols.label},
+                              "seed": seed, "shots": shots, "n_train": len(train), "n_eval": len(held)}
+    if data is not None:
+        source["data"] = str(Path(data).resolve())
+    else:
+        source.update(dataset=dataset, dataset_config=dataset_config, split=split)
+    if eval_data is not None:
+        source["eval_data"] = str(Path(eval_data).resolve())
+    else:
+        source["eval_fraction"] = eval_fraction
+    return TaskData(train, held, label_set, source)

@@ -1,0 +1,81 @@
+"""Bottleneck adapters (Houlsby et al.; the π-Tuning code): x + up(relu(down(x))) after the
+attention output and the feed-forward output of every layer. The adapter hangs off the target
+Linear as a child module and runs in a forward hook: no base weight is copied or replaced."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from torch import nn
+
+from pizoo.errors import UsageError
+from pizoo.experts import register
+from pizoo.experts.base import ExpertKind
+
+CHILD = "pizoo_adapter"
+# Attention output projection and feed-forward output projection, per architecture family.
+_BERT = r".*layer\.\d+\.(attention\.output|output)\.dense"
+_LLAMA = r".*layers\.\d+\.(self_attn\.o_proj|mlp\.down_proj)"
+DEFAULT_TARGETS = {"bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT,
+                   "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA}
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, dim: int, r: int):
+        super().__init__()
+        self.down = nn.Linear(dim, r)
+        self.up = nn.Linear(r, dim)
+        nn.init.zeros_(self.up.weight)  # a fresh adapter is the identity
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x):
+        return x + self.up(self.down(x).relu())
+
+
+def _run_adapter(module, args, output):
+    return getattr(module, CHILD)(output)
+
+
+@register
+class Adapter(ExpertKind):
+    name = "adapter"
+    flags = {"r": "--rank", "target_modules": "--targets"}
+    default_lr = 2e-3
+
+    def default_options(self, model_type: str) -> dict[str, Any]:
+        return {"r": 16, "target_modules": DEFAULT_TARGETS.get(model_type)}
+
+    def normalize_options(self, options, model_type):
+        opts = super().normalize_options(options, model_type)
+        targets = opts["target_modules"]
+        if not targets:
+            raise UsageError(f"no default adapter sites for model type {model_type!r}: pass --targets "
+                             "with a regex over module names, e.g. --targets '.*layers\\.\\d+\\.mlp\\.down_proj'")
+        if isinstance(targets, list):
+            targets = "|".join(targets)
+        try:
+            re.compile(targets)
+        except re.error as e:
+            raise UsageError(f"--targets {targets!r} is not a valid regular expression: {e}")
+        opts["target_modules"] = targets
+        return opts
+
+    def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
+        pattern = re.compile(options["target_modules"])
+        sites = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
+        if not sites:
+            raise UsageError(f"--targets {options['target_modules']!r} matches no Linear layer of the base model")
+        for _, module in sites:
+            module.add_module(CHILD, Bottleneck(module.out_features, options["r"]).to(module.weight.device))
+            module.register_forward_hook(_run_adapter)
+        return model
+
+    def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in wrapped.named_parameters() if f".{CHILD}." in n}
+
+    def site(self, name: str) -> str:
+        return name.split(f".{CHILD}.")[0]
+
+    def probe_scale(self, name: str) -> float:
+        return 0.1 if ".up." in name else 1.0

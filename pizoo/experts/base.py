@@ -1,0 +1,105 @@
+"""The contract every expert kind fulfils. One module per kind; `register` adds it to the registry."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from pizoo.errors import IncompatibleExperts, UsageError
+
+
+class ExpertKind:
+    """A parameter-efficient expert: which tensors it adds to a frozen base model, and how.
+
+    Experts are identified by canonical tensor names (for peft kinds, the names peft writes in
+    adapter_model.safetensors), so a zoo's experts are plain dicts of tensors that can be
+    stored, compared, mixed and exported without knowing the kind.
+    """
+
+    name: ClassVar[str]
+    peft_type: ClassVar[str | None] = None  # set when peft can load the expert as an adapter
+    foldable: ClassVar[bool] = False  # exactly foldable into the base weights (merged export)
+    # option name -> the CLI flag that sets it, so errors name what the user typed
+    flags: ClassVar[dict[str, str]] = {}
+    default_lr: ClassVar[float] = 1e-3  # AdamW learning rate when --lr is not given
+
+    def default_options(self, model_type: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def normalize_options(self, options: dict[str, Any], model_type: str) -> dict[str, Any]:
+        """Fill defaults and validate; unknown options and bad values name their flag."""
+        merged = self.default_options(model_type)
+        for key, value in options.items():
+            if value is None:
+                continue
+            if key not in merged:
+                raise UsageError(f"{self.flags.get(key, key)} does not apply to expert kind {self.name!r}")
+            merged[key] = value
+        for key in ("r", "num_virtual_tokens"):
+            if key in merged and (not isinstance(merged[key], int) or merged[key] < 1):
+                raise UsageError(f"{self.flags.get(key, key)} must be a positive integer, got {merged[key]!r}")
+        return merged
+
+    def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
+        """Add a fresh expert to `model` (in place, or by wrapping it); return the model to call."""
+        raise NotImplementedError
+
+    def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
+        """The expert's live parameters by canonical name, in a stable order."""
+        raise NotImplementedError
+
+    def site(self, name: str) -> str:
+        """The insertion site of a tensor: tensors of one site share one α at layer granularity."""
+        raise NotImplementedError
+
+    def prefix_length(self, options: dict[str, Any]) -> int:
+        """Positions the expert prepends to every sequence (prompt tokens)."""
+        return 0
+
+    def probe_scale(self, name: str) -> float:
+        return 1.0
+
+    def probe(self, shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
+        """A seeded, non-degenerate expert shared by the whole zoo to embed tasks comparably.
+
+        A fresh expert has zero up-projections, which makes the Fisher of the down-projections
+        exactly zero; the probe gives every tensor a scaled random value instead.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        out = {}
+        for name in sorted(shapes):
+            shape = shapes[name]
+            fan_in = shape[-1] if len(shape) > 1 else 1
+            std = self.probe_scale(name) / math.sqrt(fan_in)
+            out[name] = (torch.randn(shape, generator=gen) * std) if len(shape) > 1 else torch.zeros(shape)
+        return out
+
+    # -- PEFT adapter folders -----------------------------------------------------------------
+    peft_config_keys: ClassVar[tuple[str, ...]] = ()
+
+    def check_peft_config(self, config: dict[str, Any], options: dict[str, Any]) -> None:
+        """Refuse an adapter_config.json that does not describe this zoo's expert spec."""
+        if config.get("peft_type") != self.peft_type:
+            raise IncompatibleExperts(
+                f"the adapter is a {config.get('peft_type')!r} adapter; this zoo holds {self.peft_type} "
+                f"experts (kind {self.name!r})")
+        for key in self.peft_config_keys:
+            want, got = options.get(key), config.get(key)
+            if isinstance(want, list) or isinstance(got, list):
+                want = sorted(want) if isinstance(want, list) else want
+                got = sorted(got) if isinstance(got, list) else got
+            if want != got:
+                raise IncompatibleExperts(f"adapter has {key}={got!r}, the zoo's experts have {key}={want!r}",
+                                          "import into a zoo made with matching options (pizoo init ...)")
+
+
+_DEFAULT_SUFFIX = re.compile(r"\.default(?=\.(weight|bias)$)")
+
+
+def strip_adapter_name(name: str) -> str:
+    """peft's live names carry the adapter name ('default'); its saved files do not."""
+    return _DEFAULT_SUFFIX.sub("", name)

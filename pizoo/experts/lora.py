@@ -1,0 +1,56 @@
+"""LoRA through peft: W x + (alpha/r) B A x on the target Linear layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft import LoraConfig, TaskType, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+from torch import nn
+
+from pizoo.errors import UsageError
+from pizoo.experts import register
+from pizoo.experts.base import ExpertKind, strip_adapter_name
+
+
+def peft_task_type(head: str) -> TaskType:
+    return TaskType.SEQ_CLS if head == "classification" else TaskType.CAUSAL_LM
+
+
+@register
+class Lora(ExpertKind):
+    name = "lora"
+    peft_type = "LORA"
+    foldable = True
+    flags = {"r": "--rank", "lora_alpha": "--alpha", "target_modules": "--targets", "lora_dropout": "--dropout"}
+    default_lr = 5e-3
+    peft_config_keys = ("r", "lora_alpha", "target_modules", "use_dora", "use_rslora", "bias")
+
+    def default_options(self, model_type: str) -> dict[str, Any]:
+        # peft's own defaults, so an adapter made with LoraConfig() imports as is.
+        targets = PEFT_TARGETS.get(model_type)
+        return {"r": 8, "lora_alpha": 8, "target_modules": list(targets) if targets else None,
+                "lora_dropout": 0.0, "use_dora": False, "use_rslora": False, "bias": "none"}
+
+    def normalize_options(self, options, model_type):
+        opts = super().normalize_options(options, model_type)
+        if not opts["target_modules"]:
+            raise UsageError(f"peft has no default LoRA targets for model type {model_type!r}: "
+                             "pass --targets, e.g. --targets q_proj,v_proj")
+        opts["target_modules"] = sorted(opts["target_modules"])
+        return opts
+
+    def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
+        config = LoraConfig(task_type=peft_task_type(head), r=options["r"], lora_alpha=options["lora_alpha"],
+                            target_modules=list(options["target_modules"]), lora_dropout=options["lora_dropout"],
+                            use_dora=options["use_dora"], use_rslora=options["use_rslora"], bias=options["bias"])
+        return get_peft_model(model, config)
+
+    def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
+        return {strip_adapter_name(n): p for n, p in wrapped.named_parameters() if ".lora_" in n}
+
+    def site(self, name: str) -> str:
+        return name.rsplit(".lora_", 1)[0]
+
+    def probe_scale(self, name: str) -> float:
+        return 0.1 if ".lora_B" in name else 1.0

@@ -1,0 +1,47 @@
+"""Prompt tuning through peft: learned virtual-token embeddings prepended to every input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft import PromptTuningConfig, get_peft_model
+from torch import nn
+
+from pizoo.experts import register
+from pizoo.experts.base import ExpertKind
+from pizoo.experts.lora import peft_task_type
+
+NAME = "prompt_embeddings"  # the key peft writes for it
+
+
+@register
+class Prompt(ExpertKind):
+    name = "prompt"
+    peft_type = "PROMPT_TUNING"
+    flags = {"num_virtual_tokens": "--virtual-tokens"}
+    default_lr = 3e-2
+    peft_config_keys = ("num_virtual_tokens",)
+
+    def default_options(self, model_type: str) -> dict[str, Any]:
+        return {"num_virtual_tokens": 8}
+
+    def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
+        n = options["num_virtual_tokens"]
+        wrapped = get_peft_model(model, PromptTuningConfig(task_type=peft_task_type(head), num_virtual_tokens=n))
+        # Start from real token embeddings (drawn with the caller's seed) rather than N(0, 1):
+        # the scale then matches the inputs the frozen model was trained on.
+        vocab = model.get_input_embeddings().weight
+        rows = torch.randint(0, vocab.shape[0], (n,))
+        with torch.no_grad():
+            self.parameters(wrapped)[NAME].copy_(vocab[rows])
+        return wrapped
+
+    def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
+        return {NAME: wrapped.prompt_encoder["default"].embedding.weight}
+
+    def site(self, name: str) -> str:
+        return "prompt"
+
+    def prefix_length(self, options: dict[str, Any]) -> int:
+        return options["num_virtual_tokens"]

@@ -1,0 +1,155 @@
+"""The one training loop. add-task and interpolate both run it.
+
+Built on HF Accelerate, so device placement, mixed precision and data parallelism come from
+the engine: `accelerate launch -m pizoo add-task ...` runs the same code on several GPUs."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pizoo.errors import TrainingError, UsageError
+from pizoo.render import progress
+
+_accelerator = None
+_accelerator_key = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int | None = None
+    steps: int | None = None
+    lr: float = 5e-3
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "no"  # no | bf16 | fp16
+
+    def __post_init__(self):
+        if self.epochs is not None and self.steps is not None:
+            raise UsageError("give --epochs or --steps, not both")
+        for flag, v in (("--epochs", self.epochs), ("--steps", self.steps), ("--batch-size", self.batch_size),
+                        ("--grad-accum", self.grad_accum)):
+            if v is not None and v < 1:
+                raise UsageError(f"{flag} must be at least 1, got {v}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("no", "bf16", "fp16"):
+            raise UsageError(f"--precision must be no, bf16 or fp16, got {self.precision!r}")
+
+    def total_steps(self, n_examples: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        per_epoch = math.ceil(math.ceil(n_examples / self.batch_size) / self.grad_accum)
+        return max(1, (self.epochs or 10) * per_epoch)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    examples: int
+    seconds: float
+    first_loss: float
+    last_loss: float
+    is_main_process: bool
+
+
+def accelerator(cfg: TrainConfig):
+    """One Accelerator per process (its state is a singleton); rebuilt only if the settings change."""
+    global _accelerator, _accelerator_key
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {cfg.device} but torch sees no CUDA device", "use --device cpu")
+    key = (cpu, cfg.precision, cfg.grad_accum)
+    if _accelerator is None or _accelerator_key != key:
+        if _accelerator is not None:
+            AcceleratorState._reset_state(reset_partial_state=False)
+        _accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.precision, gradient_accumulation_steps=cfg.grad_accum)
+        _accelerator_key = key
+    return _accelerator
+
+
+def device_for(cfg: TrainConfig) -> torch.device:
+    return accelerator(cfg).device
+
+
+def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dict]], dict], cfg: TrainConfig,
+        *, desc: str = "train", log_every: int = 10) -> TrainResult:
+    """Minimise `module(batch)` (a scalar loss) over `rows` with AdamW, warmup and linear decay."""
+    from transformers import get_linear_schedule_with_warmup
+
+    acc = accelerator(cfg)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("nothing to train: the module has no trainable parameters")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(list(rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=gen)
+    total = cfg.total_steps(len(rows))
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    module, opt, loader, sched = acc.prepare(module, opt, loader, sched)
+    module.train()
+    step, seen, first, last = 0, 0, float("nan"), float("nan")
+    window = torch.zeros((), device=acc.device)
+    in_window = 0
+    start = time.perf_counter()
+    with progress(disable=not acc.is_main_process) as bar:
+        task = bar.add_task(desc, total=total, loss=float("nan"))
+        while step < total:
+            for batch in loader:
+                with acc.accumulate(module):
+                    loss = module(batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                window += loss.detach()
+                in_window += 1
+                seen += len(batch["labels"])
+                if not acc.sync_gradients:
+                    continue
+                step += 1
+                if step % log_every == 0 or step == total or step == 1:
+                    # One host sync per window, not per step: .item() stalls a GPU.
+                    mean = float(window) / in_window
+                    window.zero_()
+                    in_window = 0
+                    if not math.isfinite(mean):
+                        raise TrainingError(f"the loss became {mean} by step {step}; nothing was saved",
+                                            "lower --lr (e.g. by 10x) and run again")
+                    first = mean if math.isnan(first) else first
+                    last = mean
+                    bar.update(task, completed=step, loss=mean)
+                if step >= total:
+                    break
+    module.eval()
+    return TrainResult(step, seen, time.perf_counter() - start, first, last, acc.is_main_process)
+
+
+class ExpertLoss(nn.Module):
+    """The training objective of one expert: mean negative log-likelihood of the labels."""
+
+    def __init__(self, em):
+        super().__init__()
+        self.em = em
+        self.model = em.wrapped  # a submodule, so accelerate and DDP place and sync it
+
+    def forward(self, batch):
+        return -self.em.log_probs(batch).mean()

@@ -1,0 +1,115 @@
+"""Tiny models and synthetic tasks built in-process: no downloads, a few seconds at most."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = [f"w{i}" for i in range(60)]
+EXTRA = ["answer", ":", "yes", "no", "pos", "neg", "red", "blue", "green"]
+VOCAB = SPECIALS + WORDS + EXTRA
+# Two labelling rules over disjoint keyword sets: tasks built on different rules are unrelated.
+RULES = {
+    "a": (WORDS[0:8], WORDS[8:16]),
+    "b": (WORDS[16:24], WORDS[24:32]),
+}
+
+
+# Weights drawn at std 0.2 (not 0.02): at 0.02 a random 2-layer model maps every input to nearly
+# the same [CLS] vector, and only LoRA can learn anything; at 0.2 every expert kind can.
+def tiny_bert(path: Path) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    import torch
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0, initializer_range=0.2)
+    BertModel(cfg).save_pretrained(path)
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True)
+    assert tok.tokenize("w3 w17") == ["w3", "w17"], "the tiny tokenizer lost its vocabulary"
+    tok.save_pretrained(path)
+    return path
+
+
+def tiny_llama(path: Path) -> Path:
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      pad_token_id=0, bos_token_id=2, eos_token_id=3, tie_word_embeddings=False,
+                      initializer_range=0.2)
+    model = LlamaForCausalLM(cfg)
+    # At init std 0.02 the 32-wide random LM head caps every logit near 0.6, so no expert could
+    # make a label token likely; a unit-scale head gives the tiny model a usable output layer.
+    torch.nn.init.normal_(model.lm_head.weight, std=0.5)
+    model.save_pretrained(path)
+    backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                  bos_token="[CLS]", eos_token="[SEP]")
+    assert tok("w3 w17", add_special_tokens=False)["input_ids"] == [VOCAB.index("w3"), VOCAB.index("w17")]
+    tok.save_pretrained(path)
+    return path
+
+
+def make_rows(rule: str, n: int, seed: int, labels=("pos", "neg"), length: int = 8) -> list[dict]:
+    """Bag-of-words task: label 0 if the text has more of the rule's first keyword set, else 1."""
+    first, second = RULES[rule]
+    rng = random.Random(seed)
+    rows = []
+    while len(rows) < n:
+        words = [rng.choice(WORDS) for _ in range(length)]
+        score = sum(w in first for w in words) - sum(w in second for w in words)
+        if score == 0:
+            continue
+        label = labels[0] if score > 0 else labels[1]
+        if sum(r["label"] == label for r in rows) >= (n + 1) // 2:
+            continue  # keep the classes balanced
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_rows(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        pd.DataFrame(rows).to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".parquet":
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        raise ValueError(path)
+    return path
+
+
+def peft_lora_adapter(base: Path, out: Path, *, r: int = 8, num_labels: int = 2, seed: int = 1,
+                      task_type: str = "SEQ_CLS") -> Path:
+    """A PEFT LoRA adapter made the way a user would, with non-zero B so it changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=num_labels)
+    peft_model = get_peft_model(model, LoraConfig(task_type=task_type, r=r))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root with its bytes: to assert that a failed command changed nothing."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".pizoo.lock"}

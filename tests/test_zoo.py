@@ -1,0 +1,271 @@
+"""The on-disk zoo: round trip through the CLI, bad input, crash safety, concurrency."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import helpers
+from pizoo.cli import app
+from pizoo.config import TaskManifest
+from pizoo.errors import InvalidName, PizooError
+from pizoo.zoo import EXPERT, Zoo, check_name
+
+runner = CliRunner()
+
+
+def cli(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def zoo(bert_dir, tmp_path):
+    root = tmp_path / "zoo"
+    r = cli("--zoo", root, "init", "--base-model", bert_dir, "--json")
+    assert r.exit_code == 0, r.output
+    return root
+
+
+@pytest.fixture
+def adapter(bert_dir, tmp_path):
+    return helpers.peft_lora_adapter(bert_dir, tmp_path / "adapter")
+
+
+def test_round_trip_import_list_show_verify_rm(zoo, adapter, bert_dir):
+    spec = json.loads(cli("--zoo", zoo, "list", "--json").stdout or "null")
+    assert spec is None  # no tasks yet: nothing on stdout
+    r = cli("--zoo", zoo, "add-task", "imp", "--from-adapter", adapter, "--labels", "neg,pos", "--json")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.stdout)
+    assert shown["task"] == "imp" and shown["labels"] == ["neg", "pos"]
+    assert set(shown["files"]) == {"expert.safetensors"}
+
+    rows = [json.loads(line) for line in cli("--zoo", zoo, "list", "--json").stdout.splitlines()]
+    assert [row["task"] for row in rows] == ["imp"] and rows[0]["how"] == "import"
+    assert json.loads(cli("--zoo", zoo, "show", "imp", "--json").stdout)["source"]["adapter"] == str(adapter)
+    r = cli("--zoo", zoo, "verify", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"ok": True, "tasks": 1, "problems": []}
+
+    # The imported expert computes exactly what the PEFT model computes.
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from pizoo.tasks import load_task_model
+
+    em, _ = load_task_model(Zoo(zoo), "imp")
+    ref = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(bert_dir, num_labels=2),
+                                    adapter).eval()
+    ids = torch.randint(5, len(helpers.VOCAB), (4, 9))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        assert torch.allclose(em.forward(batch).logits, ref(**batch).logits, atol=1e-6)
+
+    assert cli("--zoo", zoo, "rm", "imp", input="n\n").exit_code == 1  # declined: kept
+    assert Zoo(zoo).task_names() == ["imp"]
+    r = cli("--zoo", zoo, "rm", "imp", "--yes")
+    assert r.exit_code == 0 and Zoo(zoo).task_names() == []
+    assert cli("--zoo", zoo, "verify").exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", "x" * 300, ".hidden", "a b", "-"[:0] or "ü"])
+def test_unsafe_names_are_refused(zoo, adapter, name):
+    before = helpers.tree(zoo)
+    r = cli("--zoo", zoo, "add-task", name, "--from-adapter", adapter)
+    assert r.exit_code == 1
+    assert "invalid task name" in r.stderr
+    assert helpers.tree(zoo) == before
+    with pytest.raises(InvalidName):
+        check_name(name)
+
+
+def test_duplicate_task_is_refused(zoo, adapter):
+    assert cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter).exit_code == 0
+    before = helpers.tree(zoo)
+    r = cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter)
+    assert r.exit_code == 1 and "already exists" in r.stderr and "pizoo rm t" in r.stderr
+    assert helpers.tree(zoo) == before
+
+
+def test_adapter_of_another_base_model_is_refused(zoo, tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    other = tmp_path / "other-bert"
+    BertModel(BertConfig(vocab_size=len(helpers.VOCAB), hidden_size=48, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(other)
+    BertTokenizer(vocab={w: i for i, w in enumerate(helpers.VOCAB)}).save_pretrained(other)
+    adapter = helpers.peft_lora_adapter(other, tmp_path / "a48")
+    before = helpers.tree(zoo)
+    r = cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter)
+    assert r.exit_code == 1
+    assert "shape" in r.stderr and "(8, 48)" in r.stderr and "(8, 32)" in r.stderr
+    assert helpers.tree(zoo) == before
+
+
+def test_adapter_of_another_rank_is_refused(zoo, bert_dir, tmp_path):
+    adapter = helpers.peft_lora_adapter(bert_dir, tmp_path / "r4", r=4)
+    before = helpers.tree(zoo)
+    r = cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter)
+    assert r.exit_code == 1 and "r=4" in r.stderr and "r=8" in r.stderr
+    assert helpers.tree(zoo) == before
+
+
+def test_pickled_adapter_and_non_adapter_folder_are_refused(zoo, adapter, tmp_path):
+    (adapter / "adapter_model.safetensors").rename(adapter / "adapter_model.bin")
+    r = cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter)
+    assert r.exit_code == 1 and "never loads" in r.stderr
+    r = cli("--zoo", zoo, "add-task", "t", "--from-adapter", tmp_path)
+    assert r.exit_code == 1 and "not a PEFT adapter folder" in r.stderr
+
+
+def test_truncated_and_missing_expert_files(zoo, adapter):
+    assert cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter).exit_code == 0
+    assert cli("--zoo", zoo, "add-task", "u", "--from-adapter", adapter).exit_code == 0
+    f = zoo / "t" / EXPERT
+    f.write_bytes(f.read_bytes()[:100])
+    (zoo / "u" / EXPERT).unlink()
+    (zoo / "u" / "notes.txt").write_text("not ours")
+    r = cli("--zoo", zoo, "verify", "--json")
+    assert r.exit_code == 1
+    problems = {(p["task"], p["file"], p["issue"]) for p in json.loads(r.stdout)["problems"]}
+    assert problems == {("t", EXPERT, "corrupt"), ("u", EXPERT, "missing"), ("u", "notes.txt", "foreign")}
+    r = cli("--zoo", zoo, "eval", "t", "--data", "x.csv")
+    assert r.exit_code == 1 and "does not match the sha256" in r.stderr
+    # the loader's own check, past the hash: a truncated file is not readable safetensors
+    from pizoo.errors import CorruptFile
+    from pizoo.models import load_tensors
+
+    with pytest.raises(CorruptFile, match="not a readable safetensors"):
+        load_tensors(f)
+
+
+def test_unknown_schema_versions(zoo, adapter):
+    assert cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter).exit_code == 0
+    manifest = zoo / "t" / "task.json"
+    d = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**d, "schema_version": 99}))
+    r = cli("--zoo", zoo, "show", "t")
+    assert r.exit_code == 1 and "schema_version 99" in r.stderr
+    toml = zoo / "zoo.toml"
+    toml.write_text(toml.read_text().replace("schema_version = 1", "schema_version = 99"))
+    r = cli("--zoo", zoo, "list")
+    assert r.exit_code == 1 and "schema_version 99" in r.stderr and "pip install -U pizoo" in r.stderr
+
+
+def test_folder_that_is_not_a_zoo(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "keep.txt").write_text("x")
+    for args in (["list"], ["verify"], ["show", "a"], ["rm", "a", "--yes"]):
+        r = cli("--zoo", tmp_path / "plain", *args)
+        assert r.exit_code == 1 and "is not a pizoo zoo" in r.stderr and "init" in r.stderr, args
+    assert helpers.tree(tmp_path / "plain") == {"keep.txt": b"x"}
+
+
+def test_init_twice_is_refused(zoo, bert_dir):
+    before = helpers.tree(zoo)
+    r = cli("--zoo", zoo, "init", "--base-model", bert_dir)
+    assert r.exit_code == 1 and "already a zoo" in r.stderr
+    assert helpers.tree(zoo) == before
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIZOO_DEBUG", "1")
+    r = cli("--zoo", tmp_path / "nothing", "list")
+    assert r.exit_code == 1 and isinstance(r.exception, PizooError)
+
+
+def test_a_failing_write_leaves_no_task(zoo, adapter):
+    assert cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter).exit_code == 0
+    z = Zoo(zoo)
+    before = helpers.tree(zoo)
+
+    def half_then_crash(path):
+        path.write_bytes(b"half a file")
+        raise RuntimeError("injected crash")
+
+    manifest = TaskManifest(name="new", labels=("a", "b"), source={})
+    with pytest.raises(RuntimeError):
+        z.write_task(manifest, {EXPERT: lambda p: p.write_bytes(b"ok"), "fisher.h5": half_then_crash})
+    # and a failing rewrite of an existing task leaves the old one whole
+    with pytest.raises(RuntimeError):
+        z.update_task("t", {"fisher.h5": half_then_crash}, lambda m: m)
+    assert helpers.tree(zoo) == before
+    assert z.task_names() == ["t"] and z.verify() == []
+
+
+def test_sigkill_mid_write_leaves_the_zoo_as_it_was(zoo, adapter, tmp_path):
+    assert cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter).exit_code == 0
+    before = helpers.tree(zoo)
+    ready = tmp_path / "ready"
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from pizoo.config import TaskManifest
+        from pizoo.zoo import Zoo
+        def slow(path):
+            path.write_bytes(b"x" * 1000)
+            Path({str(ready)!r}).touch()
+            time.sleep(60)
+        z = Zoo({str(zoo)!r})
+        z.update_task("t", {{"expert.safetensors": slow}}, lambda m: m)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        for _ in range(300):
+            if ready.exists():
+                break
+            time.sleep(0.05)
+        assert ready.exists()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert Zoo(zoo).task_names() == ["t"]
+    assert cli("--zoo", zoo, "verify").exit_code == 0  # the stale build is cleared under the lock
+    assert helpers.tree(zoo) == before
+
+
+def test_interrupted_swap_is_rolled_back(zoo, adapter):
+    """A crash between moving the old folder aside and moving the new one in is undone."""
+    assert cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter).exit_code == 0
+    before = helpers.tree(zoo)
+    os.rename(zoo / "t", zoo / ".old-t-0123abcd")
+    assert Zoo(zoo).task_names() == []
+    assert cli("--zoo", zoo, "verify").exit_code == 0
+    assert helpers.tree(zoo) == before
+
+
+def test_two_processes_add_tasks_at_once(zoo, adapter):
+    procs = [subprocess.Popen([sys.executable, "-m", "pizoo", "--zoo", str(zoo), "add-task", name,
+                               "--from-adapter", str(adapter)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env={**os.environ, "PIZOO_DEBUG": "1"})
+             for name in ("left", "right")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    assert Zoo(zoo).task_names() == ["left", "right"]
+    assert Zoo(zoo).verify() == []
+
+
+def test_hub_id_is_resolved_through_the_hub_cache(bert_dir, tmp_path, monkeypatch):
+    """The online code path (a hub id) run against a local hub cache, as huggingface_hub lays it out."""
+    import shutil
+
+    import huggingface_hub.constants as hub
+
+    snapshot = tmp_path / "hub" / "models--tiny--bert" / "snapshots" / ("0" * 40)
+    shutil.copytree(bert_dir, snapshot)
+    (tmp_path / "hub" / "models--tiny--bert" / "refs").mkdir()
+    (tmp_path / "hub" / "models--tiny--bert" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    r = cli("--zoo", tmp_path / "z", "init", "--base-model", "tiny/bert", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["base_model"] == "tiny/bert"
+    r = cli("--zoo", tmp_path / "z2", "init", "--base-model", "tiny/missing")
+    assert r.exit_code == 1 and "cannot get base model 'tiny/missing'" in r.stderr
