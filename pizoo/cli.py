@@ -87,7 +87,7 @@ def init(ctx: typer.Context,
          dropout: Annotated[Optional[float], typer.Option(help="LoRA dropout.")] = None,
          virtual_tokens: Annotated[Optional[int], typer.Option(help="Prompt tuning: number of virtual tokens.")] = None,
          template: Annotated[Optional[str], typer.Option(help="causal-lm prompt template with {text}.")] = None,
-         probe_seed: Annotated[int, typer.Option(help="Seed of the zoo's shared probe expert.")] = 0,
+         seed: Annotated[int, typer.Option(help="Seed of the zoo's shared initial expert and head, and of its probe expert.")] = 0,
          trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the model folder/hub.")] = False,
          json_: JsonOpt = False):
     """Create a zoo: one base model, one head type, one expert kind.
@@ -108,7 +108,7 @@ def init(ctx: typer.Context,
                "num_virtual_tokens": virtual_tokens}
     zoo = init_zoo(ctx.obj["zoo"], base_model=base_model, head=head, kind=kind,
                    options={k: v for k, v in options.items() if v is not None}, template=template,
-                   probe_seed=probe_seed, trust_remote_code=trust_remote_code)
+                   seed=seed, trust_remote_code=trust_remote_code)
     spec = zoo.spec
     info = {"zoo": str(zoo.root), "base_model": spec.base_model, "fingerprint": spec.fingerprint,
             "head": spec.head, "kind": spec.kind, "options": spec.options}
@@ -140,7 +140,7 @@ def add_task(ctx: typer.Context,
              batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
              grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
              max_length: Annotated[int, typer.Option(help="Max tokens per example.")] = 128,
-             seed: Annotated[int, typer.Option(help="Seed for splits, shots, init and order.")] = 0,
+             seed: Annotated[int, typer.Option(help="Seed for the eval split, the shots and the data order.")] = 0,
              device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
              precision: Annotated[str, typer.Option(help="no | bf16 | fp16 (GPU)")] = "no",
              embed: Annotated[bool, typer.Option(help="Compute the Fisher embedding after training.")] = True,
@@ -300,6 +300,131 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
         render.emit_json(result)
     else:
         render.key_values({k: v for k, v in result.items() if k != "labels"}, title=f"eval {name}")
+
+
+# -- embeddings -------------------------------------------------------------------------------
+MetricOpt = Annotated[str, typer.Option(help="cosine (the paper) | normalized (its code, Task2Vec)")]
+WhichOpt = Annotated[str, typer.Option(help="expert: Fisher at each task's expert | probe: at the shared probe")]
+
+
+@command("embed")
+def embed(ctx: typer.Context,
+          name: Annotated[Optional[str], typer.Argument(help="Task name (or --all).")] = None,
+          all_: Annotated[bool, typer.Option("--all", help="Recompute every task's embedding.")] = False,
+          samples: Annotated[Optional[int], typer.Option(help="Examples to use [default: 256].")] = None,
+          seed: Annotated[int, typer.Option(help="Seed that picks the examples.")] = 0,
+          data: Annotated[Optional[Path], typer.Option(help="Data for a task without its own (imports).")] = None,
+          text: Annotated[str, typer.Option(help="Text column (with --data).")] = "text",
+          text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+          label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
+          device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+          json_: JsonOpt = False):
+    """(Re)compute task embeddings: the per-example diagonal Fisher at the task's expert and at the probe.
+
+    Example:
+
+      pizoo embed sst2 --samples 512
+
+      pizoo embed --all
+    """
+    from pizoo.data import Columns
+    from pizoo.embed import embed_task
+    from pizoo.errors import UsageError
+
+    zoo = zoo_of(ctx)
+    if all_ == (name is not None):
+        raise UsageError("give a task NAME or --all")
+    names = zoo.task_names() if all_ else [name]
+    columns = Columns(text, text_pair, label) if data else None
+    results, failed = [], []
+    for n in names:
+        try:
+            m = embed_task(zoo, n, samples=samples, seed=seed, data=str(data) if data else None,
+                           columns=columns, device=device)
+            results.append({"task": n, "ok": True, "fisher.h5": m.files.get("fisher.h5")})
+        except PizooError as e:
+            if not all_:
+                raise
+            failed.append(n)
+            results.append({"task": n, "ok": False, "error": str(e)})
+    if json_:
+        render.emit_jsonl(results)
+    else:
+        for r in results:
+            render.log(f"{r['task']}: " + ("embedded" if r["ok"] else f"failed: {r['error']}"))
+    if failed:
+        raise typer.Exit(1)
+
+
+@command("similar")
+def similar(ctx: typer.Context,
+            name: Annotated[Optional[str], typer.Argument(help="Task to rank the others against.")] = None,
+            k: Annotated[Optional[int], typer.Option(help="Show the top k [default: all].")] = None,
+            metric: MetricOpt = "cosine",
+            which: WhichOpt = "expert",
+            data: Annotated[Optional[Path], typer.Option(help="Zero-shot: rank tasks against this data (probe).")] = None,
+            text: Annotated[str, typer.Option(help="Text column (with --data).")] = "text",
+            text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+            label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
+            samples: Annotated[Optional[int], typer.Option(help="Examples of --data to embed [default: 256].")] = None,
+            device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+            json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False):
+    """Rank the zoo's tasks by similarity of their Fisher embeddings to a task (or to new data).
+
+    Example:
+
+      pizoo similar refcocog --k 2
+
+      pizoo similar --data new-task.csv --k 3 --json
+    """
+    from pizoo.data import Columns
+    from pizoo.embed import similar as rank_similar, similar_to_data
+    from pizoo.errors import UsageError
+
+    zoo = zoo_of(ctx)
+    if (name is None) == (data is None):
+        raise UsageError("give a task NAME or --data FILE")
+    if data is not None:
+        rows = similar_to_data(zoo, str(data), Columns(text, text_pair, label), k=k, metric=metric,
+                               samples=samples, device=device)
+        title = f"tasks most similar to {data} (probe, {metric})"
+    else:
+        rows = rank_similar(zoo, name, k=k, metric=metric, group=which)
+        title = f"tasks most similar to {name} ({which}, {metric})"
+    if json_:
+        render.emit_jsonl(rows)
+    else:
+        render.table(rows, ["rank", "task", "similarity"], title=title)
+
+
+@command("graph")
+def graph(ctx: typer.Context,
+          out: Annotated[Path, typer.Option(help="Heatmap PNG to write.")] = Path("graph.png"),
+          csv: Annotated[Optional[Path], typer.Option(help="Also write the matrix as CSV.")] = None,
+          metric: MetricOpt = "cosine",
+          which: WhichOpt = "expert",
+          json_: JsonOpt = False):
+    """The full task-similarity matrix as a clustered heatmap (the paper's Fig. 1) and CSV.
+
+    Example:
+
+      pizoo graph --out graph.png --csv graph.csv --metric normalized
+    """
+    from pizoo.embed import similarity_matrix
+    from pizoo.plots import heatmap, write_matrix_csv
+
+    zoo = zoo_of(ctx)
+    names, sim = similarity_matrix(zoo, metric, which)
+    order = heatmap(names, sim, out, f"task similarity ({which} Fisher, {metric})")
+    if csv:
+        write_matrix_csv(names, sim, csv)
+    record = {"png": str(out), "csv": str(csv) if csv else None, "order": order, "metric": metric,
+              "tasks": names, "matrix": sim.round(6).tolist()}
+    if json_:
+        render.emit_json(record)
+    else:
+        render.log(f"wrote {out}" + (f" and {csv}" if csv else "") + f" ({len(names)} tasks, clustered order: "
+                   + ", ".join(order) + ")")
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ class ZooSpec:
     options: dict[str, Any] = field(default_factory=dict)
     template: str = DEFAULT_TEMPLATE
     pair_template: str = DEFAULT_PAIR_TEMPLATE
-    probe_seed: int = 0
+    seed: int = 0
     trust_remote_code: bool = False
     schema_version: int = SCHEMA_VERSION
 
@@ -57,7 +57,8 @@ class ZooSpec:
                            "model_type": self.model_type, "trust_remote_code": self.trust_remote_code},
             "head": {"type": self.head, "template": self.template, "pair_template": self.pair_template},
             "expert": {"kind": self.kind, "options": self.options},
-            "probe": {"seed": self.probe_seed},
+            # seeds the shared initial expert and head of every task, and the probe expert
+            "seed": self.seed,
         }
         return tomli_w.dumps(doc)
 
@@ -81,7 +82,7 @@ class ZooSpec:
                 head=head["type"], template=head.get("template", DEFAULT_TEMPLATE),
                 pair_template=head.get("pair_template", DEFAULT_PAIR_TEMPLATE),
                 kind=expert["kind"], options=dict(expert.get("options", {})),
-                probe_seed=int(doc.get("probe", {}).get("seed", 0)), schema_version=version,
+                seed=int(doc.get("seed", 0)), schema_version=version,
             )
         except (KeyError, TypeError) as e:
             raise SchemaError(f"{where} lacks a required field: {e}") from e

@@ -150,7 +150,11 @@ class ExpertModel:
             for p in hf.parameters():
                 p.requires_grad_(False)
             self.hf = hf
-            self.wrapped = self.kind.attach(hf, spec.options, spec.head)
+            # Every expert of a zoo starts from the same seeded initialisation: experts trained from
+            # one starting point stay comparable (Fisher) and mixable (interpolation, soups).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(spec.seed)
+                self.wrapped = self.kind.attach(hf, spec.options, spec.head)
         for p in self.wrapped.parameters():  # peft may unfreeze more than we train
             p.requires_grad_(False)
         self.expert = self.kind.parameters(self.wrapped)

@@ -89,8 +89,9 @@ def progress(disable: bool = False):
 @contextmanager
 def steps_progress(desc: str, total: int, disable: bool = False):
     """A plain counting bar (no loss) for evaluation-like loops."""
+    console = err()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err(), disable=disable, transient=True)
+                   console=console, disable=disable or not console.is_terminal, transient=True)
     with bar:
         task = bar.add_task(desc, total=total)
         yield lambda n=1: bar.advance(task, n)

@@ -29,7 +29,7 @@ _PEFT_HEAD = re.compile(r"(?:^|\.)(?:classifier|score)\.(?:modules_to_save\.)?(?
 
 def init_zoo(root: str | Path, *, base_model: str | None = None, head: str = "classification",
              kind: str = "lora", options: dict[str, Any] | None = None, template: str | None = None,
-             probe_seed: int = 0, trust_remote_code: bool = False) -> Zoo:
+             seed: int = 0, trust_remote_code: bool = False) -> Zoo:
     """Create zoo.toml: the base model (with its fingerprint), the head and the expert spec."""
     zoo = Zoo(root)
     if (zoo.root / "zoo.toml").exists():
@@ -41,7 +41,7 @@ def init_zoo(root: str | Path, *, base_model: str | None = None, head: str = "cl
     opts = expert_kind.normalize_options(options or {}, model_type)
     local = Path(name).expanduser()
     spec = ZooSpec(base_model=str(local.resolve()) if local.is_dir() else name, fingerprint=fingerprint(path),
-                   model_type=model_type, head=head, kind=kind, options=opts, probe_seed=probe_seed,
+                   model_type=model_type, head=head, kind=kind, options=opts, seed=seed,
                    trust_remote_code=trust_remote_code, **({"template": template} if template else {}))
     ExpertModel(spec, ("a", "b"))  # proves the spec attaches to this model before anything is written
     return Zoo.create(root, spec)
@@ -157,7 +157,7 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     data = args.prepare()
     torch.manual_seed(cfg.seed)
     device = device_for(cfg)
-    em = ExpertModel(spec, data.labels, device=device, max_length=max_length, head_seed=cfg.seed)
+    em = ExpertModel(spec, data.labels, device=device, max_length=max_length, head_seed=spec.seed)
     train_rows = em.encode(data.train.texts, data.train.pairs, data.label_ids(data.train))
     eval_rows = em.encode(data.eval.texts, data.eval.pairs, data.label_ids(data.eval))
     before = em.accuracy(eval_rows)
@@ -179,7 +179,7 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     if embed:
         from pizoo.fisher import embedding_writer
 
-        files.update(embedding_writer(em, train_rows + eval_rows, seed=cfg.seed, samples=fisher_samples))
+        files.update(embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples))
     return zoo.write_task(manifest, files)
 
 

@@ -103,7 +103,7 @@ class Zoo:
         zoo.root.mkdir(parents=True, exist_ok=True)
         with zoo.lock():
             if (zoo.root / ZOO_FILE).exists():
-                raise ZooExists(f"{zoo.root} is already a zoo", f"use it as is, or pick another --zoo folder")
+                raise ZooExists(f"{zoo.root} is already a zoo", "use it as is, or pick another --zoo folder")
             atomic_write(zoo.root / ZOO_FILE, spec.to_toml())
         zoo._spec = spec
         return zoo

@@ -23,7 +23,7 @@ def test_all_commands_are_registered():
 def test_help_has_an_example(name):
     r = runner.invoke(app, [name, "--help"])
     assert r.exit_code == 0
-    assert "Example" in r.stdout and f"pizoo {name}" in r.stdout or f"pizoo --zoo" in r.stdout
+    assert "Example" in r.stdout and f"pizoo {name}" in r.stdout or "pizoo --zoo" in r.stdout
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -60,6 +60,10 @@ class ExpertKind:
         """Positions the expert prepends to every sequence (prompt tokens)."""
         return 0
 
+    # Tensors whose rows are prepended to the backbone's input embeddings (prompt tuning): their
+    # per-example gradient is the gradient of those input positions.
+    prefix_parameters: ClassVar[tuple[str, ...]] = ()
+
     def probe_scale(self, name: str) -> float:
         return 1.0
 

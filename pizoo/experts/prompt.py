@@ -22,6 +22,7 @@ class Prompt(ExpertKind):
     flags = {"num_virtual_tokens": "--virtual-tokens"}
     default_lr = 3e-2
     peft_config_keys = ("num_virtual_tokens",)
+    prefix_parameters = (NAME,)
 
     def default_options(self, model_type: str) -> dict[str, Any]:
         return {"num_virtual_tokens": 8}

@@ -1,0 +1,108 @@
+"""Task embeddings in the zoo: compute and store them, load them checked, rank tasks by them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pizoo.data import Columns, TaskData, load_rows, read_examples, sorted_labels
+from pizoo.errors import CorruptFile, DataError, MissingEmbedding, UsageError
+from pizoo.fisher import check_space, choose, embedding_writer, probe_fisher, read_h5
+from pizoo.models import ExpertModel
+from pizoo.similarity import check, matrix, rank
+from pizoo.zoo import FISHER, Zoo
+
+GROUPS = ("expert", "probe")
+
+
+def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0, data: str | None = None,
+               columns: Columns | None = None, device: str = "cpu"):
+    """(Re)compute a task's fisher.h5 from its own training data (or `data`) and swap it in."""
+    from pizoo.tasks import load_task_model, read_labelled, task_data
+
+    em, manifest = load_task_model(zoo, name, device)
+    if data is not None:
+        ex, ids = read_labelled(data, columns or Columns(**manifest.source.get("columns", {})), manifest.labels)
+    else:
+        td = task_data(zoo, name, manifest)
+        ex, ids = td.train, td.label_ids(td.train)
+    rows = em.encode(ex.texts, ex.pairs, ids)
+    files = embedding_writer(em, rows, seed=seed, samples=samples)
+    return zoo.update_task(name, files, lambda m: m)
+
+
+def load_embedding(zoo: Zoo, name: str, group: str = "expert") -> dict[str, np.ndarray]:
+    """A task's embedding, checked: present, uncorrupted, of this zoo's space, finite and non-zero."""
+    if group not in GROUPS:
+        raise UsageError(f"--which {group!r} is not one of {', '.join(GROUPS)}")
+    manifest = zoo.manifest(name)
+    if FISHER not in manifest.files:
+        raise MissingEmbedding(f"task {name!r} has no Fisher embedding", f"pizoo embed {name}")
+    vec, attrs = read_h5(zoo.file(name, FISHER), group)
+    check_space(attrs, zoo.spec, f"the embedding of {name!r}")
+    check(vec, name)
+    return vec
+
+
+def embedded_tasks(zoo: Zoo, group: str = "expert", exclude: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Embeddings of every task that has a usable one; the others are named on stderr."""
+    from pizoo.render import log
+
+    out, skipped = {}, []
+    for name in zoo.task_names():
+        if name in exclude:
+            continue
+        try:
+            out[name] = load_embedding(zoo, name, group)
+        except (MissingEmbedding, CorruptFile) as e:
+            skipped.append(f"{name} ({e.message})")
+    if skipped:
+        log("skipped tasks without a usable embedding: " + "; ".join(skipped)
+            + " — compute them with: pizoo embed --all")
+    return out
+
+
+def check_k(k: int, available: int) -> None:
+    if k < 1:
+        raise UsageError(f"--k must be at least 1, got {k}")
+    if available == 0:
+        raise UsageError("no other embedded task to compare with", "add tasks: pizoo add-task NAME --data FILE")
+    if k > available:
+        raise UsageError(f"--k {k} is more than the {available} other embedded task(s) of the zoo",
+                         f"use --k {available} or less")
+
+
+def similar(zoo: Zoo, name: str, *, k: int | None = None, metric: str = "cosine", group: str = "expert"
+            ) -> list[dict[str, Any]]:
+    """Rank every other task by similarity to `name`; keep the top `k` if given."""
+    target = load_embedding(zoo, name, group)
+    others = embedded_tasks(zoo, group, exclude=(name,))
+    check_k(k if k is not None else 1, len(others))
+    ranked = rank(target, others, metric)
+    return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked[:k] if k else ranked)]
+
+
+def similar_to_data(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None, metric: str = "cosine",
+                    samples: int | None = None, seed: int = 0, device: str = "cpu") -> list[dict[str, Any]]:
+    """Zero-shot: embed data that has no expert with the zoo's probe and rank the zoo's tasks."""
+    others = embedded_tasks(zoo, "probe")
+    check_k(k if k is not None else 1, len(others))
+    ex = read_examples(load_rows(data), columns, str(data))
+    labels = sorted_labels(ex.labels)
+    if len(labels) < 2:
+        raise DataError(f"{data} has one class only ({labels[0]!r}): a task needs two or more")
+    em = ExpertModel(zoo.spec, labels, device=device)
+    rows = em.encode(ex.texts, ex.pairs, TaskData(ex, ex, labels).label_ids(ex))
+    vec = {n: t.numpy() for n, t in probe_fisher(em, choose(rows, samples, seed)).items()}
+    check(vec, str(data))
+    ranked = rank(vec, others, metric)
+    return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked[:k] if k else ranked)]
+
+
+def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert") -> tuple[list[str], np.ndarray]:
+    vecs = embedded_tasks(zoo, group)
+    if len(vecs) < 2:
+        raise UsageError(f"the zoo has {len(vecs)} embedded task(s): a similarity matrix needs two or more",
+                         "pizoo add-task NAME --data FILE")
+    return matrix(vecs, metric)

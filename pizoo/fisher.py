@@ -1,0 +1,222 @@
+"""Task embeddings: the diagonal of the empirical Fisher of the expert parameters,
+
+    F = (1/N) Σ_j g_j²,   g_j = ∇_φ log p(y_j | x_j)   for ONE example j,
+
+not the square of a mini-batch gradient (what Task2Vec and the π-Tuning code compute).
+
+Fast path, one ordinary forward+backward per batch: hooks see each expert Linear's input x and
+output gradient δ, and form Σ_j (Σ_t δ_jt x_jtᵀ)² layer by layer, so no per-example copy of the
+whole expert ever exists. Prompt rows are prepended to the backbone's input embeddings; their
+per-example gradient is the gradient of those input positions (peft builds one prompt and repeats
+it over the batch, so a hook on the prompt parameter would see the batch sum). Any other tensor
+falls back to a per-example loop."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from pizoo import __version__
+from pizoo.errors import CorruptFile, IncompatibleExperts, MissingEmbedding
+from pizoo.render import steps_progress
+
+GROUPS = ("expert", "probe")
+DEFAULT_SAMPLES = 256
+METHOD = "per-example-empirical-fisher"
+
+
+def _owner(root: nn.Module, live_name: str) -> tuple[nn.Module, str]:
+    path, attr = live_name.rsplit(".", 1)
+    return root.get_submodule(path), attr
+
+
+class _Capture:
+    """Hooks that accumulate Σ_j g_j² for the tensors they have a rule for."""
+
+    def __init__(self, em, names: Sequence[str]):
+        self.em, self.handles = em, []
+        self.sums: dict[str, torch.Tensor] = {}
+        self.covered: set[str] = set()
+        by_module: dict[nn.Module, dict[str, str]] = {}
+        for name in names:
+            if name in em.kind.prefix_parameters:
+                self._hook_prefix(name)
+                continue
+            module, attr = _owner(em.wrapped, em.live_name(em.expert[name]))
+            if isinstance(module, nn.Linear) and attr in ("weight", "bias"):
+                by_module.setdefault(module, {})[attr] = name
+        for module, attrs in by_module.items():
+            self.handles.append(module.register_forward_hook(self._linear_hook(attrs)))
+            self.covered.update(attrs.values())
+
+    def _add(self, name: str, sq: torch.Tensor) -> None:
+        if name in self.sums:
+            self.sums[name] += sq
+        else:
+            self.sums[name] = sq
+
+    def _linear_hook(self, attrs: dict[str, str]):
+        def hook(module, args, output):
+            x = args[0].detach().float()
+            if not output.requires_grad:
+                return
+
+            def on_grad(delta):
+                d = delta.detach().float()
+                if d.dim() == 2:  # (B, out): no sequence axis
+                    d, xx = d[:, None], x[:, None]
+                else:
+                    xx = x
+                if "weight" in attrs:
+                    per_example = torch.einsum("bto,bti->boi", d, xx)
+                    self._add(attrs["weight"], per_example.square().sum(0))
+                if "bias" in attrs:
+                    self._add(attrs["bias"], d.sum(1).square().sum(0))
+
+            output.register_hook(on_grad)
+
+        return hook
+
+    def _hook_prefix(self, name: str) -> None:
+        n = self.em.prefix
+
+        def pre_hook(module, args, kwargs):
+            embeds = kwargs.get("inputs_embeds")
+            if embeds is None or not embeds.requires_grad:
+                return
+            embeds.register_hook(lambda g: self._add(name, g[:, :n].detach().float().square().sum(0)))
+
+        self.handles.append(self.em.hf.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        self.covered.add(name)
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def fisher_diag(em, rows: Sequence[dict], *, batch_size: int = 32, method: str = "hooks",
+                desc: str = "fisher") -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher of the expert tensors of `em`, as it is now, over `rows`.
+
+    `method="loop"` is the batch-1 oracle (slow, exact by construction)."""
+    if not rows:
+        raise MissingEmbedding("no examples to compute a Fisher embedding from")
+    names = list(em.expert)
+    params = [em.expert[n] for n in names]
+    was_training = em.wrapped.training
+    em.wrapped.eval()  # dropout off
+    capture = _Capture(em, names) if method == "hooks" else None
+    fallback = [n for n in names if capture is None or n not in capture.covered]
+    sums = {n: torch.zeros(em.expert[n].shape, dtype=torch.float32, device=em.device) for n in names}
+    try:
+        with steps_progress(desc, len(rows)) as advance:
+            for i in range(0, len(rows), batch_size):
+                chunk = rows[i: i + batch_size]
+                if capture is not None:
+                    batch = {k: v.to(em.device) for k, v in em.collate(chunk).items()}
+                    total = em.log_probs(batch).sum()
+                    torch.autograd.grad(total, params, allow_unused=True)
+                for row in chunk if fallback else ():
+                    one = {k: v.to(em.device) for k, v in em.collate([row]).items()}
+                    fb = [em.expert[n] for n in fallback]
+                    grads = torch.autograd.grad(em.log_probs(one).sum(), fb, allow_unused=True)
+                    for n, g in zip(fallback, grads):
+                        if g is not None:
+                            sums[n] += g.detach().float().square()
+                advance(len(chunk))
+        if capture is not None:
+            for n, s in capture.sums.items():
+                sums[n] += s
+    finally:
+        if capture is not None:
+            capture.close()
+        em.wrapped.train(was_training)
+    return {n: (s / len(rows)).cpu() for n, s in sums.items()}
+
+
+def choose(rows: Sequence[dict], samples: int | None, seed: int) -> list[dict]:
+    samples = DEFAULT_SAMPLES if samples is None else samples
+    if samples < 1:
+        from pizoo.errors import UsageError
+
+        raise UsageError(f"--samples must be at least 1, got {samples}")
+    if len(rows) <= samples:
+        return list(rows)
+    return random.Random(seed).sample(list(rows), samples)
+
+
+def probe_fisher(em, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """The Fisher at the zoo's shared probe expert (and a probe head seeded the same way)."""
+    saved = em.state()
+    probe = em.kind.probe({n: p.shape for n, p in em.expert.items()}, em.spec.seed)
+    try:
+        with torch.no_grad():
+            for n, t in probe.items():
+                em.expert[n].copy_(t)
+        if em.head:
+            em._init_head(em.spec.seed)
+        return fisher_diag(em, rows, desc="fisher (probe)")
+    finally:
+        em.load_state(saved, where="saved state")
+
+
+def attrs_for(em, n_samples: int, seed: int) -> dict[str, str | int]:
+    spec = em.spec
+    return {"n_samples": n_samples, "method": METHOD, "base_fingerprint": spec.fingerprint, "head": spec.head,
+            "kind": spec.kind, "options": json.dumps(spec.options, sort_keys=True), "seed": seed,
+            "seed": spec.seed, "pizoo_version": __version__}
+
+
+def write_h5(path: Path, groups: dict[str, dict[str, torch.Tensor]], attrs: dict) -> None:
+    with h5py.File(path, "w") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        for group, tensors in groups.items():
+            g = f.create_group(group)
+            for name in sorted(tensors):
+                g.create_dataset(name, data=tensors[name].numpy().astype(np.float32))
+
+
+def embedding_writer(em, rows: Sequence[dict], *, seed: int = 0, samples: int | None = None,
+                     groups: Sequence[str] = GROUPS) -> dict:
+    """Compute the embedding now; return the {file name: writer} to hand to the zoo."""
+    from pizoo.zoo import FISHER
+
+    chosen = choose(rows, samples, seed)
+    computed = {}
+    if "expert" in groups:
+        computed["expert"] = fisher_diag(em, chosen, desc="fisher (expert)")
+    if "probe" in groups:
+        computed["probe"] = probe_fisher(em, chosen)
+    attrs = attrs_for(em, len(chosen), seed)
+    return {FISHER: lambda p: write_h5(p, computed, attrs)}
+
+
+def read_h5(path: Path, group: str = "expert") -> tuple[dict[str, np.ndarray], dict]:
+    """One group of a fisher.h5 with the file's attributes; a bad file is a clear error."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            if group not in f:
+                raise MissingEmbedding(f"{path} has no '{group}' embedding", "pizoo embed NAME")
+            tensors = {name: np.asarray(ds[()], dtype=np.float32) for name, ds in f[group].items()}
+    except (OSError, KeyError) as e:
+        raise CorruptFile(f"{path} is not a readable fisher.h5 ({e})", "pizoo embed NAME") from e
+    return tensors, attrs
+
+
+def check_space(attrs: dict, spec, where: str) -> None:
+    """Embeddings from another base model or expert spec are never compared."""
+    want = {"base_fingerprint": spec.fingerprint, "head": spec.head, "kind": spec.kind,
+            "options": json.dumps(spec.options, sort_keys=True)}
+    for key, value in want.items():
+        if attrs.get(key) != value:
+            raise IncompatibleExperts(f"{where} was computed with {key}={attrs.get(key)!r}; this zoo has "
+                                      f"{key}={value!r}", "recompute it: pizoo embed --all")

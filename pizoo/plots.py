@@ -1,0 +1,87 @@
+"""The two figures the paper explains itself with: the task-similarity heatmap (Fig. 1) and the
+accuracy along the linear path between two experts (Fig. 3a). PNGs written atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pizoo.zoo import atomic_write
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def cluster_order(sim: np.ndarray) -> list[int]:
+    """Order tasks so that similar ones sit together (average-linkage on 1 - similarity)."""
+    n = sim.shape[0]
+    if n < 3:
+        return list(range(n))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    dist = np.clip(1.0 - sim, 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    dist = (dist + dist.T) / 2
+    return [int(i) for i in leaves_list(linkage(squareform(dist, checks=False), method="average"))]
+
+
+def heatmap(names: Sequence[str], sim: np.ndarray, out: Path, title: str) -> list[str]:
+    """Write the similarity heatmap in clustered order; return that order."""
+    plt = _pyplot()
+    order = cluster_order(sim)
+    names = [names[i] for i in order]
+    sim = sim[np.ix_(order, order)]
+    size = max(4.0, 0.6 * len(names) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    off = sim[~np.eye(len(names), dtype=bool)]
+    vmin = float(off.min()) if off.size else 0.0
+    im = ax.imshow(sim, cmap="viridis", vmin=vmin, vmax=1.0)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    if len(names) <= 15:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                dark = sim[i, j] < (vmin + 1.0) / 2
+                ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+    return names
+
+
+def curve(ts: Sequence[float], accs: Sequence[float], out: Path, target: str, other: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(ts, accs, marker="o", markersize=3)
+    ax.set_xlabel(f"t   ((1-t)·φ_{target} + t·φ_{other})")
+    ax.set_ylabel(f"accuracy on {target}")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"linear path {target} → {other}")
+    fig.tight_layout()
+    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def write_matrix_csv(names: Sequence[str], sim: np.ndarray, out: Path) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["task", *names])
+    for name, row in zip(names, sim):
+        w.writerow([name, *(f"{v:.6f}" for v in row)])
+    atomic_write(out, buf.getvalue())
