@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 
 from pizoo import __version__, render
@@ -45,6 +46,15 @@ def command(name: str):
             except KeyboardInterrupt:
                 sys.stderr.write("interrupted: nothing was written; the zoo is as it was\n")
                 raise typer.Exit(130)
+            except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+                raise
+            except Exception as e:  # a bug, or a library failing in a way we did not foresee
+                if os.environ.get("PIZOO_DEBUG") == "1":
+                    raise
+                first = (str(e).strip().splitlines() or [""])[0][:300]
+                sys.stderr.write(f"error: unexpected {type(e).__name__}: {first} — fix: rerun with PIZOO_DEBUG=1 "
+                                 "for the traceback and report it; the zoo is unchanged\n")
+                raise typer.Exit(1)
 
         return app.command(name)(run)
 

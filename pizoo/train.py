@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pizoo.errors import TrainingError, UsageError
-from pizoo.render import progress
+from pizoo.render import log, progress
 
 _accelerator = None
 _accelerator_key = None
@@ -104,6 +104,9 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     module, opt, loader, sched = acc.prepare(module, opt, loader, sched)
     module.train()
+    if acc.is_main_process:
+        log(f"{desc}: {total} steps over {len(rows)} examples, batch {cfg.batch_size}, lr {cfg.lr:g}, "
+            f"on {acc.device}")
     step, seen, first, last = 0, 0, float("nan"), float("nan")
     window = torch.zeros((), device=acc.device)
     in_window = 0

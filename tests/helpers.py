@@ -113,3 +113,45 @@ def tree(root: Path) -> dict[str, bytes]:
     """Every file under root with its bytes: to assert that a failed command changed nothing."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != ".pizoo.lock"}
+
+
+CLASS_LABELS = ("neg", "pos")
+LM_LABELS = ("no", "yes")
+
+
+def labels_for(head: str) -> tuple[str, str]:
+    return CLASS_LABELS if head == "classification" else LM_LABELS
+
+
+def task_files(tmp: Path, rule: str, head: str, n: int = 300, seed: int = 0, n_eval: int = 100,
+               name: str | None = None) -> tuple[Path, Path]:
+    """A train file and a fixed eval file for a synthetic task."""
+    name = name or f"{rule}{seed}"
+    labels = labels_for(head)
+    train = write_rows(make_rows(rule, n, seed, labels=labels), tmp / f"{name}-{head}.csv")
+    held = write_rows(make_rows(rule, n_eval, seed + 1000, labels=labels), tmp / f"{name}-{head}-eval.csv")
+    return train, held
+
+
+def new_zoo(root: Path, base: Path, kind: str = "lora", head: str = "classification", **options):
+    from pizoo.tasks import init_zoo
+
+    return init_zoo(root, base_model=str(base), kind=kind, head=head, options=options)
+
+
+def train(zoo, name: str, train_file: Path, eval_file: Path | None = None, *, epochs: int = 20,
+          seed: int = 0, shots: int | None = None, embed: bool = True, lr: float | None = None):
+    """add-task's library call, quietly."""
+    import contextlib
+    import io
+
+    from pizoo.data import Columns
+    from pizoo.experts import get_kind
+    from pizoo.tasks import DataArgs, train_task
+    from pizoo.train import TrainConfig
+
+    cfg = TrainConfig(epochs=epochs, seed=seed, lr=lr or get_kind(zoo.spec.kind).default_lr, device="cpu")
+    args = DataArgs(data=str(train_file), eval_data=str(eval_file) if eval_file else None, columns=Columns(),
+                    shots=shots, seed=seed)
+    with contextlib.redirect_stderr(io.StringIO()):
+        return train_task(zoo, name, args, cfg, embed=embed)
