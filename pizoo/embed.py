@@ -67,7 +67,8 @@ def check_k(k: int, available: int) -> None:
     if k < 1:
         raise UsageError(f"--k must be at least 1, got {k}")
     if available == 0:
-        raise UsageError("no other embedded task to compare with", "add tasks: pizoo add-task NAME --data FILE")
+        raise MissingEmbedding("no other embedded task to compare with",
+                               "add tasks (pizoo add-task NAME --data FILE) or embed them (pizoo embed --all)")
     if k > available:
         raise UsageError(f"--k {k} is more than the {available} other embedded task(s) of the zoo",
                          f"use --k {available} or less")
@@ -103,6 +104,6 @@ def similar_to_data(zoo: Zoo, data: str, columns: Columns, *, k: int | None = No
 def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert") -> tuple[list[str], np.ndarray]:
     vecs = embedded_tasks(zoo, group)
     if len(vecs) < 2:
-        raise UsageError(f"the zoo has {len(vecs)} embedded task(s): a similarity matrix needs two or more",
-                         "pizoo add-task NAME --data FILE")
+        raise MissingEmbedding(f"the zoo has {len(vecs)} embedded task(s): a similarity matrix needs two or more",
+                               "pizoo add-task NAME --data FILE")
     return matrix(vecs, metric)

@@ -174,11 +174,11 @@ class Zoo:
         path = self.task_dir(name) / fname
         if fname not in manifest.files:
             raise CorruptFile(f"task {name!r} has no {fname}", None)
+        fix = f"pizoo embed {name}" if fname == FISHER else f"pizoo rm {name} --yes, then add the task again"
         if not path.is_file():
-            raise CorruptFile(f"{path} is missing", f"pizoo rm {name} --yes, then add the task again")
+            raise CorruptFile(f"{path} is missing", fix)
         if check and sha256_file(path) != manifest.files[fname]:
-            raise CorruptFile(f"{path} does not match the sha256 in its task.json (corrupt or changed)",
-                              f"pizoo verify; pizoo rm {name} --yes and add the task again")
+            raise CorruptFile(f"{path} does not match the sha256 in its task.json (corrupt or changed)", fix)
         return path
 
     def write_task(self, manifest: TaskManifest, files: dict[str, Writer], *, replace: bool = False,
@@ -233,9 +233,9 @@ class Zoo:
     def update_task(self, name: str, files: dict[str, Writer], change: Callable[[TaskManifest], TaskManifest]
                     ) -> TaskManifest:
         """Rewrite some files of a task (and its manifest) as one atomic swap."""
-        current = self.manifest(name)
-        keep = tuple(f for f in current.files if f not in files)
-        return self.write_task(change(current), files, replace=True, keep=keep)
+        new = change(self.manifest(name))
+        keep = tuple(f for f in new.files if f not in files)
+        return self.write_task(new, files, replace=True, keep=keep)
 
     def remove_task(self, name: str) -> None:
         self.spec
