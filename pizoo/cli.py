@@ -437,5 +437,111 @@ def graph(ctx: typer.Context,
                    + ", ".join(order) + ")")
 
 
+# -- interpolation ----------------------------------------------------------------------------
+@command("interpolate")
+def interpolate(ctx: typer.Context,
+                target: Annotated[str, typer.Option(help="The task to build a better expert for.")],
+                k: Annotated[int, typer.Option(help="Mix with the top-k most similar tasks.")] = 2,
+                with_: Annotated[Optional[str], typer.Option("--with", help="Mix with these tasks instead (A,B).")] = None,
+                mode: Annotated[str, typer.Option(help="full: train α and all experts | alpha: α only")] = "full",
+                granularity: Annotated[str, typer.Option(help="expert: one α | layer: one α per insertion site")] = "expert",
+                init: Annotated[str, typer.Option(help="uniform: α = 0 | target: favour the target's expert")] = "uniform",
+                metric: MetricOpt = "cosine",
+                epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: 10].")] = None,
+                steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
+                lr: Annotated[Optional[float], typer.Option(help="Learning rate of the experts [default: per kind].")] = None,
+                alpha_lr: Annotated[float, typer.Option(help="Learning rate of α.")] = 0.05,
+                batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
+                shots: Annotated[Optional[int], typer.Option(help="Tune on N examples per class [default: the target's].")] = None,
+                seed: Annotated[int, typer.Option(help="Seed for shots and data order.")] = 0,
+                as_: Annotated[Optional[str], typer.Option("--as", help="Name of the new task [default: TARGET-pi].")] = None,
+                data: Annotated[Optional[Path], typer.Option(help="Zero-shot: data of a task that has no expert.")] = None,
+                zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Use the nearest task's expert on --data.")] = False,
+                text: Annotated[str, typer.Option(help="Text column (with --data).")] = "text",
+                text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+                label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
+                device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+                json_: JsonOpt = False):
+    """Build a better expert for TARGET: learn softmax(α) over its expert and its most similar tasks' (π-Tuning).
+
+    The result is saved as a new task (TARGET-pi, or --as) of one expert's size; the original is kept.
+
+    Example:
+
+      pizoo interpolate --target refcocog --k 2
+
+      pizoo interpolate --target sst2 --with imdb,yelp --mode alpha --granularity layer --as sst2-mix
+
+      pizoo interpolate --target new-task --data new.csv --zero-shot --k 1
+    """
+    from pizoo.data import Columns
+    from pizoo.errors import UsageError
+    from pizoo.experts import get_kind
+    from pizoo.interpolate import MixSpec, interpolate_task, zero_shot as run_zero_shot
+    from pizoo.train import TrainConfig
+
+    zoo = zoo_of(ctx)
+    if zero_shot != (data is not None):
+        raise UsageError("--zero-shot and --data go together")
+    if zero_shot:
+        result = run_zero_shot(zoo, target, str(data), Columns(text, text_pair, label), k=k, metric=metric,
+                               device="cpu" if device == "auto" else device)
+        if json_:
+            render.emit_json(result)
+        else:
+            render.key_values({"task": result["task"], "accuracy": result["accuracy"], "n": result["n"],
+                               "sources": ", ".join(f"{s['task']} ({s['similarity']:.3f})" for s in result["sources"])},
+                              title="zero-shot transfer")
+        return
+    cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr or get_kind(zoo.spec.kind).default_lr,
+                      batch_size=batch_size, seed=seed, device=device)
+    manifest = interpolate_task(zoo, target, cfg, with_=_csv(with_), k=k, metric=metric,
+                                spec=MixSpec(mode, granularity, init), shots=shots, alpha_lr=alpha_lr, name=as_)
+    if manifest is None:
+        return
+    record = {"task": manifest.name, **manifest.provenance["interpolation"], "metrics": manifest.metrics}
+    if json_:
+        render.emit_json(record)
+        return
+    m = manifest.metrics
+    render.table([{"source": s["task"], "similarity": s["similarity"]} for s in record["sources"]],
+                 ["source", "similarity"], title=f"{manifest.name}: {target} mixed with")
+    render.key_values({"alpha (softmax)": "; ".join(f"{site}: {', '.join(f'{x:.3f}' for x in w)}"
+                                                    for site, w in list(record["alpha"].items())[:4])
+                       + (" …" if len(record["alpha"]) > 4 else ""),
+                       "accuracy, target alone": m["accuracy_target"],
+                       f"accuracy, {init} mixture before tuning": m[f"accuracy_{init}_mixture"],
+                       "accuracy, interpolated": m["accuracy"], "steps": m["steps"]}, title="result")
+
+
+@command("curve")
+def curve(ctx: typer.Context,
+          target: Annotated[str, typer.Option(help="Task whose eval split measures accuracy.")],
+          with_: Annotated[str, typer.Option("--with", help="The other end of the path.")],
+          points: Annotated[int, typer.Option(help="Points along the path.")] = 21,
+          out: Annotated[Optional[Path], typer.Option(help="Line plot PNG to write.")] = None,
+          device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+          json_: JsonOpt = False):
+    """Accuracy along the linear path (1-t)·φ_target + t·φ_with between two experts (the paper's Fig. 3a).
+
+    Example:
+
+      pizoo curve --target sst2 --with imdb --points 21 --out curve.png --json
+    """
+    from pizoo.interpolate import curve as run_curve
+    from pizoo.plots import curve as plot_curve
+
+    zoo = zoo_of(ctx)
+    pts = run_curve(zoo, target, with_, points, device)
+    if out:
+        plot_curve([p["t"] for p in pts], [p["accuracy"] for p in pts], out, target, with_)
+    if json_:
+        render.emit_json({"target": target, "with": with_, "points": pts, "png": str(out) if out else None})
+    else:
+        render.table(pts, ["t", "accuracy"], title=f"{target} → {with_}")
+        if out:
+            render.log(f"wrote {out}")
+
+
 def main() -> None:
     app(prog_name="pizoo")

@@ -112,6 +112,9 @@ def fisher_diag(em, rows: Sequence[dict], *, batch_size: int = 32, method: str =
     params = [em.expert[n] for n in names]
     was_training = em.wrapped.training
     em.wrapped.eval()  # dropout off
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
     capture = _Capture(em, names) if method == "hooks" else None
     fallback = [n for n in names if capture is None or n not in capture.covered]
     sums = {n: torch.zeros(em.expert[n].shape, dtype=torch.float32, device=em.device) for n in names}
@@ -137,6 +140,8 @@ def fisher_diag(em, rows: Sequence[dict], *, batch_size: int = 32, method: str =
     finally:
         if capture is not None:
             capture.close()
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
         em.wrapped.train(was_training)
     return {n: (s / len(rows)).cpu() for n, s in sums.items()}
 

@@ -89,18 +89,25 @@ def device_for(cfg: TrainConfig) -> torch.device:
 
 
 def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dict]], dict], cfg: TrainConfig,
-        *, desc: str = "train", log_every: int = 10) -> TrainResult:
-    """Minimise `module(batch)` (a scalar loss) over `rows` with AdamW, warmup and linear decay."""
+        *, desc: str = "train", log_every: int = 10, lr_overrides: dict[int, float] | None = None
+        ) -> TrainResult:
+    """Minimise `module(batch)` (a scalar loss) over `rows` with AdamW, warmup and linear decay.
+
+    `lr_overrides` maps id(parameter) to its own learning rate (e.g. the mixture weights α)."""
     from transformers import get_linear_schedule_with_warmup
 
     acc = accelerator(cfg)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("nothing to train: the module has no trainable parameters")
+    lr_overrides = lr_overrides or {}
+    groups = [{"params": [p for p in params if id(p) not in lr_overrides]}]
+    groups += [{"params": [p], "lr": lr_overrides[id(p)]} for p in params if id(p) in lr_overrides]
+    groups = [g for g in groups if g["params"]]
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(list(rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=gen)
     total = cfg.total_steps(len(rows))
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     module, opt, loader, sched = acc.prepare(module, opt, loader, sched)
     module.train()
