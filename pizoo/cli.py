@@ -543,5 +543,30 @@ def curve(ctx: typer.Context,
             render.log(f"wrote {out}")
 
 
+# -- export -----------------------------------------------------------------------------------
+@command("export")
+def export(ctx: typer.Context,
+           name: Annotated[str, typer.Argument(help="Task to export.")],
+           out: Annotated[Path, typer.Option(help="Folder to write.")],
+           format_: Annotated[str, typer.Option("--format", help="peft: adapter folder | merged: full model folder")] = "peft",
+           force: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
+           json_: JsonOpt = False):
+    """Export a task's expert as a PEFT adapter folder or a merged transformers model, with a model card.
+
+    Example:
+
+      pizoo export sst2 --out exported/sst2
+
+      pizoo export sst2-pi --out exported/sst2-merged --format merged
+    """
+    from pizoo.export import export_task
+
+    result = export_task(zoo_of(ctx), name, out, fmt=format_, force=force)
+    if json_:
+        render.emit_json(result)
+    else:
+        render.log(f"wrote {result['out']} ({result['format']}): {', '.join(result['files'])}")
+
+
 def main() -> None:
     app(prog_name="pizoo")

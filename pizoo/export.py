@@ -1,0 +1,163 @@
+"""Leave pizoo with an artifact the ecosystem loads without pizoo installed.
+
+peft    adapter_config.json + adapter_model.safetensors for PeftModel.from_pretrained (lora, prompt),
+        written by peft itself from the expert as stored. An interpolated LoRA is exported exactly:
+        the mixture mixed B and A separately, so the exported tensors are that mixed B and A.
+merged  a transformers model folder with the expert folded into the base weights where that is
+        exact: LoRA (W + scale·B·A, peft's merge) and AdaLink (E + E·W_downᵀ·W_upᵀ on the embedding
+        rows). Bottleneck adapters sit behind a ReLU and prompts add positions: neither folds.
+Both carry a README.md model card and pizoo_provenance.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pizoo import __version__
+from pizoo.errors import ExportError, UsageError
+from pizoo.zoo import Zoo
+
+FORMATS = ("peft", "merged")
+PROVENANCE = "pizoo_provenance.json"
+
+
+def _check_format(kind, fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "peft" and kind.peft_type is None:
+        hint = "pizoo export NAME --out DIR --format merged" if kind.foldable else None
+        raise ExportError(f"peft has no adapter format for {kind.name!r} experts"
+                          + (": export a merged model instead" if kind.foldable else
+                             "; bottleneck adapters sit behind a non-linearity and cannot be merged either"
+                             " — use the expert inside pizoo, or build the zoo with --kind lora or adalink"),
+                          hint)
+    if fmt == "merged" and not kind.foldable:
+        why = ("prompt tuning adds virtual tokens to the input, which no weight can hold"
+               if kind.name == "prompt" else
+               "a bottleneck adapter sits behind a ReLU, so it cannot be folded into the base weights exactly")
+        raise ExportError(f"cannot merge a {kind.name!r} expert: {why}",
+                          "pizoo export NAME --out DIR --format peft" if kind.peft_type else None)
+
+
+def _merged_model(em) -> torch.nn.Module:
+    """The base model with the expert folded in, as a plain transformers model."""
+    kind = em.kind.name
+    if kind == "lora":
+        model = em.wrapped.merge_and_unload()
+    elif kind == "adalink":
+        from pizoo.experts.adalink import CHILD
+
+        model = em.hf
+        emb = model.get_input_embeddings()
+        low = getattr(emb, CHILD)
+        out_emb = model.get_output_embeddings()
+        with torch.no_grad():
+            if out_emb is not None and out_emb.weight is emb.weight:
+                # tied LM head: untie it so the output layer keeps the original matrix
+                out_emb.weight = torch.nn.Parameter(emb.weight.detach().clone())
+                model.config.tie_word_embeddings = False
+            w = emb.weight
+            w.copy_(w + (w @ low.down.weight.T) @ low.up.weight.T)
+        delattr(emb, CHILD)
+        emb._forward_hooks.clear()  # the residual now lives in the weights
+    else:  # guarded by _check_format
+        raise ExportError(f"cannot merge {kind!r}")
+    return model
+
+
+def card(manifest, spec, fmt: str, out: Path) -> str:
+    m, prov = manifest, manifest.provenance
+    lines = [f"# {m.name}", "",
+             f"A **{spec.kind}** expert for the task `{m.name}`, exported by pizoo {__version__} as "
+             f"`{fmt}`.", "",
+             "| | |", "| --- | --- |",
+             f"| base model | `{spec.base_model}` (fingerprint `{spec.fingerprint}`) |",
+             f"| head | {spec.head} |",
+             f"| expert | {spec.kind} {json.dumps(spec.options, sort_keys=True)} |",
+             f"| labels (head index order) | {', '.join(m.labels)} |"]
+    for key, value in m.metrics.items():
+        if isinstance(value, float):
+            lines.append(f"| {key} | {value:.4f} |")
+    src = m.source
+    if src.get("data") or src.get("dataset"):
+        lines.append(f"| data | `{src.get('data') or src.get('dataset')}` (seed {src.get('seed')}, "
+                     f"shots {src.get('shots')}) |")
+    inter = prov.get("interpolation")
+    if inter:
+        lines += ["", "## Interpolation (π-Tuning)", "",
+                  f"Target `{inter['target']}` mixed with its sources by softmax(α), mode `{inter['mode']}`, "
+                  f"granularity `{inter['granularity']}`, init `{inter['init']}`, {inter['steps']} steps.", "",
+                  "| source | similarity |", "| --- | --- |"]
+        lines += [f"| {s['task']} | {s['similarity'] if s['similarity'] is None else round(s['similarity'], 4)} |"
+                  for s in inter["sources"]]
+        lines += ["", "softmax(α), target first then the sources in the order above:", ""]
+        lines += [f"- `{site}`: {', '.join(f'{x:.4f}' for x in w)}" for site, w in inter["alpha"].items()]
+        lines += ["", f"Reproduce: `pizoo interpolate --target {inter['target']} --with "
+                      f"{','.join(s['task'] for s in inter['sources'])} --mode {inter['mode']} "
+                      f"--granularity {inter['granularity']} --init {inter['init']} --steps {inter['steps']}`"]
+    lines += ["", "## Load it", "", "```python"]
+    if fmt == "peft":
+        auto = "AutoModelForSequenceClassification" if spec.head == "classification" else "AutoModelForCausalLM"
+        extra = f", num_labels={len(m.labels)}" if spec.head == "classification" else ""
+        lines += [f"from transformers import {auto}", "from peft import PeftModel", "",
+                  f"base = {auto}.from_pretrained({spec.base_model!r}{extra})",
+                  f"model = PeftModel.from_pretrained(base, {str(out)!r})"]
+    else:
+        auto = "AutoModelForSequenceClassification" if spec.head == "classification" else "AutoModelForCausalLM"
+        lines += [f"from transformers import {auto}", "", f"model = {auto}.from_pretrained({str(out)!r})"]
+    lines += ["```", "", f"Machine-readable provenance: `{PROVENANCE}`.", ""]
+    return "\n".join(lines)
+
+
+def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", force: bool = False) -> dict[str, Any]:
+    """Write task `name` to folder `out` atomically; refuse a non-empty `out` unless `force`."""
+    from pizoo.experts import get_kind
+    from pizoo.models import quiet_transformers
+    from pizoo.tasks import load_task_model
+
+    spec = zoo.spec
+    kind = get_kind(spec.kind)
+    _check_format(kind, fmt)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder", "choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out} exists and is not empty", f"choose another --out, or add --force to replace it")
+    em, manifest = load_task_model(zoo, name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with quiet_transformers():
+            if fmt == "peft":
+                em.wrapped.save_pretrained(str(tmp))
+            else:
+                model = _merged_model(em)
+                if spec.head == "classification":
+                    model.config.id2label = dict(enumerate(manifest.labels))
+                    model.config.label2id = {label: i for i, label in enumerate(manifest.labels)}
+                model.save_pretrained(str(tmp))
+                em.tokenizer.save_pretrained(str(tmp))
+        provenance = {"pizoo_version": __version__, "task": name, "format": fmt, "labels": list(manifest.labels),
+                      "base_model": spec.base_model, "base_fingerprint": spec.fingerprint, "head": spec.head,
+                      "kind": spec.kind, "options": spec.options, "metrics": manifest.metrics,
+                      "source": manifest.source, "provenance": manifest.provenance,
+                      "expert_sha256": manifest.files.get("expert.safetensors")}
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(card(manifest, spec, fmt, out))
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"task": name, "format": fmt, "out": str(out), "files": sorted(p.name for p in out.iterdir())}
