@@ -42,15 +42,65 @@ def mean_sd(xs):
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+def write(args, results, pairs, start, done: bool) -> None:
+    """Print the table and put it into BENCHMARKS.md; called after every target, so a long run
+    that is cut short still leaves what it measured (marked partial)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    n_targets = len({t for t, _ in results})
+    lines = [("" if done else "**Partial run** (interrupted or still running): ")
+             + f"Targets: {n_targets} real tasks; shots per class {args.shots}; seeds {args.seeds}; "
+             f"k = {args.k}; {args.epochs} epochs for the target expert and for each interpolation; "
+             f"lr {args.lr}; sources trained {args.source_epochs} epochs on each other task's pool. "
+             f"Accuracy on each target's held-out 20% (mean ± sd over seeds).", "",
+             "| target | shots | own expert | uniform soup | interpolate alpha | interpolate full |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    overall = {m: [] for m in ("own", "soup", "alpha", "full")}
+    for (target, n), row in results.items():
+        cells = []
+        for m in ("own", "soup", "alpha", "full"):
+            mu, sd = mean_sd(row[m])
+            overall[m] += row[m]
+            cells.append(f"{mu:.3f} ± {sd:.3f}")
+        lines.append(f"| {target} | {n} | " + " | ".join(cells) + " |")
+    lines.append("| **all** | | " + " | ".join(f"**{statistics.mean(overall[m]):.3f}**"
+                                                for m in ("own", "soup", "alpha", "full")) + " |")
+    wins = {m: sum(x > o for x, o in zip(overall[m], overall["own"])) for m in ("soup", "alpha", "full")}
+    lines += ["", f"Runs where the method beats the target's own expert (of {len(overall['own'])}): "
+              + ", ".join(f"{m} {w}" for m, w in wins.items()) + "."]
+    cos, nor, gain = zip(*pairs) if pairs else ((), (), ())
+    lines += ["", f"Similarity of a source to the target against the accuracy gain of interpolating with "
+              f"it alone (k = 1, mode alpha, {args.corr_steps} steps), over {len(pairs)} (target, source, "
+              f"shots, seed) pairs:", "", "| metric | Pearson r | Spearman ρ |", "| --- | --- | --- |"]
+    for label, xs in (("cosine", cos), ("normalized", nor)):
+        if len(xs) > 2:
+            lines.append(f"| {label} | {pearsonr(xs, gain)[0]:.3f} | {spearmanr(xs, gain)[0]:.3f} |")
+    lines += ["", f"Measured in {time.perf_counter() - start:.0f} s."]
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_write:
+        cmd = "python benchmarks/transfer.py " + " ".join(sys.argv[1:])
+        bench = ROOT / "BENCHMARKS.md"
+        text = bench.read_text()
+        block = f"<!-- transfer:start -->\n```\n{cmd.strip()}\n```\n\n{table}\n<!-- transfer:end -->"
+        if "<!-- transfer:start -->" in text:
+            text = re.sub(r"<!-- transfer:start -->.*<!-- transfer:end -->", lambda _: block, text, flags=re.S)
+        else:
+            text += "\n## Transfer on real tasks (the paper's low-shot claim)\n\n" + block + "\n"
+        bench.write_text(text)
+
+
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shots", default="16,64")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--k", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=20, help="epochs of the few-shot target and of interpolation")
+    ap.add_argument("--epochs", type=int, default=15, help="epochs of the few-shot target and of interpolation")
     ap.add_argument("--source-epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--corr-steps", type=int, default=20, help="steps of each k=1 alpha interpolation")
+    ap.add_argument("--corr-steps", type=int, default=15, help="steps of each k=1 alpha interpolation")
     ap.add_argument("--tasks", default=None, help="comma list of recipe names [default: all]")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = ap.parse_args()
@@ -58,7 +108,6 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
 
     import prepare
-    from scipy.stats import pearsonr, spearmanr
 
     from pizoo.data import Columns
     from pizoo.embed import load_embedding
@@ -121,45 +170,7 @@ def main() -> None:
                 for t in (a.name, b.name, name):
                     zoo.remove_task(t)
 
-    lines = [f"Targets: {len(files)} real tasks; shots per class {args.shots}; seeds {args.seeds}; "
-             f"k = {args.k}; {args.epochs} epochs for the target expert and for each interpolation; "
-             f"lr {args.lr}; sources trained {args.source_epochs} epochs on each other task's pool. "
-             f"Accuracy on each target's held-out 20% (mean ± sd over seeds).", "",
-             "| target | shots | own expert | uniform soup | interpolate alpha | interpolate full |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    overall = {m: [] for m in ("own", "soup", "alpha", "full")}
-    for (target, n), row in results.items():
-        cells = []
-        for m in ("own", "soup", "alpha", "full"):
-            mu, sd = mean_sd(row[m])
-            overall[m] += row[m]
-            cells.append(f"{mu:.3f} ± {sd:.3f}")
-        lines.append(f"| {target} | {n} | " + " | ".join(cells) + " |")
-    lines.append("| **all** | | " + " | ".join(f"**{statistics.mean(overall[m]):.3f}**"
-                                                for m in ("own", "soup", "alpha", "full")) + " |")
-    wins = {m: sum(x > o for x, o in zip(overall[m], overall["own"])) for m in ("soup", "alpha", "full")}
-    lines += ["", f"Runs where the method beats the target's own expert (of {len(overall['own'])}): "
-              + ", ".join(f"{m} {w}" for m, w in wins.items()) + "."]
-    cos, nor, gain = zip(*pairs) if pairs else ((), (), ())
-    lines += ["", f"Similarity of a source to the target against the accuracy gain of interpolating with "
-              f"it alone (k = 1, mode alpha, {args.corr_steps} steps), over {len(pairs)} (target, source, "
-              f"shots, seed) pairs:", "", "| metric | Pearson r | Spearman ρ |", "| --- | --- | --- |"]
-    for label, xs in (("cosine", cos), ("normalized", nor)):
-        if len(xs) > 2:
-            lines.append(f"| {label} | {pearsonr(xs, gain)[0]:.3f} | {spearmanr(xs, gain)[0]:.3f} |")
-    lines += ["", f"Measured in {time.perf_counter() - start:.0f} s."]
-    table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        cmd = "python benchmarks/transfer.py " + " ".join(sys.argv[1:])
-        bench = ROOT / "BENCHMARKS.md"
-        text = bench.read_text()
-        block = f"<!-- transfer:start -->\n```\n{cmd.strip()}\n```\n\n{table}\n<!-- transfer:end -->"
-        if "<!-- transfer:start -->" in text:
-            text = re.sub(r"<!-- transfer:start -->.*<!-- transfer:end -->", lambda _: block, text, flags=re.S)
-        else:
-            text += "\n## Transfer on real tasks (the paper's low-shot claim)\n\n" + block + "\n"
-        bench.write_text(text)
+        write(args, results, pairs, start, done=f is files[-1])
 
 
 if __name__ == "__main__":
