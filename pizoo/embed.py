@@ -84,9 +84,11 @@ def similar(zoo: Zoo, name: str, *, k: int | None = None, metric: str = "cosine"
     return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked[:k] if k else ranked)]
 
 
-def similar_to_data(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None, metric: str = "cosine",
-                    samples: int | None = None, seed: int = 0, device: str = "cpu") -> list[dict[str, Any]]:
-    """Zero-shot: embed data that has no expert with the zoo's probe and rank the zoo's tasks."""
+def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None, metric: str = "cosine",
+                  samples: int | None = None, seed: int = 0, device: str = "cpu"):
+    """Embed data that has no expert with the zoo's probe; rank the zoo's tasks against it.
+
+    Returns the model (fresh expert, the data's label set), the encoded rows and the ranking."""
     others = embedded_tasks(zoo, "probe")
     check_k(k if k is not None else 1, len(others))
     ex = read_examples(load_rows(data), columns, str(data))
@@ -98,7 +100,13 @@ def similar_to_data(zoo: Zoo, data: str, columns: Columns, *, k: int | None = No
     vec = {n: t.numpy() for n, t in probe_fisher(em, choose(rows, samples, seed)).items()}
     check(vec, str(data))
     ranked = rank(vec, others, metric)
-    return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked[:k] if k else ranked)]
+    return em, rows, ranked[:k] if k else ranked
+
+
+def similar_to_data(zoo: Zoo, data: str, columns: Columns, **kwargs) -> list[dict[str, Any]]:
+    """Zero-shot: rank the zoo's tasks against data that has no expert yet (probe embeddings)."""
+    _, _, ranked = rank_by_probe(zoo, data, columns, **kwargs)
+    return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked)]
 
 
 def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert") -> tuple[list[str], np.ndarray]:

@@ -160,31 +160,20 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     import dataclasses
 
     from pizoo.config import TaskManifest
-    from pizoo.data import Columns
     from pizoo.fisher import embedding_writer
     from pizoo.models import save_tensors
     from pizoo.render import log
-    from pizoo.tasks import DataArgs, _refuse_existing, load_task_model, provenance
+    from pizoo.tasks import refuse_existing, load_task_model, provenance, task_data
     from pizoo.train import device_for, fit
     from pizoo.zoo import EXPERT
 
     out_name = name or f"{target}-pi"
-    _refuse_existing(zoo, out_name)
+    refuse_existing(zoo, out_name)
     if alpha_lr <= 0:
         raise UsageError(f"--alpha-lr must be positive, got {alpha_lr}")
     sources = choose_sources(zoo, target, with_=with_, k=k, metric=metric)
     em, manifest = load_task_model(zoo, target, device_for(cfg))
-    src = manifest.source
-    if "columns" not in src:
-        from pizoo.errors import DataError
-
-        raise DataError(f"task {target!r} was imported and has no training data to tune the mixture on",
-                        "add the task with --data to interpolate it")
-    args = DataArgs(data=src.get("data"), eval_data=src.get("eval_data"), dataset=src.get("dataset"),
-                    dataset_config=src.get("dataset_config"), split=src.get("split"),
-                    columns=Columns(**src["columns"]), shots=shots if shots is not None else src.get("shots"),
-                    seed=src.get("seed", 0))
-    data = args.prepare(labels=manifest.labels)
+    data = task_data(zoo, target, manifest, shots)
     train_rows = em.encode(data.train.texts, data.train.pairs, data.label_ids(data.train))
     eval_rows = em.encode(data.eval.texts, data.eval.pairs, data.label_ids(data.eval))
     experts = [load_expert_part(zoo, s, em) for s, _ in sources]
@@ -224,25 +213,13 @@ def zero_shot(zoo, name: str, data: str, columns, *, k: int = 1, metric: str = "
               samples: int | None = None, device: str = "cpu") -> dict:
     """A task with data but no expert: use its nearest task's expert by probe embedding (or the
     uniform mixture of the top-k) and report the accuracy on the data."""
-    from pizoo.data import TaskData, load_rows, read_examples, sorted_labels
-    from pizoo.embed import check_k, embedded_tasks
+    from pizoo.embed import rank_by_probe
     from pizoo.errors import DataError
-    from pizoo.fisher import choose, probe_fisher
-    from pizoo.models import ExpertModel, load_tensors, split_head
-    from pizoo.similarity import check, rank
+    from pizoo.models import load_tensors, split_head
     from pizoo.zoo import EXPERT
 
-    ex = read_examples(load_rows(data), columns, str(data))
-    labels = sorted_labels(ex.labels)
-    if len(labels) < 2:
-        raise DataError(f"{data} has one class only ({labels[0]!r}): a task needs two or more")
-    others = embedded_tasks(zoo, "probe")
-    check_k(k, len(others))
-    em = ExpertModel(zoo.spec, labels, device=device)
-    rows = em.encode(ex.texts, ex.pairs, TaskData(ex, ex, labels).label_ids(ex))
-    vec = {n: t.numpy() for n, t in probe_fisher(em, choose(rows, samples, 0)).items()}
-    check(vec, str(data))
-    top = rank(vec, others, metric)[:k]
+    em, rows, top = rank_by_probe(zoo, data, columns, k=k, metric=metric, samples=samples, device=device)
+    labels = em.labels
     experts = [load_expert_part(zoo, t, em) for t, _ in top]
     state = uniform(experts)
     if zoo.spec.head == "classification":

@@ -52,7 +52,7 @@ def provenance(spec: ZooSpec, **extra: Any) -> dict[str, Any]:
             "head": spec.head, "kind": spec.kind, "options": spec.options, **extra}
 
 
-def _refuse_existing(zoo: Zoo, name: str) -> None:
+def refuse_existing(zoo: Zoo, name: str) -> None:
     check_name(name)
     if zoo.has_task(name):
         raise TaskExists(f"task {name!r} already exists in {zoo.root}",
@@ -63,7 +63,7 @@ def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[st
                    ) -> TaskManifest:
     """Import a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) as a task."""
     spec = zoo.spec
-    _refuse_existing(zoo, name)
+    refuse_existing(zoo, name)
     folder = Path(adapter_dir)
     config_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
     if not config_path.is_file():
@@ -137,6 +137,14 @@ class DataArgs:
     shots: int | None = None
     seed: int = 0
 
+    @classmethod
+    def from_source(cls, source: dict[str, Any], shots: int | None = None) -> "DataArgs":
+        """The data arguments a task was trained with, from its task.json `source` record."""
+        return cls(data=source.get("data"), eval_data=source.get("eval_data"), dataset=source.get("dataset"),
+                   dataset_config=source.get("dataset_config"), split=source.get("split"),
+                   columns=Columns(**source["columns"]), shots=shots if shots is not None else source.get("shots"),
+                   seed=source.get("seed", 0))
+
     def prepare(self, labels: tuple[str, ...] | None = None) -> TaskData:
         return prepare(self.data, self.columns, eval_data=self.eval_data, dataset=self.dataset,
                        dataset_config=self.dataset_config, split=self.split, shots=self.shots, seed=self.seed,
@@ -153,7 +161,7 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
 
     Returns None on the non-main processes of a distributed launch (only one process writes)."""
     spec = zoo.spec
-    _refuse_existing(zoo, name)
+    refuse_existing(zoo, name)
     data = args.prepare()
     torch.manual_seed(cfg.seed)
     device = device_for(cfg)
@@ -183,21 +191,20 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     return zoo.write_task(manifest, files)
 
 
-def task_data(zoo: Zoo, name: str, manifest: TaskManifest | None = None) -> TaskData:
-    """Rebuild a trained task's splits from its recorded source (same file, seed and label set)."""
+def task_data(zoo: Zoo, name: str, manifest: TaskManifest | None = None, shots: int | None = None) -> TaskData:
+    """Rebuild a trained task's splits from its recorded source (same file, seed and label set);
+    `shots` re-draws the training examples per class."""
     manifest = manifest or zoo.manifest(name)
     src = manifest.source
     if "columns" not in src:
-        raise DataError(f"task {name!r} was imported and has no data of its own", "pass --data FILE")
+        raise DataError(f"task {name!r} was imported and has no data of its own",
+                        "pass --data FILE, or add the task with --data")
     for path, digest in src.get("sha256", {}).items():
         if not Path(path).is_file():
             raise DataError(f"the data of task {name!r} ({path}) is gone", "pass --data FILE")
         if sha256_file(Path(path)) != digest:
             log(f"warning: {path} changed since task {name!r} was trained; its splits may differ")
-    args = DataArgs(data=src.get("data"), eval_data=src.get("eval_data"), dataset=src.get("dataset"),
-                    dataset_config=src.get("dataset_config"), split=src.get("split"),
-                    columns=Columns(**src["columns"]), shots=src.get("shots"), seed=src.get("seed", 0))
-    return args.prepare(labels=manifest.labels)
+    return DataArgs.from_source(src, shots).prepare(labels=manifest.labels)
 
 
 def read_labelled(path: str | Path, columns: Columns, labels: tuple[str, ...]):
