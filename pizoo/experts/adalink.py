@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from pizoo.experts import register
-from pizoo.experts.base import ExpertKind
+from pizoo.experts.base import HookedExpert
 
 CHILD = "pizoo_adalink"
 
@@ -26,13 +26,10 @@ class LowRankResidual(nn.Module):
         return x + self.up(self.down(x))
 
 
-def _run_adalink(module, args, output):
-    return getattr(module, CHILD)(output)
-
-
 @register
-class AdaLink(ExpertKind):
+class AdaLink(HookedExpert):
     name = "adalink"
+    child = CHILD
     foldable = True
     flags = {"r": "--rank"}
     default_lr = 5e-3
@@ -42,15 +39,8 @@ class AdaLink(ExpertKind):
 
     def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
         emb = model.get_input_embeddings()
-        emb.add_module(CHILD, LowRankResidual(emb.embedding_dim, options["r"]).to(emb.weight.device))
-        emb.register_forward_hook(_run_adalink)
+        self.hang(emb, LowRankResidual(emb.embedding_dim, options["r"]))
         return model
-
-    def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
-        return {n: p for n, p in wrapped.named_parameters() if f".{CHILD}." in n}
 
     def site(self, name: str) -> str:
         return "input_embeddings"
-
-    def probe_scale(self, name: str) -> float:
-        return 0.1 if ".up." in name else 1.0

@@ -1,6 +1,6 @@
 """Bottleneck adapters (Houlsby et al.; the π-Tuning code): x + up(relu(down(x))) after the
 attention output and the feed-forward output of every layer. The adapter hangs off the target
-Linear as a child module and runs in a forward hook: no base weight is copied or replaced."""
+Linear (see HookedExpert): no base weight is copied or replaced."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from pizoo.errors import UsageError
 from pizoo.experts import register
-from pizoo.experts.base import ExpertKind
+from pizoo.experts.base import HookedExpert
 
 CHILD = "pizoo_adapter"
 # Attention output projection and feed-forward output projection, per architecture family.
@@ -33,13 +33,10 @@ class Bottleneck(nn.Module):
         return x + self.up(self.down(x).relu())
 
 
-def _run_adapter(module, args, output):
-    return getattr(module, CHILD)(output)
-
-
 @register
-class Adapter(ExpertKind):
+class Adapter(HookedExpert):
     name = "adapter"
+    child = CHILD
     flags = {"r": "--rank", "target_modules": "--targets"}
     default_lr = 2e-3
 
@@ -67,15 +64,8 @@ class Adapter(ExpertKind):
         if not sites:
             raise UsageError(f"--targets {options['target_modules']!r} matches no Linear layer of the base model")
         for _, module in sites:
-            module.add_module(CHILD, Bottleneck(module.out_features, options["r"]).to(module.weight.device))
-            module.register_forward_hook(_run_adapter)
+            self.hang(module, Bottleneck(module.out_features, options["r"]))
         return model
-
-    def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
-        return {n: p for n, p in wrapped.named_parameters() if f".{CHILD}." in n}
 
     def site(self, name: str) -> str:
         return name.split(f".{CHILD}.")[0]
-
-    def probe_scale(self, name: str) -> float:
-        return 0.1 if ".up." in name else 1.0

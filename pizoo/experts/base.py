@@ -101,6 +101,31 @@ class ExpertKind:
                                           "import into a zoo made with matching options (pizoo init ...)")
 
 
+class HookedExpert(ExpertKind):
+    """A kind written here rather than in peft: a small module hung as a child of a base module
+    and applied to that module's output by a forward hook. No base weight is copied or replaced,
+    and the expert's tensors are exactly the parameters under the child's name."""
+
+    child: ClassVar[str]
+
+    def hang(self, module: nn.Module, expert: nn.Module) -> None:
+        module.add_module(self.child, expert.to(next(module.parameters()).device))
+        module.register_forward_hook(_run_child(self.child))
+
+    def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in wrapped.named_parameters() if f".{self.child}." in n}
+
+    def probe_scale(self, name: str) -> float:
+        return 0.1 if ".up." in name else 1.0  # a small up-projection: a gentle, non-zero probe
+
+
+def _run_child(child: str):
+    def hook(module, args, output):
+        return getattr(module, child)(output)
+
+    return hook
+
+
 _DEFAULT_SUFFIX = re.compile(r"\.default(?=\.(weight|bias)$)")
 
 
