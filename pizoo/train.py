@@ -49,12 +49,6 @@ class TrainConfig:
         if self.precision not in ("no", "bf16", "fp16"):
             raise UsageError(f"--precision must be no, bf16 or fp16, got {self.precision!r}")
 
-    def total_steps(self, n_examples: int) -> int:
-        if self.steps is not None:
-            return self.steps
-        per_epoch = math.ceil(math.ceil(n_examples / self.batch_size) / self.grad_accum)
-        return max(1, (self.epochs or 10) * per_epoch)
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -106,10 +100,13 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
     groups = [g for g in groups if g["params"]]
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(list(rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=gen)
-    total = cfg.total_steps(len(rows))
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    module, opt, loader, sched = acc.prepare(module, opt, loader, sched)
+    module, opt, loader = acc.prepare(module, opt, loader)
+    # Epochs count this process's share of the batches (accelerate shards them over processes).
+    total = cfg.steps or max(1, (cfg.epochs or 10) * math.ceil(len(loader) / cfg.grad_accum))
+    # accelerate steps a prepared scheduler once per process per optimizer step
+    n = acc.num_processes
+    sched = acc.prepare(get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total) * n, total * n))
     module.train()
     if acc.is_main_process:
         log(f"{desc}: {total} steps over {len(rows)} examples, batch {cfg.batch_size}, lr {cfg.lr:g}, "
