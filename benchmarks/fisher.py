@@ -16,7 +16,6 @@ import contextlib
 import io
 
 import torch
-
 from _common import bert_like, helpers, llama_like, texts, timed, tmpdir
 
 

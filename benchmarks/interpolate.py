@@ -16,12 +16,11 @@ import contextlib
 import io
 
 import torch
-
 from _common import bert_like, helpers, texts, timed, tmpdir
 
 
 def step_times(steps: int, repeat: int) -> None:
-    from pizoo.interpolate import Mixture, MixSpec
+    from pizoo.interpolate import MixSpec, Mixture
     from pizoo.models import ExpertModel
     from pizoo.tasks import init_zoo
     from pizoo.train import ExpertLoss, TrainConfig, fit

@@ -13,7 +13,6 @@ import contextlib
 import io
 
 import torch
-
 from _common import bert_like, texts, timed, tmpdir
 
 
@@ -28,8 +27,8 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    from pizoo.tasks import init_zoo
     from pizoo.models import ExpertModel
+    from pizoo.tasks import init_zoo
     from pizoo.train import ExpertLoss, TrainConfig, fit
 
     base = bert_like(tmpdir() / "bert")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import tomllib
 from pathlib import Path
 
 import pandas as pd
+import tomllib
 
 RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"
 

@@ -388,7 +388,8 @@ def similar(ctx: typer.Context,
       pizoo similar --data new-task.csv --k 3 --json
     """
     from pizoo.data import Columns
-    from pizoo.embed import similar as rank_similar, similar_to_data
+    from pizoo.embed import similar as rank_similar
+    from pizoo.embed import similar_to_data
     from pizoo.errors import UsageError
 
     zoo = zoo_of(ctx)
@@ -477,7 +478,8 @@ def interpolate(ctx: typer.Context,
     from pizoo.data import Columns
     from pizoo.errors import UsageError
     from pizoo.experts import get_kind
-    from pizoo.interpolate import MixSpec, interpolate_task, zero_shot as run_zero_shot
+    from pizoo.interpolate import MixSpec, interpolate_task
+    from pizoo.interpolate import zero_shot as run_zero_shot
     from pizoo.train import TrainConfig
 
     zoo = zoo_of(ctx)

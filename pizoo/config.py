@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 import tomli_w
+import tomllib
 
 from pizoo.errors import SchemaError, UsageError
 

@@ -3,9 +3,9 @@ turns a batch into per-example log p(y|x) for both heads."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
-import functools
 import json
 import warnings
 from collections.abc import Sequence

@@ -13,16 +13,22 @@ from typing import Any
 import torch
 
 from pizoo import __version__
-from pizoo.config import ZooSpec
-from pizoo.data import Columns, TaskData, prepare, read_examples, load_rows
-from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, TaskExists
+from pizoo.config import TaskManifest, ZooSpec
+from pizoo.data import Columns, TaskData, load_rows, prepare, read_examples
+from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, TaskExists, ZooExists
 from pizoo.experts import get_kind
-from pizoo.models import (ExpertModel, default_base_model, fingerprint, load_tensors, read_model_type,
-                          resolve_base, save_tensors)
+from pizoo.models import (
+    ExpertModel,
+    default_base_model,
+    fingerprint,
+    load_tensors,
+    read_model_type,
+    resolve_base,
+    save_tensors,
+)
 from pizoo.render import log
 from pizoo.train import ExpertLoss, TrainConfig, device_for, fit
 from pizoo.zoo import EXPERT, Zoo, check_name, sha256_file
-from pizoo.config import TaskManifest
 
 _PEFT_HEAD = re.compile(r"(?:^|\.)(?:classifier|score)\.(?:modules_to_save\.)?(?:default\.)?(.+)$")
 
@@ -33,7 +39,8 @@ def init_zoo(root: str | Path, *, base_model: str | None = None, head: str = "cl
     """Create zoo.toml: the base model (with its fingerprint), the head and the expert spec."""
     zoo = Zoo(root)
     if (zoo.root / "zoo.toml").exists():
-        zoo.spec  # a readable zoo: refuse below; an unreadable one: say what is wrong with it
+        zoo.spec  # an unreadable zoo.toml: say what is wrong with it
+        raise ZooExists(f"{zoo.root} is already a zoo", "use it as is, or pick another --zoo folder")
     name = base_model or default_base_model()
     path = resolve_base(name)
     model_type = read_model_type(path)

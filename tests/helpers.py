@@ -22,9 +22,8 @@ RULES = {
 # Weights drawn at std 0.2 (not 0.02): at 0.02 a random 2-layer model maps every input to nearly
 # the same [CLS] vector, and only LoRA can learn anything; at 0.2 every expert kind can.
 def tiny_bert(path: Path) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizer
-
     import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

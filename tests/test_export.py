@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 from typer.testing import CliRunner
 
-import helpers
 from pizoo.cli import app
 from pizoo.experts import KINDS, get_kind
 from pizoo.interpolate import interpolate_task

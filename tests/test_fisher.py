@@ -4,12 +4,12 @@ import json
 import random
 
 import h5py
+import helpers
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-import helpers
 from pizoo.cli import app
 from pizoo.errors import IncompatibleExperts, UsageError
 from pizoo.experts import KINDS

@@ -2,15 +2,15 @@
 
 import json
 
+import helpers
 import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import helpers
 from pizoo.cli import app
 from pizoo.experts import KINDS, get_kind
-from pizoo.interpolate import Mixture, MixSpec, interpolate_task
+from pizoo.interpolate import MixSpec, Mixture, interpolate_task
 from pizoo.models import split_head
 from pizoo.tasks import evaluate_task, load_task_model
 from pizoo.train import TrainConfig

@@ -7,12 +7,12 @@ import subprocess
 import sys
 import time
 
+import helpers
 import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import helpers
 from pizoo.cli import app
 from pizoo.data import Columns, draw_shots, prepare
 from pizoo.experts import KINDS

@@ -2,10 +2,10 @@
 
 import json
 
+import helpers
 import torch
 from typer.testing import CliRunner
 
-import helpers
 from pizoo.cli import app
 
 runner = CliRunner()

@@ -8,11 +8,11 @@ import sys
 import textwrap
 import time
 
+import helpers
 import pytest
 import torch
 from typer.testing import CliRunner
 
-import helpers
 from pizoo.cli import app
 from pizoo.config import TaskManifest
 from pizoo.errors import InvalidName, PizooError
