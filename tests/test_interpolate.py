@@ -230,3 +230,13 @@ def test_few_shot_interpolation_beats_the_target_alone(seed, bert_dir, tmp_path)
     assert m.provenance["interpolation"]["sources"][0]["task"] == "src"
     assert m.metrics["n_train"] == 16
     assert m.metrics["accuracy"] >= target.metrics["accuracy"] + 0.1, (m.metrics, target.metrics)
+
+
+def test_init_target_favours_the_target(small_zoo):
+    from pizoo.interpolate import TARGET_WEIGHT
+
+    em, _ = load_task_model(small_zoo, "t")
+    s, u = _experts(small_zoo, em, ["s", "u"])
+    w = Mixture(em, [s, u], MixSpec(init="target", granularity="layer")).weights()
+    assert torch.allclose(w[:, 0], torch.full((w.shape[0],), TARGET_WEIGHT))
+    assert torch.allclose(w[:, 1], w[:, 2])
