@@ -14,7 +14,9 @@ mode alpha), for both similarity metrics.
     .venv/bin/python benchmarks/transfer.py [--shots 16,64] [--seeds 0,1,2] [--k 2]
 
 It prints a table and writes it into BENCHMARKS.md (between the transfer markers). Slow: about
-an hour on 2 CPU cores with the defaults.
+two hours on 2 CPU cores with the defaults. Every finished (target, shots, seed) run is appended
+to a JSON-lines record file (--records); a rerun with the same settings reads it and measures
+only the runs it lacks, so a run that is cut short resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import re
 import statistics
 import sys
@@ -75,7 +78,7 @@ def write(args, results, pairs, start, done: bool) -> None:
     for label, xs in (("cosine", cos), ("normalized", nor)):
         if len(xs) > 2:
             lines.append(f"| {label} | {pearsonr(xs, gain)[0]:.3f} | {spearmanr(xs, gain)[0]:.3f} |")
-    lines += ["", f"Measured in {time.perf_counter() - start:.0f} s."]
+    lines += ["", f"Wall time of the invocation that wrote this: {time.perf_counter() - start:.0f} s."]
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
@@ -102,6 +105,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--corr-steps", type=int, default=15, help="steps of each k=1 alpha interpolation")
     ap.add_argument("--tasks", default=None, help="comma list of recipe names [default: all]")
+    ap.add_argument("--targets", default=None, help="comma list of tasks to use as targets [default: all tasks]")
+    ap.add_argument("--records", default=str(ROOT / "benchmarks" / "results" / "transfer-runs.jsonl"),
+                    help="JSON-lines file of finished runs, read to resume and appended to")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = ap.parse_args()
     shots = [int(s) for s in args.shots.split(",")]
@@ -123,24 +129,48 @@ def main() -> None:
     if args.tasks:
         keep = set(args.tasks.split(","))
         files = [f for f in files if f.stem in keep]
+    targets = [f for f in files if not args.targets or f.stem in args.targets.split(",")]
+    settings = {"epochs": args.epochs, "source_epochs": args.source_epochs, "lr": args.lr, "k": args.k,
+                "corr_steps": args.corr_steps, "sources": sorted(f.stem for f in files)}
+    records_path = Path(args.records)
+    done_runs = {}
+    if records_path.exists():
+        for line in records_path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["settings"] == settings:
+                done_runs[(rec["target"], rec["shots"], rec["seed"])] = rec
+    wanted = [(f.stem, n, seed) for f in targets for n in shots for seed in seeds]
+    todo = [w for w in wanted if w not in done_runs]
+    print(f"{len(wanted) - len(todo)} of {len(wanted)} runs already in {records_path}", file=sys.stderr)
     zoo = init_zoo(work / "zoo")
     cfg = lambda seed, **kw: TrainConfig(lr=args.lr, seed=seed, device="cpu", **kw)  # noqa: E731
 
     def log(msg):
         print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    for f in files:  # the zoo: one expert per task on its whole training pool
+    for f in files if todo else []:  # the zoo: one expert per task on its whole training pool
         with quiet():
             m = train_task(zoo, f"src-{f.stem}", DataArgs(data=str(f), columns=Columns(), seed=0),
                            cfg(0, epochs=args.source_epochs), max_length=64, fisher_samples=128)
         log(f"source {f.stem}: accuracy {m.metrics['accuracy']:.3f} on {m.metrics['n_eval']}")
 
-    results = {}  # (target, shots) -> {method: [acc per seed]}
-    pairs = []  # (cosine, normalized, gain)
-    for f in files:
+    def tabulate(upto):
+        results, pairs = {}, []  # (target, shots) -> {method: [acc per seed]}; (cosine, normalized, gain)
+        for key in upto:
+            if key in done_runs:
+                rec = done_runs[key]
+                row = results.setdefault(key[:2], {m: [] for m in ("own", "soup", "alpha", "full")})
+                for m in row:
+                    row[m].append(rec[m])
+                pairs += [tuple(p) for p in rec["pairs"]]
+        return results, pairs
+
+    for f in targets:
         sources = [f"src-{g.stem}" for g in files if g != f]
         for n in shots:
             for seed in seeds:
+                if (f.stem, n, seed) in done_runs:
+                    continue
                 name = f"{f.stem}-{n}-s{seed}"
                 with quiet():
                     own = train_task(zoo, name, DataArgs(data=str(f), columns=Columns(), shots=n, seed=seed),
@@ -149,28 +179,32 @@ def main() -> None:
                 sims = {s: (similarity(vec, load_embedding(zoo, s), "cosine"),
                             similarity(vec, load_embedding(zoo, s), "normalized")) for s in sources}
                 top = sorted(sources, key=lambda s: -sims[s][0])[: args.k]
-                row = results.setdefault((f.stem, n), {m: [] for m in ("own", "soup", "alpha", "full")})
                 with quiet():
                     a = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), with_=top,
                                          spec=MixSpec(mode="alpha"), name=f"{name}-alpha", embed=False)
                     b = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), with_=top,
                                          spec=MixSpec(mode="full"), name=f"{name}-full", embed=False)
-                row["own"].append(own.metrics["accuracy"])
-                row["soup"].append(a.metrics["accuracy_uniform_mixture"])
-                row["alpha"].append(a.metrics["accuracy"])
-                row["full"].append(b.metrics["accuracy"])
-                log(f"{name}: own {own.metrics['accuracy']:.3f} soup {row['soup'][-1]:.3f} "
-                    f"alpha {row['alpha'][-1]:.3f} full {row['full'][-1]:.3f} (top: {', '.join(top)})")
+                rec = {"settings": settings, "target": f.stem, "shots": n, "seed": seed, "top": top,
+                       "own": own.metrics["accuracy"], "soup": a.metrics["accuracy_uniform_mixture"],
+                       "alpha": a.metrics["accuracy"], "full": b.metrics["accuracy"], "pairs": []}
+                log(f"{name}: own {rec['own']:.3f} soup {rec['soup']:.3f} "
+                    f"alpha {rec['alpha']:.3f} full {rec['full']:.3f} (top: {', '.join(top)})")
                 for s in sources:  # Fig. 3b: similarity against the gain of mixing with that source alone
                     with quiet():
                         one = interpolate_task(zoo, name, cfg(seed, steps=args.corr_steps), with_=[s],
                                                spec=MixSpec(mode="alpha"), name=f"{name}-with-{s}", embed=False)
-                    pairs.append((*sims[s], one.metrics["accuracy"] - own.metrics["accuracy"]))
+                    rec["pairs"].append([*sims[s], one.metrics["accuracy"] - own.metrics["accuracy"]])
                     zoo.remove_task(one.name)
                 for t in (a.name, b.name, name):
                     zoo.remove_task(t)
-
-        write(args, results, pairs, start, done=f is files[-1])
+                done_runs[(f.stem, n, seed)] = rec
+                records_path.parent.mkdir(parents=True, exist_ok=True)
+                with records_path.open("a") as fh:  # one line per run: a crash loses at most the run in flight
+                    fh.write(json.dumps(rec) + "\n")
+        upto = [w for w in wanted if w[0] in {g.stem for g in targets[: targets.index(f) + 1]}]
+        results, pairs = tabulate(upto)
+        if results:
+            write(args, results, pairs, start, done=f is targets[-1])
 
 
 if __name__ == "__main__":
