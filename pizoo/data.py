@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pizoo.errors import DataError, UsageError
+from pizoo.render import log
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -88,16 +89,20 @@ def read_examples(ds, cols: Columns, where: str) -> Examples:
             raise DataError(f"column {col!r} is not in {where}; its columns are: {', '.join(names)}",
                             f"pass {flag} COLUMN")
     texts, pairs, labels = [], [], []
+    dropped = 0
     for row in ds:
         text, label = row[cols.text], row[cols.label]
         pair = row[cols.text_pair] if cols.text_pair else ""
         if text is None or label is None or (isinstance(text, str) and not text.strip()) or pair is None:
-            continue  # rows without text or label teach nothing
+            dropped += 1  # rows without text or label teach nothing
+            continue
         texts.append(str(text))
         pairs.append(str(pair))
         labels.append(_label_str(label))
     if not texts:
         raise DataError(f"{where} has no rows with both text and label")
+    if dropped:
+        log(f"warning: {where}: skipped {dropped} of {dropped + len(texts)} rows with an empty text or label")
     return Examples(texts, pairs if cols.text_pair else None, labels)
 
 

@@ -108,9 +108,16 @@ def test_shots_exact_per_class_and_seeded(tmp_path):
     assert sorted(a.train.labels) == ["neg"] * 7 + ["pos"] * 7
     assert a.train == b.train and a.eval == b.eval
     assert a.train != c.train
-    assert not set(a.train.texts) & set(a.eval.texts) or len(a.eval) > 0  # shots come from the training part
     eval_texts = set(prepare(f, Columns(), seed=3).eval.texts)
     assert not set(a.train.texts) & eval_texts
+
+
+def test_rows_without_text_or_label_are_skipped_and_counted(tmp_path, capsys):
+    rows = helpers.make_rows("a", 60, 0)
+    rows[3]["text"], rows[7]["label"], rows[11]["text"] = "", None, "   "
+    data = prepare(helpers.write_rows(rows, tmp_path / "a.jsonl"), Columns(), seed=0)
+    assert len(data.train) + len(data.eval) == 57
+    assert "skipped 3 of 60 rows" in capsys.readouterr().err
 
 
 def test_csv_jsonl_parquet_give_the_same_task(tmp_path):
