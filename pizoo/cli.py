@@ -21,6 +21,9 @@ app = typer.Typer(
 
 ZooOpt = Annotated[Path, typer.Option("--zoo", envvar="PIZOO_ZOO", help="Zoo folder.", show_default=True)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+VerbalizerOpt = Annotated[Optional[str], typer.Option(
+    help="Rename data labels to words, e.g. 'pos=great,neg=terrible': for causal-lm the answer the model "
+         "gives (default: the label text itself). Later reads of the task's data reuse it.")]
 
 
 def report(e: PizooError) -> None:
@@ -143,6 +146,7 @@ def add_task(ctx: typer.Context,
              text: Annotated[str, typer.Option(help="Text column.")] = "text",
              text_pair: Annotated[Optional[str], typer.Option(help="Second text column (pairs).")] = None,
              label: Annotated[str, typer.Option(help="Label column.")] = "label",
+             verbalizer: VerbalizerOpt = None,
              shots: Annotated[Optional[int], typer.Option(help="Train on N examples per class.")] = None,
              epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: 10).")] = None,
              steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
@@ -164,7 +168,7 @@ def add_task(ctx: typer.Context,
 
       pizoo add-task imported --from-adapter ./my-lora --labels neg,pos
     """
-    from pizoo.data import Columns
+    from pizoo.data import Columns, parse_verbalizer
     from pizoo.errors import UsageError
     from pizoo.experts import get_kind
     from pizoo.tasks import DataArgs, import_adapter, train_task
@@ -182,7 +186,7 @@ def add_task(ctx: typer.Context,
                           precision=precision)
         args = DataArgs(data=str(data) if data else None, eval_data=str(eval_data) if eval_data else None,
                         dataset=dataset, dataset_config=dataset_config, split=split,
-                        columns=Columns(text, text_pair, label), shots=shots, seed=seed)
+                        columns=Columns(text, text_pair, label, parse_verbalizer(verbalizer)), shots=shots, seed=seed)
         manifest = train_task(zoo, name, args, cfg, max_length=max_length, embed=embed,
                               fisher_samples=fisher_samples)
         if manifest is None:  # a non-main process of a distributed launch
@@ -290,6 +294,7 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
           text: Annotated[Optional[str], typer.Option(help="Text column (default: the task's).")] = None,
           text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
           label: Annotated[Optional[str], typer.Option(help="Label column (default: the task's).")] = None,
+          verbalizer: VerbalizerOpt = None,
           device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
           json_: JsonOpt = False):
     """Accuracy of a task's expert on its held-out split or on a file.
@@ -298,13 +303,15 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
 
       pizoo eval sst2 --data sst2-test.csv --json
     """
-    from pizoo.data import Columns
-    from pizoo.tasks import evaluate_task
+    from pizoo.data import Columns, parse_verbalizer
+    from pizoo.tasks import evaluate_task, task_columns
 
     zoo = zoo_of(ctx)
     columns = None
-    if any((text, text_pair, label)):
-        columns = Columns(text or "text", text_pair, label or "label")
+    if any((text, text_pair, label, verbalizer)):  # what is not given stays the task's
+        own = task_columns(zoo.manifest(name))
+        columns = Columns(text or own.text, text_pair or own.text_pair, label or own.label,
+                          parse_verbalizer(verbalizer) or own.verbalizer)
     result = evaluate_task(zoo, name, data=str(data) if data else None, columns=columns, device=device)
     if json_:
         render.emit_json(result)
@@ -327,6 +334,7 @@ def embed(ctx: typer.Context,
           text: Annotated[str, typer.Option(help="Text column (with --data).")] = "text",
           text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
           label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
+          verbalizer: VerbalizerOpt = None,
           device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
           json_: JsonOpt = False):
     """(Re)compute task embeddings: the per-example diagonal Fisher at the task's expert and at the probe.
@@ -337,7 +345,7 @@ def embed(ctx: typer.Context,
 
       pizoo embed --all
     """
-    from pizoo.data import Columns
+    from pizoo.data import Columns, parse_verbalizer
     from pizoo.embed import embed_task
     from pizoo.errors import UsageError
 
@@ -345,7 +353,7 @@ def embed(ctx: typer.Context,
     if all_ == (name is not None):
         raise UsageError("give a task NAME or --all")
     names = zoo.task_names() if all_ else [name]
-    columns = Columns(text, text_pair, label) if data else None
+    columns = Columns(text, text_pair, label, parse_verbalizer(verbalizer)) if data else None
     results, failed = [], []
     for n in names:
         try:
@@ -376,6 +384,7 @@ def similar(ctx: typer.Context,
             text: Annotated[str, typer.Option(help="Text column (with --data).")] = "text",
             text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
             label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
+            verbalizer: VerbalizerOpt = None,
             samples: Annotated[Optional[int], typer.Option(help="Examples of --data to embed (default: 256).")] = None,
             device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
             json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False):
@@ -387,7 +396,7 @@ def similar(ctx: typer.Context,
 
       pizoo similar --data new-task.csv --k 3 --json
     """
-    from pizoo.data import Columns
+    from pizoo.data import Columns, parse_verbalizer
     from pizoo.embed import similar as rank_similar
     from pizoo.embed import similar_to_data
     from pizoo.errors import UsageError
@@ -396,7 +405,7 @@ def similar(ctx: typer.Context,
     if (name is None) == (data is None):
         raise UsageError("give a task NAME or --data FILE")
     if data is not None:
-        rows = similar_to_data(zoo, str(data), Columns(text, text_pair, label), k=k, metric=metric,
+        rows = similar_to_data(zoo, str(data), Columns(text, text_pair, label, parse_verbalizer(verbalizer)), k=k, metric=metric,
                                samples=samples, device=device)
         title = f"tasks most similar to {data} (probe, {metric})"
     else:
@@ -461,6 +470,7 @@ def interpolate(ctx: typer.Context,
                 text: Annotated[str, typer.Option(help="Text column (with --data).")] = "text",
                 text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
                 label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
+                verbalizer: VerbalizerOpt = None,
                 device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
                 json_: JsonOpt = False):
     """Build a better expert for TARGET: learn softmax(α) over its expert and its most similar tasks' (π-Tuning).
@@ -475,7 +485,7 @@ def interpolate(ctx: typer.Context,
 
       pizoo interpolate --target new-task --data new.csv --zero-shot --k 1
     """
-    from pizoo.data import Columns
+    from pizoo.data import Columns, parse_verbalizer
     from pizoo.errors import UsageError
     from pizoo.experts import get_kind
     from pizoo.interpolate import MixSpec, interpolate_task
@@ -486,7 +496,7 @@ def interpolate(ctx: typer.Context,
     if zero_shot != (data is not None):
         raise UsageError("--zero-shot and --data go together")
     if zero_shot:
-        result = run_zero_shot(zoo, target, str(data), Columns(text, text_pair, label), k=k, metric=metric,
+        result = run_zero_shot(zoo, target, str(data), Columns(text, text_pair, label, parse_verbalizer(verbalizer)), k=k, metric=metric,
                                device="cpu" if device == "auto" else device)
         if json_:
             render.emit_json(result)

@@ -19,9 +19,45 @@ FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".pa
 
 @dataclass(frozen=True)
 class Columns:
+    """Which columns hold the text, the second text and the label, and an optional verbalizer: the
+    word each data label is renamed to (for causal-lm, the answer the model learns to give)."""
+
     text: str = "text"
     text_pair: str | None = None
     label: str = "label"
+    verbalizer: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Columns":
+        """From the `columns` record of a task.json `source`."""
+        record = dict(record)
+        record["verbalizer"] = tuple((str(k), str(v)) for k, v in (record.get("verbalizer") or {}).items())
+        return cls(**record)
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "text_pair": self.text_pair, "label": self.label}
+        if self.verbalizer:
+            out["verbalizer"] = dict(self.verbalizer)
+        return out
+
+
+def parse_verbalizer(spec: str | None) -> tuple[tuple[str, str], ...]:
+    """`pos=great,neg=terrible` -> (("pos", "great"), ("neg", "terrible"))."""
+    if not spec:
+        return ()
+    pairs = []
+    for item in spec.split(","):
+        label, sep, word = (x.strip() for x in item.partition("="))
+        if not sep or not label or not word:
+            raise UsageError(f"--verbalizer item {item.strip()!r} is not LABEL=WORD",
+                             "e.g. --verbalizer 'pos=great,neg=terrible'")
+        pairs.append((label, word))
+    labels, words = [p[0] for p in pairs], [p[1] for p in pairs]
+    for what, xs in (("label", labels), ("word", words)):
+        dup = sorted({x for x in xs if xs.count(x) > 1})
+        if dup:
+            raise UsageError(f"--verbalizer names the {what} {dup[0]!r} twice: each label needs its own word")
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -99,6 +135,14 @@ def read_examples(ds, cols: Columns, where: str) -> Examples:
         texts.append(str(text))
         pairs.append(str(pair))
         labels.append(_label_str(label))
+    if cols.verbalizer:
+        words = dict(cols.verbalizer)
+        missing = sorted(set(labels) - words.keys())
+        if missing:
+            raise DataError(f"label {missing[0]!r} of {where} has no word in the verbalizer "
+                            f"({', '.join(f'{k}={v}' for k, v in cols.verbalizer)})",
+                            f"add {missing[0]}=WORD to --verbalizer")
+        labels = [words[lab] for lab in labels]
     if not texts:
         raise DataError(f"{where} has no rows with both text and label")
     if dropped:
@@ -174,7 +218,7 @@ def prepare(data: str | Path | None, cols: Columns, *, eval_data: str | Path | N
         raise DataError(f"{where} has one class only ({label_set[0]!r}): a classifier needs two or more")
     if shots is not None:
         train = train.subset(draw_shots(train, shots, seed))
-    source: dict[str, Any] = {"columns": {"text": cols.text, "text_pair": cols.text_pair, "label": cols.label},
+    source: dict[str, Any] = {"columns": cols.record(),
                               "seed": seed, "shots": shots, "n_train": len(train), "n_eval": len(held)}
     if data is not None:
         source["data"] = str(Path(data).resolve())

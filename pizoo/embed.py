@@ -19,11 +19,11 @@ GROUPS = ("expert", "probe")
 def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0, data: str | None = None,
                columns: Columns | None = None, device: str = "cpu"):
     """(Re)compute a task's fisher.h5 from its own training data (or `data`) and swap it in."""
-    from pizoo.tasks import load_task_model, read_labelled, task_data
+    from pizoo.tasks import load_task_model, read_labelled, task_columns, task_data
 
     em, manifest = load_task_model(zoo, name, device)
     if data is not None:
-        ex, ids = read_labelled(data, columns or Columns(**manifest.source.get("columns", {})), manifest.labels)
+        ex, ids = read_labelled(data, task_columns(manifest, columns), manifest.labels)
     else:
         td = task_data(zoo, name, manifest)
         ex, ids = td.train, td.label_ids(td.train)

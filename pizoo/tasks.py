@@ -149,7 +149,7 @@ class DataArgs:
         """The data arguments a task was trained with, from its task.json `source` record."""
         return cls(data=source.get("data"), eval_data=source.get("eval_data"), dataset=source.get("dataset"),
                    dataset_config=source.get("dataset_config"), split=source.get("split"),
-                   columns=Columns(**source["columns"]), shots=shots if shots is not None else source.get("shots"),
+                   columns=Columns.from_record(source["columns"]), shots=shots if shots is not None else source.get("shots"),
                    seed=source.get("seed", 0))
 
     def prepare(self, labels: tuple[str, ...] | None = None) -> TaskData:
@@ -221,12 +221,21 @@ def read_labelled(path: str | Path, columns: Columns, labels: tuple[str, ...]):
     return ex, td.label_ids(ex)
 
 
+def task_columns(manifest: TaskManifest, columns: Columns | None = None) -> Columns:
+    """The columns to read new data of a task with: `columns` if given (keeping the task's verbalizer
+    unless it brings its own), else those the task was trained with."""
+    own = Columns.from_record(manifest.source.get("columns", {}))
+    if columns is None:
+        return own
+    return columns if columns.verbalizer else dataclasses.replace(columns, verbalizer=own.verbalizer)
+
+
 def evaluate_task(zoo: Zoo, name: str, *, data: str | None = None, columns: Columns | None = None,
                   device: str = "cpu") -> dict[str, Any]:
     """Accuracy of a task's expert on its held-out split, or on a given file."""
     em, manifest = load_task_model(zoo, name, device)
     if data is not None:
-        cols = columns or Columns(**manifest.source.get("columns", {}))
+        cols = task_columns(manifest, columns)
         ex, ids = read_labelled(data, cols, manifest.labels)
         where = str(Path(data).resolve())
     else:

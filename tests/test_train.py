@@ -197,6 +197,36 @@ def test_causal_lm_labels_the_tokenizer_cannot_render(llama_dir, tmp_path):
     assert helpers.tree(root) == before
 
 
+def test_verbalizer_renames_labels_and_is_reused_on_new_data(llama_dir, tmp_path):
+    root = tmp_path / "lm"
+    assert runner.invoke(app, ["--zoo", str(root), "init", "--base-model", str(llama_dir), "--head",
+                               "causal-lm"]).exit_code == 0
+    raw = ("zebra", "0")  # 'zebra' does not render in the tiny tokenizer: the verbalizer makes it a word it does
+    train = helpers.write_rows(helpers.make_rows("a", 60, 0, labels=raw), tmp_path / "train.csv")
+    held = helpers.write_rows(helpers.make_rows("a", 30, 1, labels=raw), tmp_path / "held.csv")
+    add = ["--zoo", str(root), "add-task", "t", "--data", str(train), "--epochs", "1", "--no-embed"]
+    before = helpers.tree(root)
+    for verbalizer, message in (("zebra=yes", "label '0' of"), ("zebra=yes,0", "is not LABEL=WORD"),
+                                ("zebra=yes,0=yes", "names the word 'yes' twice")):
+        r = runner.invoke(app, [*add, "--verbalizer", verbalizer])
+        assert r.exit_code in (1, 2) and message in r.stderr, (verbalizer, r.stderr)
+    assert helpers.tree(root) == before
+
+    r = runner.invoke(app, [*add, "--verbalizer", "zebra=yes, 0=no", "--json"])
+    assert r.exit_code == 0, r.stderr
+    m = json.loads((root / "t" / "task.json").read_text())
+    assert m["labels"] == ["no", "yes"]
+    assert m["source"]["columns"]["verbalizer"] == {"zebra": "yes", "0": "no"}
+    r = runner.invoke(app, ["--zoo", str(root), "eval", "t", "--data", str(held), "--json"])
+    assert r.exit_code == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert first["n"] == 30 and first["labels"] == ["no", "yes"]
+    r = runner.invoke(app, ["--zoo", str(root), "eval", "t", "--data", str(held), "--verbalizer", "zebra=no,0=yes",
+                            "--json"])  # one given on the command line replaces the task's: every answer flips
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["accuracy"] == pytest.approx(1 - first["accuracy"])
+
+
 def test_ctrl_c_during_training_leaves_the_zoo_as_it_was(zoo_root, tmp_path):
     good = helpers.write_rows(helpers.make_rows("a", 200, 0), tmp_path / "good.csv")
     before = helpers.tree(zoo_root)
