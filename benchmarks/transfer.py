@@ -16,7 +16,8 @@ mode alpha), for both similarity metrics.
 It prints a table and writes it into BENCHMARKS.md (between the transfer markers). Slow: about
 two hours on 2 CPU cores with the defaults. Every finished (target, shots, seed) run is appended
 to a JSON-lines record file (--records); a rerun with the same settings reads it and measures
-only the runs it lacks, so a run that is cut short resumes where it stopped.
+only the runs it lacks, so a run that is cut short resumes where it stopped; --report-only
+tabulates what the record file holds without measuring anything.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ def mean_sd(xs):
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def write(args, results, pairs, start, done: bool) -> None:
+def write(args, results, pairs, footer: str, done: bool) -> None:
     """Print the table and put it into BENCHMARKS.md; called after every target, so a long run
     that is cut short still leaves what it measured (marked partial)."""
     from scipy.stats import pearsonr, spearmanr
 
     n_targets = len({t for t, _ in results})
-    lines = [("" if done else "**Partial run** (interrupted or still running): ")
+    n_runs = sum(len(row["own"]) for row in results.values())
+    lines = [("" if done else f"**Partial run** ({n_runs} runs; interrupted or still running): ")
              + f"Targets: {n_targets} real tasks; shots per class {args.shots}; seeds {args.seeds}; "
              f"k = {args.k}; {args.epochs} epochs for the target expert and for each interpolation; "
              f"lr {args.lr}; sources trained {args.source_epochs} epochs on each other task's pool. "
@@ -78,11 +80,11 @@ def write(args, results, pairs, start, done: bool) -> None:
     for label, xs in (("cosine", cos), ("normalized", nor)):
         if len(xs) > 2:
             lines.append(f"| {label} | {pearsonr(xs, gain)[0]:.3f} | {spearmanr(xs, gain)[0]:.3f} |")
-    lines += ["", f"Wall time of the invocation that wrote this: {time.perf_counter() - start:.0f} s."]
+    lines += ["", footer]
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        cmd = "python benchmarks/transfer.py " + " ".join(sys.argv[1:])
+        cmd = "python benchmarks/transfer.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
         bench = ROOT / "BENCHMARKS.md"
         text = bench.read_text()
         block = f"<!-- transfer:start -->\n```\n{cmd.strip()}\n```\n\n{table}\n<!-- transfer:end -->"
@@ -109,6 +111,8 @@ def main() -> None:
     ap.add_argument("--records", default=str(ROOT / "benchmarks" / "results" / "transfer-runs.jsonl"),
                     help="JSON-lines file of finished runs, read to resume and appended to")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: tabulate the runs the record file holds for these settings")
     args = ap.parse_args()
     shots = [int(s) for s in args.shots.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -142,17 +146,6 @@ def main() -> None:
     wanted = [(f.stem, n, seed) for f in targets for n in shots for seed in seeds]
     todo = [w for w in wanted if w not in done_runs]
     print(f"{len(wanted) - len(todo)} of {len(wanted)} runs already in {records_path}", file=sys.stderr)
-    zoo = init_zoo(work / "zoo")
-    cfg = lambda seed, **kw: TrainConfig(lr=args.lr, seed=seed, device="cpu", **kw)  # noqa: E731
-
-    def log(msg):
-        print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
-
-    for f in files if todo else []:  # the zoo: one expert per task on its whole training pool
-        with quiet():
-            m = train_task(zoo, f"src-{f.stem}", DataArgs(data=str(f), columns=Columns(), seed=0),
-                           cfg(0, epochs=args.source_epochs), max_length=64, fisher_samples=128)
-        log(f"source {f.stem}: accuracy {m.metrics['accuracy']:.3f} on {m.metrics['n_eval']}")
 
     def tabulate(upto):
         results, pairs = {}, []  # (target, shots) -> {method: [acc per seed]}; (cosine, normalized, gain)
@@ -164,6 +157,26 @@ def main() -> None:
                     row[m].append(rec[m])
                 pairs += [tuple(p) for p in rec["pairs"]]
         return results, pairs
+
+    if args.report_only:
+        results, pairs = tabulate(wanted)
+        if not results:
+            sys.exit(f"no runs with these settings in {records_path}")
+        shown = records_path.resolve().relative_to(ROOT) if records_path.resolve().is_relative_to(ROOT) else records_path
+        write(args, results, pairs, f"Tabulated from the record file `{shown}` "
+              f"({len(wanted) - len(todo)} of {len(wanted)} runs).", done=not todo)
+        return
+    zoo = init_zoo(work / "zoo")
+    cfg = lambda seed, **kw: TrainConfig(lr=args.lr, seed=seed, device="cpu", **kw)  # noqa: E731
+
+    def log(msg):
+        print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    for f in files if todo else []:  # the zoo: one expert per task on its whole training pool
+        with quiet():
+            m = train_task(zoo, f"src-{f.stem}", DataArgs(data=str(f), columns=Columns(), seed=0),
+                           cfg(0, epochs=args.source_epochs), max_length=64, fisher_samples=128)
+        log(f"source {f.stem}: accuracy {m.metrics['accuracy']:.3f} on {m.metrics['n_eval']}")
 
     for f in targets:
         sources = [f"src-{g.stem}" for g in files if g != f]
@@ -204,7 +217,8 @@ def main() -> None:
         upto = [w for w in wanted if w[0] in {g.stem for g in targets[: targets.index(f) + 1]}]
         results, pairs = tabulate(upto)
         if results:
-            write(args, results, pairs, start, done=f is targets[-1])
+            write(args, results, pairs, f"Wall time of the invocation that wrote this: "
+                  f"{time.perf_counter() - start:.0f} s.", done=f is targets[-1])
 
 
 if __name__ == "__main__":
