@@ -88,6 +88,13 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _columns(text: str, text_pair: str | None, label: str, verbalizer: str | None):
+    """The column flags (and --verbalizer) as the library's Columns."""
+    from pizoo.data import Columns, parse_verbalizer
+
+    return Columns(text, text_pair, label, parse_verbalizer(verbalizer))
+
+
 # -- init -------------------------------------------------------------------------------------
 @command("init")
 def init(ctx: typer.Context,
@@ -168,7 +175,6 @@ def add_task(ctx: typer.Context,
 
       pizoo add-task imported --from-adapter ./my-lora --labels neg,pos
     """
-    from pizoo.data import Columns, parse_verbalizer
     from pizoo.errors import UsageError
     from pizoo.experts import get_kind
     from pizoo.tasks import DataArgs, import_adapter, train_task
@@ -186,7 +192,7 @@ def add_task(ctx: typer.Context,
                           precision=precision)
         args = DataArgs(data=str(data) if data else None, eval_data=str(eval_data) if eval_data else None,
                         dataset=dataset, dataset_config=dataset_config, split=split,
-                        columns=Columns(text, text_pair, label, parse_verbalizer(verbalizer)), shots=shots, seed=seed)
+                        columns=_columns(text, text_pair, label, verbalizer), shots=shots, seed=seed)
         manifest = train_task(zoo, name, args, cfg, max_length=max_length, embed=embed,
                               fisher_samples=fisher_samples)
         if manifest is None:  # a non-main process of a distributed launch
@@ -303,15 +309,13 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
 
       pizoo eval sst2 --data sst2-test.csv --json
     """
-    from pizoo.data import Columns, parse_verbalizer
     from pizoo.tasks import evaluate_task, task_columns
 
     zoo = zoo_of(ctx)
     columns = None
     if any((text, text_pair, label, verbalizer)):  # what is not given stays the task's
         own = task_columns(zoo.manifest(name))
-        columns = Columns(text or own.text, text_pair or own.text_pair, label or own.label,
-                          parse_verbalizer(verbalizer) or own.verbalizer)
+        columns = _columns(text or own.text, text_pair or own.text_pair, label or own.label, verbalizer)
     result = evaluate_task(zoo, name, data=str(data) if data else None, columns=columns, device=device)
     if json_:
         render.emit_json(result)
@@ -345,7 +349,6 @@ def embed(ctx: typer.Context,
 
       pizoo embed --all
     """
-    from pizoo.data import Columns, parse_verbalizer
     from pizoo.embed import embed_task
     from pizoo.errors import UsageError
 
@@ -353,7 +356,7 @@ def embed(ctx: typer.Context,
     if all_ == (name is not None):
         raise UsageError("give a task NAME or --all")
     names = zoo.task_names() if all_ else [name]
-    columns = Columns(text, text_pair, label, parse_verbalizer(verbalizer)) if data else None
+    columns = _columns(text, text_pair, label, verbalizer) if data else None
     results, failed = [], []
     for n in names:
         try:
@@ -396,7 +399,6 @@ def similar(ctx: typer.Context,
 
       pizoo similar --data new-task.csv --k 3 --json
     """
-    from pizoo.data import Columns, parse_verbalizer
     from pizoo.embed import similar as rank_similar
     from pizoo.embed import similar_to_data
     from pizoo.errors import UsageError
@@ -405,7 +407,7 @@ def similar(ctx: typer.Context,
     if (name is None) == (data is None):
         raise UsageError("give a task NAME or --data FILE")
     if data is not None:
-        rows = similar_to_data(zoo, str(data), Columns(text, text_pair, label, parse_verbalizer(verbalizer)), k=k, metric=metric,
+        rows = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer), k=k, metric=metric,
                                samples=samples, device=device)
         title = f"tasks most similar to {data} (probe, {metric})"
     else:
@@ -485,7 +487,6 @@ def interpolate(ctx: typer.Context,
 
       pizoo interpolate --target new-task --data new.csv --zero-shot --k 1
     """
-    from pizoo.data import Columns, parse_verbalizer
     from pizoo.errors import UsageError
     from pizoo.experts import get_kind
     from pizoo.interpolate import MixSpec, interpolate_task
@@ -496,7 +497,7 @@ def interpolate(ctx: typer.Context,
     if zero_shot != (data is not None):
         raise UsageError("--zero-shot and --data go together")
     if zero_shot:
-        result = run_zero_shot(zoo, target, str(data), Columns(text, text_pair, label, parse_verbalizer(verbalizer)), k=k, metric=metric,
+        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer), k=k, metric=metric,
                                device="cpu" if device == "auto" else device)
         if json_:
             render.emit_json(result)
