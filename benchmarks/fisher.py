@@ -31,7 +31,7 @@ def run(base, head: str, kind: str, n: int, bs: int, repeat: int) -> dict:
     with torch.no_grad():
         for k, t in probe.items():
             em.expert[k].copy_(t)
-    rows = em.encode(texts(n), None, [i % 2 for i in range(n)])
+    rows = em.encode(helpers.ex(texts(n)), [i % 2 for i in range(n)])
     em.wrapped.eval()
     params = list(em.expert.values())
 

@@ -20,7 +20,7 @@ from _common import bert_like, helpers, texts, timed, tmpdir
 
 
 def step_times(steps: int, repeat: int) -> None:
-    from pizoo.interpolate import MixSpec, Mixture
+    from pizoo.mixture import MixSpec, Mixture
     from pizoo.models import ExpertModel
     from pizoo.tasks import init_zoo
     from pizoo.train import ExpertLoss, TrainConfig, fit
@@ -30,7 +30,7 @@ def step_times(steps: int, repeat: int) -> None:
     n = steps * bs
     cfg = TrainConfig(steps=steps, batch_size=bs, lr=1e-3, device="cpu")
     em = ExpertModel(zoo.spec, ("0", "1"), max_length=64, head_seed=0)
-    rows = em.encode(texts(n), None, [i % 2 for i in range(n)])
+    rows = em.encode(helpers.ex(texts(n)), [i % 2 for i in range(n)])
     rand = [{k: torch.randn_like(p) * 0.02 for k, p in em.expert.items()} for _ in range(4)]
 
     def plain():
@@ -78,7 +78,7 @@ def steps_to_match() -> None:
         while steps <= trained:
             cfg = TrainConfig(steps=steps, lr=5e-3, device="cpu")
             with contextlib.redirect_stderr(io.StringIO()):
-                from pizoo.interpolate import MixSpec
+                from pizoo.mixture import MixSpec
 
                 m = interpolate_task(zoo, "tgt", cfg, k=2, spec=MixSpec(mode=mode), name=f"tgt-{mode}-{steps}",
                                      embed=False)

@@ -13,7 +13,7 @@ import contextlib
 import io
 
 import torch
-from _common import bert_like, texts, timed, tmpdir
+from _common import bert_like, helpers, texts, timed, tmpdir
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     n = args.steps * args.batch_size
     labels = [i % 2 for i in range(n)]
     em = ExpertModel(zoo.spec, ("0", "1"), max_length=64)
-    rows = em.encode(texts(n), None, labels)
+    rows = em.encode(helpers.ex(texts(n)), labels)
     batches = [em.collate(rows[i: i + args.batch_size]) for i in range(0, n, args.batch_size)]
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-3, device="cpu", warmup_ratio=0.0)
 

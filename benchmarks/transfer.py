@@ -1,17 +1,23 @@
 """The paper's central claim on real packaged tasks: in the low-shot regime, does interpolating a
 target's expert with the experts of similar tasks beat the target's own expert?
 
-For every task of zoo/recipes as target, for each shot count and seed, on the packaged MiniLM:
+For every task of zoo/recipes as target, for each shot count and seed, on the packaged MiniLM
+with the zoo's head (--head; default `match`, the shared label space):
+  base    the base model alone, no expert (zero-shot; only a shared-space head can do this)
   own     the target's expert trained on the shots alone
+  own2x   the same, trained for twice the epochs: the compute of own + one interpolation, the
+          baseline a sceptic asks for first (is a gain transfer, or just more training?)
   soup    the uniform soup of the target's expert and its top-k sources (no tuning)
   alpha   interpolate --mode alpha (only the softmax weights trained)
   full    interpolate --mode full (weights and all experts trained: the paper's setting)
 Sources are experts trained on each other task's full pool (the zoo a user would have); the
-target's own full-data expert is never a source. Then, as in the paper's Fig. 3b, the correlation
-between a source's similarity to the target and the gain of interpolating with it alone (k = 1,
-mode alpha), for both similarity metrics.
+target's own full-data expert is never a source. Gains are counted against the better of own and
+own2x. Then, as in the paper's Fig. 3b, the correlation between a source's similarity to the target
+and the gain of interpolating with it alone (k = 1, mode alpha), for both similarity metrics; and
+hubness: how often each source is a target's nearest neighbour, and how often a target's top-2
+are of its own family (sentiment, topic, subjectivity).
 
-    .venv/bin/python benchmarks/transfer.py [--shots 16,64] [--seeds 0,1,2] [--k 2]
+    .venv/bin/python benchmarks/transfer.py [--shots 16,64] [--seeds 0,1,2] [--k 2] [--head match]
 
 It prints a table and writes it into BENCHMARKS.md (between the transfer markers). Slow: about
 two hours on 2 CPU cores with the defaults. Every finished (target, shots, seed) run is appended
@@ -42,44 +48,69 @@ def quiet():
     return contextlib.redirect_stderr(io.StringIO())
 
 
+FAMILY = {"rt-sentiment": "sentiment", "clothing-recommended": "sentiment", "clothing-rating": "sentiment",
+          "bbc-topic": "topic", "clothing-department": "topic", "rt-subjectivity": "subjectivity"}
+METHODS = ("base", "own", "own2x", "soup", "alpha", "full")
+
+
 def mean_sd(xs):
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def write(args, results, pairs, footer: str, done: bool) -> None:
+def write(args, results, pairs, footer: str, done: bool, hubs=None) -> None:
     """Print the table and put it into BENCHMARKS.md; called after every target, so a long run
     that is cut short still leaves what it measured (marked partial)."""
-    from scipy.stats import pearsonr, spearmanr
+    from scipy.stats import binomtest, pearsonr, spearmanr
 
     n_targets = len({t for t, _ in results})
     n_runs = sum(len(row["own"]) for row in results.values())
+    present = [m for m in METHODS if m in next(iter(results.values()))]  # old records lack base, own2x
+    names = {"base": "base model", "own": "own expert", "own2x": "own, 2x steps", "soup": "uniform soup",
+             "alpha": "interpolate alpha", "full": "interpolate full"}
     lines = [("" if done else f"**Partial run** ({n_runs} runs; interrupted or still running): ")
-             + f"Targets: {n_targets} real tasks; shots per class {args.shots}; seeds {args.seeds}; "
-             f"k = {args.k}; {args.epochs} epochs for the target expert and for each interpolation; "
-             f"lr {args.lr}; sources trained {args.source_epochs} epochs on each other task's pool. "
-             f"Accuracy on each target's held-out 20% (mean ± sd over seeds).", "",
-             "| target | shots | own expert | uniform soup | interpolate alpha | interpolate full |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    overall = {m: [] for m in ("own", "soup", "alpha", "full")}
+             + f"Head `{args.head}`. Targets: {n_targets} real tasks; shots per class {args.shots}; seeds "
+             f"{args.seeds}; k = {args.k}; {args.epochs} epochs for the target expert and for each interpolation "
+             f"(own2x: {2 * args.epochs}); lr {args.lr}; sources trained {args.source_epochs} epochs on each other "
+             f"task's pool. Accuracy on each target's held-out 20% (mean ± sd over seeds).", "",
+             "| target | shots | " + " | ".join(names[m] for m in present) + " |",
+             "| --- | --- |" + " --- |" * len(present)]
+    overall = {m: [] for m in present}
+    by_shots: dict[int, dict[str, list]] = {}
     for (target, n), row in results.items():
         cells = []
-        for m in ("own", "soup", "alpha", "full"):
+        for m in present:
             mu, sd = mean_sd(row[m])
             overall[m] += row[m]
+            by_shots.setdefault(n, {k: [] for k in present})[m] += row[m]
             cells.append(f"{mu:.3f} ± {sd:.3f}")
         lines.append(f"| {target} | {n} | " + " | ".join(cells) + " |")
-    lines.append("| **all** | | " + " | ".join(f"**{statistics.mean(overall[m]):.3f}**"
-                                                for m in ("own", "soup", "alpha", "full")) + " |")
-    wins = {m: sum(x > o for x, o in zip(overall[m], overall["own"])) for m in ("soup", "alpha", "full")}
-    lines += ["", f"Runs where the method beats the target's own expert (of {len(overall['own'])}): "
-              + ", ".join(f"{m} {w}" for m, w in wins.items()) + "."]
+    lines.append("| **all** | | " + " | ".join(f"**{statistics.mean(overall[m]):.3f}**" for m in present) + " |")
+    lines += ["", "Against the better of the two own-expert runs (own, own2x), per run:" if "own2x" in present
+              else "Against the own expert, per run:", "",
+              "| shots | method | mean gain | wins / ties / losses | sign test p |", "| --- | --- | --- | --- | --- |"]
+    for n, rows in sorted(by_shots.items()) + [("all", overall)]:
+        best = [max(a, b) for a, b in zip(rows["own"], rows.get("own2x", rows["own"]))]
+        for m in [m for m in ("base", "soup", "alpha", "full") if m in rows]:
+            d = [x - o for x, o in zip(rows[m], best)]
+            w, l_ = sum(x > 1e-9 for x in d), sum(x < -1e-9 for x in d)
+            p = binomtest(w, w + l_).pvalue if w + l_ else 1.0
+            lines.append(f"| {n} | {m} | {statistics.mean(d):+.3f} | {w} / {len(d) - w - l_} / {l_} | {p:.3f} |")
     cos, nor, gain = zip(*pairs) if pairs else ((), (), ())
     lines += ["", f"Similarity of a source to the target against the accuracy gain of interpolating with "
-              f"it alone (k = 1, mode alpha, {args.corr_steps} steps), over {len(pairs)} (target, source, "
-              f"shots, seed) pairs:", "", "| metric | Pearson r | Spearman ρ |", "| --- | --- | --- |"]
+              f"it alone (k = 1, mode alpha, {args.corr_steps} steps) over the own expert, over {len(pairs)} "
+              f"(target, source, shots, seed) pairs:", "", "| metric | Pearson r | Spearman ρ |", "| --- | --- | --- |"]
     for label, xs in (("cosine", cos), ("normalized", nor)):
         if len(xs) > 2:
             lines.append(f"| {label} | {pearsonr(xs, gain)[0]:.3f} | {spearmanr(xs, gain)[0]:.3f} |")
+    if hubs:
+        lines += ["", "Hubness of the expert-Fisher ranking (over the runs above): how often each source is a "
+                  "target's nearest neighbour, and the precision@2 of same-family neighbours (families: "
+                  "sentiment = rt-sentiment, clothing-recommended, clothing-rating; topic = bbc-topic, "
+                  "clothing-department; rt-subjectivity alone, so its best precision is 0).", "",
+                  "| metric | top-1 counts | same-family precision@2 (targets with a family) |", "| --- | --- | --- |"]
+        for metric, (top1, prec) in hubs.items():
+            counts = ", ".join(f"{t} {c}" for t, c in sorted(top1.items(), key=lambda kv: -kv[1]))
+            lines.append(f"| {metric} | {counts} | {statistics.mean(prec):.3f} |" if prec else f"| {metric} | {counts} | – |")
     lines += ["", footer]
     table = "\n".join(lines)
     print(table)
@@ -87,14 +118,31 @@ def write(args, results, pairs, footer: str, done: bool) -> None:
         cmd = "python benchmarks/transfer.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
         bench = ROOT / "BENCHMARKS.md"
         text = bench.read_text()
-        block = f"<!-- transfer:start -->\n```\n{cmd.strip()}\n```\n\n{table}\n<!-- transfer:end -->"
-        if "<!-- transfer:start -->" in text:
-            text = re.sub(r"<!-- transfer:start -->.*<!-- transfer:end -->", lambda _: block, text, flags=re.S)
+        tag = "transfer" if args.head == "classification" else f"transfer-{args.head}"
+        block = f"<!-- {tag}:start -->\n```\n{cmd.strip()}\n```\n\n{table}\n<!-- {tag}:end -->"
+        if f"<!-- {tag}:start -->" in text:
+            text = re.sub(rf"<!-- {tag}:start -->.*<!-- {tag}:end -->", lambda _: block, text, flags=re.S)
         else:
-            text += "\n## Transfer on real tasks (the paper's low-shot claim)\n\n" + block + "\n"
+            text += f"\n## Transfer on real tasks, head `{args.head}`\n\n" + block + "\n"
         bench.write_text(text)
 
 
+def hubness(records) -> dict:
+    """Per metric: how often each source is top-1, and same-family precision@2 per run."""
+    out = {}
+    for i, metric in enumerate(("cosine", "normalized")):
+        top1, prec = {}, []
+        for rec in records:
+            sims = rec["sims"]
+            ranked = sorted(sims, key=lambda s: -sims[s][i])
+            first = ranked[0].removeprefix("src-")
+            top1[first] = top1.get(first, 0) + 1
+            fam = FAMILY.get(rec["target"])
+            peers = [t for t, f in FAMILY.items() if f == fam and t != rec["target"]]
+            if peers:
+                prec.append(sum(FAMILY.get(s.removeprefix("src-")) == fam for s in ranked[:2]) / min(2, len(peers)))
+        out[metric] = (top1, prec)
+    return out
 
 
 def main() -> None:
@@ -110,6 +158,7 @@ def main() -> None:
     ap.add_argument("--targets", default=None, help="comma list of tasks to use as targets [default: all tasks]")
     ap.add_argument("--records", default=str(ROOT / "benchmarks" / "results" / "transfer-runs.jsonl"),
                     help="JSON-lines file of finished runs, read to resume and appended to")
+    ap.add_argument("--head", default="match", help="the zoo's head (classification: the old per-task heads)")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: tabulate the runs the record file holds for these settings")
@@ -121,7 +170,8 @@ def main() -> None:
 
     from pizoo.data import Columns
     from pizoo.embed import load_embedding
-    from pizoo.interpolate import MixSpec, interpolate_task
+    from pizoo.interpolate import interpolate_task
+    from pizoo.mixture import MixSpec
     from pizoo.similarity import similarity
     from pizoo.tasks import DataArgs, init_zoo, train_task
     from pizoo.train import TrainConfig
@@ -136,6 +186,8 @@ def main() -> None:
     targets = [f for f in files if not args.targets or f.stem in args.targets.split(",")]
     settings = {"epochs": args.epochs, "source_epochs": args.source_epochs, "lr": args.lr, "k": args.k,
                 "corr_steps": args.corr_steps, "sources": sorted(f.stem for f in files)}
+    if args.head != "classification":  # the records of the per-task-head runs carry no head
+        settings["head"] = args.head
     records_path = Path(args.records)
     done_runs = {}
     if records_path.exists():
@@ -149,14 +201,19 @@ def main() -> None:
 
     def tabulate(upto):
         results, pairs = {}, []  # (target, shots) -> {method: [acc per seed]}; (cosine, normalized, gain)
+        methods = [m for m in METHODS if all(m in done_runs[k] for k in upto if k in done_runs)]
         for key in upto:
             if key in done_runs:
                 rec = done_runs[key]
-                row = results.setdefault(key[:2], {m: [] for m in ("own", "soup", "alpha", "full")})
+                row = results.setdefault(key[:2], {m: [] for m in methods})
                 for m in row:
                     row[m].append(rec[m])
                 pairs += [tuple(p) for p in rec["pairs"]]
         return results, pairs
+
+    def hubs(upto):
+        recs = [done_runs[k] for k in upto if k in done_runs and "sims" in done_runs[k]]
+        return hubness(recs) if recs else None
 
     if args.report_only:
         results, pairs = tabulate(wanted)
@@ -164,9 +221,9 @@ def main() -> None:
             sys.exit(f"no runs with these settings in {records_path}")
         shown = records_path.resolve().relative_to(ROOT) if records_path.resolve().is_relative_to(ROOT) else records_path
         write(args, results, pairs, f"Tabulated from the record file `{shown}` "
-              f"({len(wanted) - len(todo)} of {len(wanted)} runs).", done=not todo)
+              f"({len(wanted) - len(todo)} of {len(wanted)} runs).", done=not todo, hubs=hubs(wanted))
         return
-    zoo = init_zoo(work / "zoo")
+    zoo = init_zoo(work / "zoo", head=args.head)
     cfg = lambda seed, **kw: TrainConfig(lr=args.lr, seed=seed, device="cpu", **kw)  # noqa: E731
 
     def log(msg):
@@ -185,9 +242,12 @@ def main() -> None:
                 if (f.stem, n, seed) in done_runs:
                     continue
                 name = f"{f.stem}-{n}-s{seed}"
+                data = DataArgs(data=str(f), columns=Columns(), shots=n, seed=seed)
                 with quiet():
-                    own = train_task(zoo, name, DataArgs(data=str(f), columns=Columns(), shots=n, seed=seed),
-                                     cfg(seed, epochs=args.epochs), max_length=64, fisher_samples=128)
+                    own = train_task(zoo, name, data, cfg(seed, epochs=args.epochs), max_length=64,
+                                     fisher_samples=128)
+                    own2x = train_task(zoo, f"{name}-2x", data, cfg(seed, epochs=2 * args.epochs), max_length=64,
+                                       embed=False)
                 vec = load_embedding(zoo, name)
                 sims = {s: (similarity(vec, load_embedding(zoo, s), "cosine"),
                             similarity(vec, load_embedding(zoo, s), "normalized")) for s in sources}
@@ -198,17 +258,20 @@ def main() -> None:
                     b = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), with_=top,
                                          spec=MixSpec(mode="full"), name=f"{name}-full", embed=False)
                 rec = {"settings": settings, "target": f.stem, "shots": n, "seed": seed, "top": top,
-                       "own": own.metrics["accuracy"], "soup": a.metrics["accuracy_uniform_mixture"],
-                       "alpha": a.metrics["accuracy"], "full": b.metrics["accuracy"], "pairs": []}
-                log(f"{name}: own {rec['own']:.3f} soup {rec['soup']:.3f} "
-                    f"alpha {rec['alpha']:.3f} full {rec['full']:.3f} (top: {', '.join(top)})")
+                       "base": own.metrics["accuracy_zero_shot"], "own": own.metrics["accuracy"],
+                       "own2x": own2x.metrics["accuracy"], "soup": a.metrics["accuracy_uniform_mixture"],
+                       "alpha": a.metrics["accuracy"], "full": b.metrics["accuracy"], "pairs": [],
+                       "sims": sims, "alpha_weights": {"alpha": a.provenance["interpolation"]["alpha"],
+                                                       "full": b.provenance["interpolation"]["alpha"]}}
+                log(f"{name}: base {rec['base']:.3f} own {rec['own']:.3f} own2x {rec['own2x']:.3f} "
+                    f"soup {rec['soup']:.3f} alpha {rec['alpha']:.3f} full {rec['full']:.3f} (top: {', '.join(top)})")
                 for s in sources:  # Fig. 3b: similarity against the gain of mixing with that source alone
                     with quiet():
                         one = interpolate_task(zoo, name, cfg(seed, steps=args.corr_steps), with_=[s],
                                                spec=MixSpec(mode="alpha"), name=f"{name}-with-{s}", embed=False)
                     rec["pairs"].append([*sims[s], one.metrics["accuracy"] - own.metrics["accuracy"]])
                     zoo.remove_task(one.name)
-                for t in (a.name, b.name, name):
+                for t in (a.name, b.name, name, own2x.name):
                     zoo.remove_task(t)
                 done_runs[(f.stem, n, seed)] = rec
                 records_path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +281,7 @@ def main() -> None:
         results, pairs = tabulate(upto)
         if results:
             write(args, results, pairs, f"Wall time of the invocation that wrote this: "
-                  f"{time.perf_counter() - start:.0f} s.", done=f is targets[-1])
+                  f"{time.perf_counter() - start:.0f} s.", done=f is targets[-1], hubs=hubs(upto))
 
 
 if __name__ == "__main__":

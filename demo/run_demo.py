@@ -1,8 +1,9 @@
 """The main job: the whole π-Tuning workflow on the packaged MiniLM and real packaged data.
 
 Runs the `pizoo` command a user would run, printing each command first:
-  prepare the real tasks (zoo/recipes/*.toml) -> init -> add-task (few shots) for each ->
-  similar -> graph -> interpolate -> export -> import the export back -> summary.
+  prepare the real tasks (zoo/recipes/*.toml) -> init (the shared label space: `match` head) ->
+  add-task (few shots) for each -> similar -> graph -> cross-task eval -> interpolate -> export ->
+  import the export back -> summary.
 Everything lands in demo-out/ (recreated on every run). Set DEMO_SHOTS / DEMO_EPOCHS to change
 the regime; the defaults keep the run well under 15 minutes on 2 CPU cores."""
 
@@ -56,6 +57,9 @@ def main() -> None:
     graph = pizoo("graph", "--out", str(OUT / "graph.png"), "--csv", str(OUT / "graph.csv"), "--json",
                   json_out=True)
     pizoo("graph", "--out", str(OUT / "graph-normalized.png"), "--metric", "normalized")
+    # one label space: every expert scores every task; here each sentiment expert on the target's split
+    cross = {src: pizoo("eval", src, "--on", TARGET, "--json", json_out=True)
+             for src in ("clothing-recommended", "clothing-rating") if src in tasks}
     pi = pizoo("interpolate", "--target", TARGET, "--k", "2", "--epochs", EPOCHS, "--lr", LR, "--json",
                json_out=True)
     export_dir = OUT / "export" / f"{TARGET}-pi"
@@ -70,14 +74,18 @@ def main() -> None:
     print("\n" + "=" * 78)
     print(f"Summary ({time.perf_counter() - start:.0f} s; {SHOTS} shots per class, MiniLM + LoRA r=8)")
     print("=" * 78)
-    print(f"{'task':22} {'accuracy':>9}   top-2 neighbours (expert Fisher, cosine)")
+    print(f"{'task':22} {'zero-shot':>9} {'expert':>7}   top-2 neighbours (expert Fisher, cosine)")
     for i, name in enumerate(names):
         if name not in tasks:
             continue
         ranked = sorted(((matrix[i][j], names[j]) for j in range(len(names)) if j != i and names[j] in tasks),
                         reverse=True)[:2]
-        print(f"{name:22} {trained[name]['metrics']['accuracy']:9.3f}   "
+        m_ = trained[name]["metrics"]
+        print(f"{name:22} {m_['accuracy_zero_shot']:9.3f} {m_['accuracy']:7.3f}   "
               + ", ".join(f"{n} ({s:.3f})" for s, n in ranked))
+    for src, r in cross.items():
+        print(f"\n{src}'s expert on {TARGET}'s held-out split (no {TARGET} data seen): {r['accuracy']:.3f}", end="")
+    print()
     m = pi["metrics"]
     print(f"\nπ-Tuning on {TARGET} with {', '.join(s['task'] for s in pi['sources'])} "
           f"(softmax α = {', '.join(f'{w:.3f}' for w in pi['alpha']['expert'])}):")

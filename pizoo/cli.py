@@ -22,8 +22,10 @@ app = typer.Typer(
 ZooOpt = Annotated[Path, typer.Option("--zoo", envvar="PIZOO_ZOO", help="Zoo folder.", show_default=True)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 VerbalizerOpt = Annotated[Optional[str], typer.Option(
-    help="Rename data labels to words, e.g. 'pos=great,neg=terrible': for causal-lm the answer the model "
-         "gives (default: the label text itself). Later reads of the task's data reuse it.")]
+    help="Rename data labels to words, e.g. '0=negative,1=positive': the label text the head reads (default: "
+         "the label value itself). Later reads of the task's data reuse it.")]
+LabelTemplateOpt = Annotated[Optional[str], typer.Option(
+    help="Describe each label in a sentence, e.g. 'a review that is {label}' (after --verbalizer).")]
 
 
 def report(e: PizooError) -> None:
@@ -81,6 +83,7 @@ def main_options(ctx: typer.Context,
                  zoo: ZooOpt = Path("zoo"),
                  version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                                  help="Show the version.")] = None):
+    render.install()  # the library logs and reports progress; the CLI shows both on stderr
     ctx.obj = {"zoo": zoo}
 
 
@@ -88,25 +91,29 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _columns(text: str, text_pair: str | None, label: str, verbalizer: str | None):
-    """The column flags (and --verbalizer) as the library's Columns."""
+def _columns(text: str, text_pair: str | None, label: str, verbalizer: str | None,
+             label_template: str | None = None):
+    """The column flags (and --verbalizer, --label-template) as the library's Columns."""
     from pizoo.data import Columns, parse_verbalizer
 
-    return Columns(text, text_pair, label, parse_verbalizer(verbalizer))
+    return Columns(text, text_pair, label, parse_verbalizer(verbalizer), label_template)
 
 
 # -- init -------------------------------------------------------------------------------------
 @command("init")
 def init(ctx: typer.Context,
          base_model: Annotated[Optional[str], typer.Option(help="Model folder or hub id (default: the packaged all-MiniLM-L6-v2).")] = None,
-         head: Annotated[str, typer.Option(help="classification | causal-lm")] = "classification",
+         head: Annotated[Optional[str], typer.Option(help="match | causal-lm | seq2seq | classification (default: the "
+                                                       "shared-space head that fits the model: match for encoders).")] = None,
          kind: Annotated[str, typer.Option(help="Expert kind: lora | adapter | prompt | adalink")] = "lora",
          rank: Annotated[Optional[int], typer.Option(help="r: LoRA rank / adapter or AdaLink bottleneck.")] = None,
          alpha: Annotated[Optional[int], typer.Option(help="LoRA lora_alpha (peft default 8).")] = None,
          targets: Annotated[Optional[str], typer.Option(help="Target modules: comma list (LoRA) or regex (adapter).")] = None,
          dropout: Annotated[Optional[float], typer.Option(help="LoRA dropout.")] = None,
          virtual_tokens: Annotated[Optional[int], typer.Option(help="Prompt tuning: number of virtual tokens.")] = None,
-         template: Annotated[Optional[str], typer.Option(help="causal-lm prompt template with {text}.")] = None,
+         template: Annotated[Optional[str], typer.Option(help="causal-lm/seq2seq prompt template with {text}.")] = None,
+         pooling: Annotated[Optional[str], typer.Option(help="match: mean | cls (default: as the model was trained).")] = None,
+         scale: Annotated[Optional[float], typer.Option(help="match: the cosine's scale (default 20).")] = None,
          seed: Annotated[int, typer.Option(help="Seed of the zoo's shared initial expert and head, and of its probe expert.")] = 0,
          trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the model folder/hub.")] = False,
          json_: JsonOpt = False):
@@ -120,22 +127,21 @@ def init(ctx: typer.Context,
     """
     from pizoo.tasks import init_zoo
 
-    if targets and kind == "lora":
-        target_opt = _csv(targets)
-    else:
-        target_opt = targets
-    options = {"r": rank, "lora_alpha": alpha, "target_modules": target_opt, "lora_dropout": dropout,
+    options = {"r": rank, "lora_alpha": alpha, "target_modules": targets, "lora_dropout": dropout,
                "num_virtual_tokens": virtual_tokens}
+    head_options = {"template": template, "pooling": pooling, "scale": scale}
     zoo = init_zoo(ctx.obj["zoo"], base_model=base_model, head=head, kind=kind,
-                   options={k: v for k, v in options.items() if v is not None}, template=template,
+                   options={k: v for k, v in options.items() if v is not None},
+                   head_options={k: v for k, v in head_options.items() if v is not None},
                    seed=seed, trust_remote_code=trust_remote_code)
     spec = zoo.spec
     info = {"zoo": str(zoo.root), "base_model": spec.base_model, "fingerprint": spec.fingerprint,
-            "head": spec.head, "kind": spec.kind, "options": spec.options}
+            "head": spec.head, "head_options": spec.head_options, "kind": spec.kind, "options": spec.options}
     if json_:
         render.emit_json(info)
     else:
-        render.key_values({**info, "options": ", ".join(f"{k}={v}" for k, v in spec.options.items())},
+        render.key_values({**info, "options": ", ".join(f"{k}={v}" for k, v in spec.options.items()),
+                           "head_options": ", ".join(f"{k}={v!r}" for k, v in spec.head_options.items())},
                           title="zoo created")
 
 
@@ -154,6 +160,7 @@ def add_task(ctx: typer.Context,
              text_pair: Annotated[Optional[str], typer.Option(help="Second text column (pairs).")] = None,
              label: Annotated[str, typer.Option(help="Label column.")] = "label",
              verbalizer: VerbalizerOpt = None,
+             label_template: LabelTemplateOpt = None,
              shots: Annotated[Optional[int], typer.Option(help="Train on N examples per class.")] = None,
              epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: 10).")] = None,
              steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
@@ -192,7 +199,7 @@ def add_task(ctx: typer.Context,
                           precision=precision)
         args = DataArgs(data=str(data) if data else None, eval_data=str(eval_data) if eval_data else None,
                         dataset=dataset, dataset_config=dataset_config, split=split,
-                        columns=_columns(text, text_pair, label, verbalizer), shots=shots, seed=seed)
+                        columns=_columns(text, text_pair, label, verbalizer, label_template), shots=shots, seed=seed)
         manifest = train_task(zoo, name, args, cfg, max_length=max_length, embed=embed,
                               fisher_samples=fisher_samples)
         if manifest is None:  # a non-main process of a distributed launch
@@ -283,12 +290,17 @@ def verify(ctx: typer.Context, json_: JsonOpt = False):
     zoo = zoo_of(ctx)
     problems = zoo.verify()
     n = len(zoo.task_names())
+    record = {"ok": not problems, "tasks": n, "schema_version": zoo.spec.schema_version,
+              "problems": [p.as_dict() for p in problems]}
     if json_:
-        render.emit_json({"ok": not problems, "tasks": n, "problems": [p.as_dict() for p in problems]})
+        render.emit_json(record)
     elif problems:
-        render.table([p.as_dict() for p in problems], ["task", "file", "issue"], title="problems")
+        render.table(record["problems"], ["task", "file", "issue"], title="problems")
     else:
         render.log(f"ok: {n} tasks, every file matches its task.json")
+    if zoo.spec.schema_version < 2 and not json_:
+        render.log(f"note: {zoo.root} is a schema {zoo.spec.schema_version} zoo (made before heads were plug-ins): it "
+                   "opens as before; tasks without a kept data split read their original data files")
     if problems:
         raise typer.Exit(1)
 
@@ -301,22 +313,30 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
           text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
           label: Annotated[Optional[str], typer.Option(help="Label column (default: the task's).")] = None,
           verbalizer: VerbalizerOpt = None,
+          label_template: LabelTemplateOpt = None,
+          on: Annotated[Optional[str], typer.Option(help="Score this other task's held-out split (cross-task).")] = None,
           device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
           json_: JsonOpt = False):
-    """Accuracy of a task's expert on its held-out split or on a file.
+    """Accuracy of a task's expert on its held-out split, on a file, or on another task's split.
+
+    With a shared-space head (match, causal-lm, seq2seq) any expert scores any task: the labels
+    come from the data.
 
     Example:
 
       pizoo eval sst2 --data sst2-test.csv --json
+
+      pizoo eval rt-sentiment --on clothing-recommended
     """
     from pizoo.tasks import evaluate_task, task_columns
 
     zoo = zoo_of(ctx)
     columns = None
-    if any((text, text_pair, label, verbalizer)):  # what is not given stays the task's
+    if any((text, text_pair, label, verbalizer, label_template)):  # what is not given stays the task's
         own = task_columns(zoo.manifest(name))
-        columns = _columns(text or own.text, text_pair or own.text_pair, label or own.label, verbalizer)
-    result = evaluate_task(zoo, name, data=str(data) if data else None, columns=columns, device=device)
+        columns = _columns(text or own.text, text_pair or own.text_pair, label or own.label, verbalizer,
+                           label_template)
+    result = evaluate_task(zoo, name, data=str(data) if data else None, columns=columns, on=on, device=device)
     if json_:
         render.emit_json(result)
     else:
@@ -339,6 +359,7 @@ def embed(ctx: typer.Context,
           text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
           label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
           verbalizer: VerbalizerOpt = None,
+          label_template: LabelTemplateOpt = None,
           device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
           json_: JsonOpt = False):
     """(Re)compute task embeddings: the per-example diagonal Fisher at the task's expert and at the probe.
@@ -356,7 +377,7 @@ def embed(ctx: typer.Context,
     if all_ == (name is not None):
         raise UsageError("give a task NAME or --all")
     names = zoo.task_names() if all_ else [name]
-    columns = _columns(text, text_pair, label, verbalizer) if data else None
+    columns = _columns(text, text_pair, label, verbalizer, label_template) if data else None
     results, failed = [], []
     for n in names:
         try:
@@ -388,6 +409,7 @@ def similar(ctx: typer.Context,
             text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
             label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
             verbalizer: VerbalizerOpt = None,
+            label_template: LabelTemplateOpt = None,
             samples: Annotated[Optional[int], typer.Option(help="Examples of --data to embed (default: 256).")] = None,
             device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
             json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False):
@@ -407,7 +429,7 @@ def similar(ctx: typer.Context,
     if (name is None) == (data is None):
         raise UsageError("give a task NAME or --data FILE")
     if data is not None:
-        rows = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer), k=k, metric=metric,
+        rows = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template), k=k, metric=metric,
                                samples=samples, device=device)
         title = f"tasks most similar to {data} (probe, {metric})"
     else:
@@ -473,6 +495,7 @@ def interpolate(ctx: typer.Context,
                 text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
                 label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
                 verbalizer: VerbalizerOpt = None,
+                label_template: LabelTemplateOpt = None,
                 device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
                 json_: JsonOpt = False):
     """Build a better expert for TARGET: learn softmax(α) over its expert and its most similar tasks' (π-Tuning).
@@ -489,15 +512,16 @@ def interpolate(ctx: typer.Context,
     """
     from pizoo.errors import UsageError
     from pizoo.experts import get_kind
-    from pizoo.interpolate import MixSpec, interpolate_task
-    from pizoo.interpolate import zero_shot as run_zero_shot
+    from pizoo.interpolate import interpolate_task
+    from pizoo.mixture import MixSpec
+    from pizoo.transfer import zero_shot as run_zero_shot
     from pizoo.train import TrainConfig
 
     zoo = zoo_of(ctx)
     if zero_shot != (data is not None):
         raise UsageError("--zero-shot and --data go together")
     if zero_shot:
-        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer), k=k, metric=metric,
+        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template), k=k, metric=metric,
                                device="cpu" if device == "auto" else device)
         if json_:
             render.emit_json(result)

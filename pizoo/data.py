@@ -12,20 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from pizoo.errors import DataError, UsageError
-from pizoo.render import log
+from pizoo.progress import log
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass(frozen=True)
 class Columns:
-    """Which columns hold the text, the second text and the label, and an optional verbalizer: the
-    word each data label is renamed to (for causal-lm, the answer the model learns to give)."""
+    """Which columns hold the text, the second text and the label, and how a data label becomes the
+    label text the head reads: an optional verbalizer (the word each data label is renamed to) and
+    an optional template around it ('a review that is {label}')."""
 
     text: str = "text"
     text_pair: str | None = None
     label: str = "label"
     verbalizer: tuple[tuple[str, str], ...] = ()
+    label_template: str | None = None
+
+    def __post_init__(self):
+        if self.label_template is not None and "{label}" not in self.label_template:
+            raise UsageError(f"--label-template {self.label_template!r} must contain {{label}}",
+                             "e.g. --label-template 'a review that is {label}'")
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Columns":
@@ -38,6 +45,8 @@ class Columns:
         out: dict[str, Any] = {"text": self.text, "text_pair": self.text_pair, "label": self.label}
         if self.verbalizer:
             out["verbalizer"] = dict(self.verbalizer)
+        if self.label_template:
+            out["label_template"] = self.label_template
         return out
 
 
@@ -68,6 +77,25 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def input_type(self) -> str:
+        """The registered input type these examples' columns make (pizoo.inputs)."""
+        return "text-pair" if self.pairs is not None else "text"
+
+    def to_frame(self):
+        import pandas as pd
+
+        cols = {"text": self.texts, **({"text_pair": self.pairs} if self.pairs is not None else {}),
+                "label": self.labels}
+        return pd.DataFrame(cols)
+
+    @classmethod
+    def from_frame(cls, df, where: str) -> "Examples":
+        if "text" not in df.columns or "label" not in df.columns:
+            raise DataError(f"{where} lacks the text or label column", "pizoo verify")
+        pairs = [str(x) for x in df["text_pair"]] if "text_pair" in df.columns else None
+        return cls([str(x) for x in df["text"]], pairs, [str(x) for x in df["label"]])
 
     def subset(self, idx: list[int]) -> "Examples":
         return Examples([self.texts[i] for i in idx], [self.pairs[i] for i in idx] if self.pairs else None,
@@ -143,10 +171,12 @@ def read_examples(ds, cols: Columns, where: str) -> Examples:
                             f"({', '.join(f'{k}={v}' for k, v in cols.verbalizer)})",
                             f"add {missing[0]}=WORD to --verbalizer")
         labels = [words[lab] for lab in labels]
+    if cols.label_template:
+        labels = [cols.label_template.format(label=lab) for lab in labels]
     if not texts:
         raise DataError(f"{where} has no rows with both text and label")
     if dropped:
-        log(f"warning: {where}: skipped {dropped} of {dropped + len(texts)} rows with an empty text or label")
+        log.warning(f"warning: {where}: skipped {dropped} of {dropped + len(texts)} rows with an empty text or label")
     return Examples(texts, pairs if cols.text_pair else None, labels)
 
 
@@ -187,16 +217,20 @@ def stratified_split(ex: Examples, fraction: float, seed: int) -> tuple[list[int
     return sorted(train), sorted(held)
 
 
-def draw_shots(ex: Examples, shots: int, seed: int) -> list[int]:
-    """Exactly `shots` examples per class, drawn with the seed."""
+def draw_shots(ex: Examples, shots: int, seed: int, held_out: float | None = None) -> list[int]:
+    """Exactly `shots` examples per class, drawn with the seed (`held_out`: the fraction of the
+    data already held out for evaluation, named in the error)."""
     if shots < 1:
         raise UsageError(f"--shots must be at least 1, got {shots}")
     rng = random.Random(seed)
     out = []
     for label, idx in sorted(by_class(ex).items()):
         if len(idx) < shots:
-            raise DataError(f"--shots {shots} is more than class {label!r} has ({len(idx)} training examples)",
-                            f"use --shots {len(idx)} or fewer")
+            why = (f" after {held_out:.0%} of each class was held out for evaluation" if held_out else "")
+            hint = f"use --shots {len(idx)} or fewer" + (", or give the evaluation data with --eval-data FILE "
+                                                        "so that every row can train" if held_out else "")
+            raise DataError(f"--shots {shots} is more than class {label!r} has ({len(idx)} training examples"
+                            f"{why})", hint)
         out += rng.sample(idx, shots)
     return sorted(out)
 
@@ -217,7 +251,7 @@ def prepare(data: str | Path | None, cols: Columns, *, eval_data: str | Path | N
     if len(label_set) < 2:
         raise DataError(f"{where} has one class only ({label_set[0]!r}): a classifier needs two or more")
     if shots is not None:
-        train = train.subset(draw_shots(train, shots, seed))
+        train = train.subset(draw_shots(train, shots, seed, None if eval_data is not None else eval_fraction))
     source: dict[str, Any] = {"columns": cols.record(),
                               "seed": seed, "shots": shots, "n_train": len(train), "n_eval": len(held)}
     if data is not None:

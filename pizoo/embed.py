@@ -21,13 +21,14 @@ def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0
     """(Re)compute a task's fisher.h5 from its own training data (or `data`) and swap it in."""
     from pizoo.tasks import load_task_model, read_labelled, task_columns, task_data
 
-    em, manifest = load_task_model(zoo, name, device)
-    if data is not None:
-        ex, ids = read_labelled(data, task_columns(manifest, columns), manifest.labels)
+    manifest = zoo.manifest(name)
+    if data is not None:  # the task's own label set: its embedding is of its task
+        ex, _, ids = read_labelled(data, task_columns(manifest, columns), manifest.labels)
     else:
         td = task_data(zoo, name, manifest)
         ex, ids = td.train, td.label_ids(td.train)
-    rows = em.encode(ex.texts, ex.pairs, ids)
+    em, _ = load_task_model(zoo, name, device)
+    rows = em.encode(ex, ids)
     files = embedding_writer(em, rows, seed=seed, samples=samples)
     return zoo.update_task(name, files, lambda m: m)
 
@@ -47,7 +48,7 @@ def load_embedding(zoo: Zoo, name: str, group: str = "expert") -> dict[str, np.n
 
 def embedded_tasks(zoo: Zoo, group: str = "expert", exclude: tuple[str, ...] = ()) -> dict[str, dict]:
     """Embeddings of every task that has a usable one; the others are named on stderr."""
-    from pizoo.render import log
+    from pizoo.progress import log
 
     out, skipped = {}, []
     for name in zoo.task_names():
@@ -58,7 +59,7 @@ def embedded_tasks(zoo: Zoo, group: str = "expert", exclude: tuple[str, ...] = (
         except (MissingEmbedding, CorruptFile) as e:
             skipped.append(f"{name} ({e.message})")
     if skipped:
-        log("skipped tasks without a usable embedding: " + "; ".join(skipped)
+        log.warning("skipped tasks without a usable embedding: " + "; ".join(skipped)
             + " — compute them with: pizoo embed --all")
     return out
 
@@ -96,7 +97,7 @@ def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None
     if len(labels) < 2:
         raise DataError(f"{data} has one class only ({labels[0]!r}): a task needs two or more")
     em = ExpertModel(zoo.spec, labels, device=device)
-    rows = em.encode(ex.texts, ex.pairs, TaskData(ex, ex, labels).label_ids(ex))
+    rows = em.encode(ex, TaskData(ex, ex, labels).label_ids(ex))
     vec = {n: t.numpy() for n, t in probe_fisher(em, choose(rows, samples, seed)).items()}
     check(vec, str(data))
     ranked = rank(vec, others, metric)

@@ -21,6 +21,7 @@ import torch
 
 from pizoo import __version__
 from pizoo.errors import ExportError, UsageError
+from pizoo.heads import get_head
 from pizoo.zoo import Zoo
 
 FORMATS = ("peft", "merged")
@@ -38,37 +39,8 @@ def _check_format(kind, fmt: str) -> None:
                              " — use the expert inside pizoo, or build the zoo with --kind lora or adalink"),
                           hint)
     if fmt == "merged" and not kind.foldable:
-        why = ("prompt tuning adds virtual tokens to the input, which no weight can hold"
-               if kind.name == "prompt" else
-               "a bottleneck adapter sits behind a ReLU, so it cannot be folded into the base weights exactly")
-        raise ExportError(f"cannot merge a {kind.name!r} expert: {why}",
+        raise ExportError(f"cannot merge a {kind.name!r} expert: {kind.unmergeable}",
                           "pizoo export NAME --out DIR --format peft" if kind.peft_type else None)
-
-
-def _merged_model(em) -> torch.nn.Module:
-    """The base model with the expert folded in, as a plain transformers model."""
-    kind = em.kind.name
-    if kind == "lora":
-        model = em.wrapped.merge_and_unload()
-    elif kind == "adalink":
-        from pizoo.experts.adalink import CHILD
-
-        model = em.hf
-        emb = model.get_input_embeddings()
-        low = getattr(emb, CHILD)
-        out_emb = model.get_output_embeddings()
-        with torch.no_grad():
-            if out_emb is not None and out_emb.weight is emb.weight:
-                # tied LM head: untie it so the output layer keeps the original matrix
-                out_emb.weight = torch.nn.Parameter(emb.weight.detach().clone())
-                model.config.tie_word_embeddings = False
-            w = emb.weight
-            w.copy_(w + (w @ low.down.weight.T) @ low.up.weight.T)
-        delattr(emb, CHILD)
-        emb._forward_hooks.clear()  # the residual now lives in the weights
-    else:  # guarded by _check_format
-        raise ExportError(f"cannot merge {kind!r}")
-    return model
 
 
 def card(manifest, spec, fmt: str, out: Path) -> str:
@@ -102,16 +74,20 @@ def card(manifest, spec, fmt: str, out: Path) -> str:
                       f"{','.join(s['task'] for s in inter['sources'])} --mode {inter['mode']} "
                       f"--granularity {inter['granularity']} --init {inter['init']} --steps {inter['steps']}`"]
     lines += ["", "## Load it", "", "```python"]
+    head = get_head(spec.head)
+    auto = head.auto_class
     if fmt == "peft":
-        auto = "AutoModelForSequenceClassification" if spec.head == "classification" else "AutoModelForCausalLM"
-        extra = f", num_labels={len(m.labels)}" if spec.head == "classification" else ""
+        extra = f", num_labels={len(m.labels)}" if head.per_task else ""
         lines += [f"from transformers import {auto}", "from peft import PeftModel", "",
                   f"base = {auto}.from_pretrained({spec.base_model!r}{extra})",
                   f"model = PeftModel.from_pretrained(base, {str(out)!r})"]
     else:
-        auto = "AutoModelForSequenceClassification" if spec.head == "classification" else "AutoModelForCausalLM"
         lines += [f"from transformers import {auto}", "", f"model = {auto}.from_pretrained({str(out)!r})"]
-    lines += ["```", "", f"Machine-readable provenance: `{PROVENANCE}`.", ""]
+    lines += ["```", "", f"Head `{spec.head}`: {head.summary}; options {json.dumps(spec.head_options, sort_keys=True)}."]
+    if not head.per_task:
+        lines += ["The label texts, in the order pizoo scores them: "
+                  + ", ".join(f"`{label}`" for label in m.labels) + "."]
+    lines += ["", f"Machine-readable provenance: `{PROVENANCE}`.", ""]
     return "\n".join(lines)
 
 
@@ -137,14 +113,15 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
             if fmt == "peft":
                 em.wrapped.save_pretrained(str(tmp))
             else:
-                model = _merged_model(em)
-                if spec.head == "classification":
+                model = em.kind.merge(em)
+                if get_head(spec.head).per_task:
                     model.config.id2label = dict(enumerate(manifest.labels))
                     model.config.label2id = {label: i for i, label in enumerate(manifest.labels)}
                 model.save_pretrained(str(tmp))
                 em.tokenizer.save_pretrained(str(tmp))
         provenance = {"pizoo_version": __version__, "task": name, "format": fmt, "labels": list(manifest.labels),
                       "base_model": spec.base_model, "base_fingerprint": spec.fingerprint, "head": spec.head,
+                      "head_options": spec.head_options,
                       "kind": spec.kind, "options": spec.options, "metrics": manifest.metrics,
                       "source": manifest.source, "provenance": manifest.provenance,
                       "expert_sha256": manifest.files.get("expert.safetensors")}

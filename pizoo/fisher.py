@@ -9,7 +9,12 @@ output gradient δ, and form Σ_j (Σ_t δ_jt x_jtᵀ)² layer by layer, so no p
 whole expert ever exists. Prompt rows are prepended to the backbone's input embeddings; their
 per-example gradient is the gradient of those input positions (peft builds one prompt and repeats
 it over the batch, so a hook on the prompt parameter would see the batch sum). Any other tensor
-falls back to a per-example loop."""
+falls back to a per-example loop.
+
+A head may run the backbone more than once per batch, on more rows than there are examples (the
+match head encodes the inputs, then each example's own copy of the label texts): `em.owner` maps
+each row of a forward to its example, and every tensor's per-example gradient is summed over all
+the rows and forwards of its example before it is squared, once per batch."""
 
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from torch import nn
 
 from pizoo import __version__
 from pizoo.errors import CorruptFile, IncompatibleExperts, MissingEmbedding
-from pizoo.render import steps_progress
+from pizoo.heads.base import to_device
+from pizoo import progress
 
 GROUPS = ("expert", "probe")
 DEFAULT_SAMPLES = 256
@@ -43,6 +49,8 @@ class _Capture:
     def __init__(self, em, names: Sequence[str]):
         self.em, self.handles = em, []
         self.sums: dict[str, torch.Tensor] = {}
+        self.grads: dict[str, torch.Tensor] = {}  # per-example gradients of the batch being processed
+        self.n = 0
         self.covered: set[str] = set()
         by_module: dict[nn.Module, dict[str, str]] = {}
         for name in names:
@@ -56,29 +64,45 @@ class _Capture:
             self.handles.append(module.register_forward_hook(self._linear_hook(attrs)))
             self.covered.update(attrs.values())
 
-    def _add(self, name: str, sq: torch.Tensor) -> None:
-        if name in self.sums:
-            self.sums[name] += sq
+    def begin(self, n: int) -> None:
+        """A batch of `n` examples starts."""
+        self.n, self.grads = n, {}
+
+    def end(self) -> None:
+        """The batch's backward is done: add Σ_j g_j² of every tensor."""
+        for name, g in self.grads.items():
+            sq = g.square().sum(0).float()
+            self.sums[name] = self.sums[name] + sq if name in self.sums else sq
+        self.grads = {}
+
+    def _add(self, name: str, per_row: torch.Tensor, owner: torch.Tensor | None) -> None:
+        """Per-row gradient pieces of one forward, summed into their examples' gradients."""
+        if owner is None:  # every row is its own example
+            g = per_row
         else:
-            self.sums[name] = sq
+            g = torch.zeros((self.n, *per_row.shape[1:]), device=per_row.device, dtype=per_row.dtype)
+            g.index_add_(0, owner.to(per_row.device), per_row)
+        self.grads[name] = self.grads[name] + g if name in self.grads else g
 
     def _linear_hook(self, attrs: dict[str, str]):
         def hook(module, args, output):
-            x = args[0].detach().float()
+            x = args[0].detach().double()
             if not output.requires_grad:
                 return
+            owner = self.em.owner  # read now: the backward runs after the forward has returned
 
             def on_grad(delta):
-                d = delta.detach().float()
+                # float64 for the per-example sums: a row's gradient adds up many positions' terms,
+                # and the square of a float32 sum loses digits where terms cancel
+                d = delta.detach().double()
                 if d.dim() == 2:  # (B, out): no sequence axis
                     d, xx = d[:, None], x[:, None]
                 else:
                     xx = x
                 if "weight" in attrs:
-                    per_example = torch.einsum("bto,bti->boi", d, xx)
-                    self._add(attrs["weight"], per_example.square().sum(0))
+                    self._add(attrs["weight"], torch.einsum("bto,bti->boi", d, xx), owner)
                 if "bias" in attrs:
-                    self._add(attrs["bias"], d.sum(1).square().sum(0))
+                    self._add(attrs["bias"], d.sum(1), owner)
 
             output.register_hook(on_grad)
 
@@ -91,7 +115,8 @@ class _Capture:
             embeds = kwargs.get("inputs_embeds")
             if embeds is None or not embeds.requires_grad:
                 return
-            embeds.register_hook(lambda g: self._add(name, g[:, :n].detach().float().square().sum(0)))
+            owner = self.em.owner
+            embeds.register_hook(lambda g: self._add(name, g[:, :n].detach().double(), owner))
 
         self.handles.append(self.em.hf.register_forward_pre_hook(pre_hook, with_kwargs=True))
         self.covered.add(name)
@@ -119,20 +144,22 @@ def fisher_diag(em, rows: Sequence[dict], *, batch_size: int = 32, method: str =
     fallback = [n for n in names if capture is None or n not in capture.covered]
     sums = {n: torch.zeros(em.expert[n].shape, dtype=torch.float32, device=em.device) for n in names}
     try:
-        with steps_progress(desc, len(rows)) as advance:
+        with progress.task(desc, len(rows)) as advance:
             for i in range(0, len(rows), batch_size):
                 chunk = rows[i: i + batch_size]
                 if capture is not None:
-                    batch = {k: v.to(em.device) for k, v in em.collate(chunk).items()}
+                    batch = to_device(em.collate(chunk, per_example=True), em.device)
+                    capture.begin(len(chunk))
                     total = em.log_probs(batch).sum()
                     torch.autograd.grad(total, params, allow_unused=True)
+                    capture.end()
                 for row in chunk if fallback else ():
-                    one = {k: v.to(em.device) for k, v in em.collate([row]).items()}
+                    one = to_device(em.collate([row]), em.device)
                     fb = [em.expert[n] for n in fallback]
                     grads = torch.autograd.grad(em.log_probs(one).sum(), fb, allow_unused=True)
                     for n, g in zip(fallback, grads):
                         if g is not None:
-                            sums[n] += g.detach().float().square()
+                            sums[n] += g.detach().square().to(sums[n].dtype)
                 advance(len(chunk))
         if capture is not None:
             for n, s in capture.sums.items():
@@ -175,6 +202,7 @@ def probe_fisher(em, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
 def attrs_for(em, n_samples: int, seed: int) -> dict[str, str | int]:
     spec = em.spec
     return {"n_samples": n_samples, "method": METHOD, "base_fingerprint": spec.fingerprint, "head": spec.head,
+            "head_options": json.dumps(spec.head_options, sort_keys=True),
             "kind": spec.kind, "options": json.dumps(spec.options, sort_keys=True), "sample_seed": seed,
             "zoo_seed": spec.seed, "pizoo_version": __version__}
 
@@ -221,6 +249,8 @@ def check_space(attrs: dict, spec, where: str) -> None:
     """Embeddings from another base model or expert spec are never compared."""
     want = {"base_fingerprint": spec.fingerprint, "head": spec.head, "kind": spec.kind,
             "options": json.dumps(spec.options, sort_keys=True), "zoo_seed": spec.seed}
+    if "head_options" in attrs:  # written since heads have options (schema 2)
+        want["head_options"] = json.dumps(spec.head_options, sort_keys=True)
     for key, value in want.items():
         if attrs.get(key) != value:
             raise IncompatibleExperts(f"{where} was computed with {key}={attrs.get(key)!r}; this zoo has "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from collections.abc import Iterable, Sequence
@@ -77,21 +78,42 @@ def key_values(pairs: dict[str, Any], title: str | None = None) -> None:
 
 
 @contextmanager
-def progress(disable: bool = False):
-    """A progress bar on stderr; tasks carry a `loss` field shown beside the bar."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=err(), disable=disable, transient=False)
-    with bar:
-        yield bar
-
-
-@contextmanager
-def steps_progress(desc: str, total: int, disable: bool = False):
-    """A plain counting bar (no loss) for evaluation-like loops."""
+def bar(desc: str, total: int, fields: dict[str, Any]):
+    """The CLI's progress reporter (pizoo.progress): a bar on stderr; a `loss` field is shown beside
+    it (training bars stay; counting bars are transient and drawn on a terminal only)."""
     console = err()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, disable=disable or not console.is_terminal, transient=True)
-    with bar:
-        task = bar.add_task(desc, total=total)
-        yield lambda n=1: bar.advance(task, n)
+    training = "loss" in fields
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if training:
+        columns.append(TextColumn("loss {task.fields[loss]:.4f}"))
+    columns += [TimeElapsedColumn()] + ([TimeRemainingColumn()] if training else [])
+    prog = Progress(*columns, console=console, transient=not training,
+                    disable=not training and not console.is_terminal)
+    with prog:
+        task = prog.add_task(desc, total=total, **fields)
+        yield lambda n=1, **f: prog.update(task, advance=n, **f)
+
+
+class _StderrHandler(logging.Handler):
+    """The library's log records, one line each on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log(record.getMessage())
+        except Exception:  # a log line must never break a command
+            self.handleError(record)
+
+
+_handler = _StderrHandler()
+
+
+def install() -> None:
+    """Route the library's logging and progress to stderr (once per process)."""
+    from pizoo import progress
+
+    logger = logging.getLogger("pizoo")
+    if _handler not in logger.handlers:
+        logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    progress.set_reporter(bar)

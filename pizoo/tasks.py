@@ -14,9 +14,10 @@ import torch
 
 from pizoo import __version__
 from pizoo.config import TaskManifest, ZooSpec
-from pizoo.data import Columns, TaskData, load_rows, prepare, read_examples
+from pizoo.data import Columns, Examples, TaskData, draw_shots, load_rows, prepare, read_examples, sorted_labels
 from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, TaskExists, ZooExists
 from pizoo.experts import get_kind
+from pizoo.heads import default_head, get_head
 from pizoo.models import (
     ExpertModel,
     default_base_model,
@@ -26,17 +27,24 @@ from pizoo.models import (
     resolve_base,
     save_tensors,
 )
-from pizoo.render import log
+from pizoo.progress import log
 from pizoo.train import ExpertLoss, TrainConfig, device_for, fit
 from pizoo.zoo import EXPERT, Zoo, check_name, sha256_file
+
+# The split each task was trained and evaluated on, kept inside its folder (hashed like every file),
+# so that a copied or moved zoo evaluates, embeds and interpolates without the original files.
+TRAIN_SPLIT = "data/train.parquet"
+EVAL_SPLIT = "data/eval.parquet"
 
 _PEFT_HEAD = re.compile(r"(?:^|\.)(?:classifier|score)\.(?:modules_to_save\.)?(?:default\.)?(.+)$")
 
 
-def init_zoo(root: str | Path, *, base_model: str | None = None, head: str = "classification",
-             kind: str = "lora", options: dict[str, Any] | None = None, template: str | None = None,
-             seed: int = 0, trust_remote_code: bool = False) -> Zoo:
-    """Create zoo.toml: the base model (with its fingerprint), the head and the expert spec."""
+def init_zoo(root: str | Path, *, base_model: str | None = None, head: str | None = None,
+             kind: str = "lora", options: dict[str, Any] | None = None,
+             head_options: dict[str, Any] | None = None, seed: int = 0, trust_remote_code: bool = False) -> Zoo:
+    """Create zoo.toml: the base model (with its fingerprint), the head and the expert spec.
+
+    `head` None picks the shared-space head that fits the model (pizoo.heads.default_head)."""
     zoo = Zoo(root)
     if (zoo.root / "zoo.toml").exists():
         zoo.spec  # an unreadable zoo.toml: say what is wrong with it
@@ -44,19 +52,20 @@ def init_zoo(root: str | Path, *, base_model: str | None = None, head: str = "cl
     name = base_model or default_base_model()
     path = resolve_base(name)
     model_type = read_model_type(path)
-    expert_kind = get_kind(kind)
-    opts = expert_kind.normalize_options(options or {}, model_type)
+    head = head or default_head(json.loads((path / "config.json").read_text()))
+    head_opts = get_head(head).normalize_options(head_options or {}, path)
+    opts = get_kind(kind).normalize_options(options or {}, model_type)
     local = Path(name).expanduser()
     spec = ZooSpec(base_model=str(local.resolve()) if local.is_dir() else name, fingerprint=fingerprint(path),
-                   model_type=model_type, head=head, kind=kind, options=opts, seed=seed,
-                   trust_remote_code=trust_remote_code, **({"template": template} if template else {}))
-    ExpertModel(spec, ("a", "b"))  # proves the spec attaches to this model before anything is written
+                   model_type=model_type, head=head, head_options=head_opts, kind=kind, options=opts, seed=seed,
+                   trust_remote_code=trust_remote_code)
+    ExpertModel(spec, ())  # proves the spec attaches to this model before anything is written
     return Zoo.create(root, spec)
 
 
 def provenance(spec: ZooSpec, **extra: Any) -> dict[str, Any]:
     return {"pizoo_version": __version__, "base_model": spec.base_model, "base_fingerprint": spec.fingerprint,
-            "head": spec.head, "kind": spec.kind, "options": spec.options, **extra}
+            "head": spec.head, "head_options": spec.head_options, "kind": spec.kind, "options": spec.options, **extra}
 
 
 def refuse_existing(zoo: Zoo, name: str) -> None:
@@ -94,19 +103,21 @@ def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[st
     for key, value in load_tensors(weights).items():
         m = _PEFT_HEAD.search(key)
         tensors[f"head.{m.group(1)}" if m else key] = value
-    if spec.head == "classification":
+    if get_head(spec.head).per_task:
         if "head.weight" not in tensors:
-            raise IncompatibleExperts("the adapter has no classification head (classifier/score in modules_to_save)",
-                                      "train it with task_type=SEQ_CLS, or use a causal-lm zoo")
+            raise IncompatibleExperts(f"the adapter has no task head (classifier/score in modules_to_save), which "
+                                      f"this zoo's {spec.head!r} head needs",
+                                      "train it with task_type=SEQ_CLS, or import it into a shared-space zoo")
         n = tensors["head.weight"].shape[0]
         labels = labels or [str(i) for i in range(n)]
         if len(labels) != n:
             raise DataError(f"--labels names {len(labels)} labels but the adapter's head has {n} outputs")
-    else:
+    else:  # a shared-space head reads labels as text: a trained classifier layer has no place here
         tensors = {k: v for k, v in tensors.items() if not k.startswith("head.")}
         if not labels:
-            raise DataError("a causal-lm task needs its label words", "pass --labels yes,no")
+            raise DataError(f"a {spec.head} task needs its label texts", "pass --labels negative,positive")
     em = ExpertModel(spec, labels)
+    tensors = _match_backbone_names(tensors, set(em.trainable()), getattr(em.hf, "base_model_prefix", ""))
     try:
         em.load_state(tensors, where=f"adapter {folder}")
     except IncompatibleExperts as e:
@@ -122,11 +133,34 @@ def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[st
     return zoo.write_task(manifest, {EXPERT: lambda p: save_tensors(state, p)})
 
 
-def load_task_model(zoo: Zoo, name: str, device: str | torch.device = "cpu", max_length: int | None = None
-                    ) -> tuple[ExpertModel, TaskManifest]:
+def _match_backbone_names(tensors: dict, want: set[str], prefix: str) -> dict:
+    """An adapter trained on a model with a task head (BertForSequenceClassification) names its
+    tensors under the backbone's prefix ('...model.bert.encoder...'); the bare backbone a shared-space
+    head loads has no prefix ('...model.encoder...'), and the other way round. Same tensors."""
+    if not prefix or set(tensors) <= want:
+        return tensors
+    inner, outer = "base_model.model.", f"base_model.model.{prefix}."
+    out = {}
+    for key, value in tensors.items():
+        for cand in (key, key.replace(outer, inner, 1), key.replace(inner, outer, 1)):
+            if cand in want:
+                key = cand
+                break
+        out[key] = value
+    return out
+
+
+def load_task_model(zoo: Zoo, name: str, device: str | torch.device = "cpu", max_length: int | None = None,
+                    labels: tuple[str, ...] | None = None) -> tuple[ExpertModel, TaskManifest]:
+    """The task's expert on the base model. `labels` (shared-space heads only) scores another label
+    set with this expert: cross-task evaluation."""
     manifest = zoo.manifest(name)
     length = max_length or manifest.provenance.get("training", {}).get("max_length", 128)
-    em = ExpertModel(zoo.spec, manifest.labels, device=device, max_length=length)
+    if labels is not None and tuple(labels) != manifest.labels and get_head(zoo.spec.head).per_task:
+        raise IncompatibleExperts(f"task {name!r} has a {zoo.spec.head} head over {list(manifest.labels)}; it cannot "
+                                  f"score the labels {list(labels)[:6]}",
+                                  "use a shared-space head (pizoo init --head match) for cross-task evaluation")
+    em = ExpertModel(zoo.spec, labels or manifest.labels, device=device, max_length=length)
     em.load_state(load_tensors(zoo.file(name, EXPERT)), where=f"task {name}")
     return em, manifest
 
@@ -173,18 +207,20 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     torch.manual_seed(cfg.seed)
     device = device_for(cfg)
     em = ExpertModel(spec, data.labels, device=device, max_length=max_length, head_seed=spec.seed)
-    train_rows = em.encode(data.train.texts, data.train.pairs, data.label_ids(data.train))
-    eval_rows = em.encode(data.eval.texts, data.eval.pairs, data.label_ids(data.eval))
+    train_rows = em.encode(data.train, data.label_ids(data.train))
+    eval_rows = em.encode(data.eval, data.label_ids(data.eval))
+    # The zoo's shared initial expert, before any training: the base model itself for the kinds that
+    # start as the identity (lora, adapter, adalink). With a per-task head it is a random head.
     before = em.accuracy(eval_rows)
     result = fit(ExpertLoss(em), train_rows, em.collate, cfg, desc=f"training {name}")
     after = em.accuracy(eval_rows)
     if not result.is_main_process:
         return None
-    log(f"{name}: accuracy {before:.3f} before training, {after:.3f} after "
-        f"({result.steps} steps, {len(eval_rows)} eval examples)")
+    log.info(f"{name}: accuracy {after:.3f} after training; {before:.3f} zero-shot (before training) "
+             f"({result.steps} steps, {len(eval_rows)} eval examples)")
     state = em.state()
-    files = {EXPERT: lambda p: save_tensors(state, p)}
-    metrics = {"accuracy": after, "accuracy_before": before, "n_eval": len(eval_rows), "n_train": len(train_rows),
+    files = {EXPERT: lambda p: save_tensors(state, p), **split_writers(data)}
+    metrics = {"accuracy": after, "accuracy_zero_shot": before, "n_eval": len(eval_rows), "n_train": len(train_rows),
                "loss_first": result.first_loss, "loss_last": result.last_loss, "steps": result.steps,
                "train_seconds": round(result.seconds, 2)}
     training = {**dataclasses.asdict(cfg), "max_length": max_length}
@@ -198,49 +234,107 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     return zoo.write_task(manifest, files)
 
 
+def split_writers(data: TaskData) -> dict:
+    """Writers of the task's train and eval splits, to store them in the task folder."""
+    def writer(ex: Examples):
+        return lambda p: (p.parent.mkdir(parents=True, exist_ok=True), ex.to_frame().to_parquet(p, index=False))
+
+    return {TRAIN_SPLIT: writer(data.train), EVAL_SPLIT: writer(data.eval)}
+
+
+def _read_split(zoo: Zoo, name: str, fname: str) -> Examples:
+    import pandas as pd
+
+    path = zoo.file(name, fname)
+    try:
+        return Examples.from_frame(pd.read_parquet(path), str(path))
+    except (OSError, ValueError) as e:
+        raise CorruptFile(f"{path} is not a readable parquet file ({e})", "pizoo verify") from e
+
+
 def task_data(zoo: Zoo, name: str, manifest: TaskManifest | None = None, shots: int | None = None) -> TaskData:
-    """Rebuild a trained task's splits from its recorded source (same file, seed and label set);
-    `shots` re-draws the training examples per class."""
+    """The splits a task was trained and evaluated on, as kept in its folder; `shots` re-draws N
+    training examples per class from the kept training split.
+
+    Tasks made before the zoo kept splits (schema 1) rebuild them from their recorded source file."""
     manifest = manifest or zoo.manifest(name)
     src = manifest.source
+    if TRAIN_SPLIT in manifest.files:
+        train, held = _read_split(zoo, name, TRAIN_SPLIT), _read_split(zoo, name, EVAL_SPLIT)
+        if shots is not None:
+            train = train.subset(draw_shots(train, shots, src.get("seed", 0)))
+        return TaskData(train, held, manifest.labels, {**src, "shots": shots or src.get("shots")})
     if "columns" not in src:
         raise DataError(f"task {name!r} was imported and has no data of its own",
                         "pass --data FILE, or add the task with --data")
     for path, digest in src.get("sha256", {}).items():
         if not Path(path).is_file():
-            raise DataError(f"the data of task {name!r} ({path}) is gone", "pass --data FILE")
+            raise DataError(f"the data of task {name!r} ({path}) is gone (the task predates kept splits)",
+                            "pass --data FILE, or add the task again")
         if sha256_file(Path(path)) != digest:
-            log(f"warning: {path} changed since task {name!r} was trained; its splits may differ")
+            log.warning(f"warning: {path} changed since task {name!r} was trained; its splits may differ")
     return DataArgs.from_source(src, shots).prepare(labels=manifest.labels)
 
 
-def read_labelled(path: str | Path, columns: Columns, labels: tuple[str, ...]):
-    """Examples from a file, with labels checked against a task's label set."""
+def read_labelled(path: str | Path, columns: Columns, labels: tuple[str, ...] | None = None
+                  ) -> tuple[Examples, tuple[str, ...], list[int]]:
+    """Examples from a file with their label set and label indices: `labels` pins the label set
+    (a per-task head's), None takes the data's own labels."""
     ex = read_examples(load_rows(path), columns, str(path))
-    td = TaskData(ex, ex, labels)
-    return ex, td.label_ids(ex)
+    label_set = labels or sorted_labels(ex.labels)
+    return ex, label_set, TaskData(ex, ex, label_set).label_ids(ex)
 
 
 def task_columns(manifest: TaskManifest, columns: Columns | None = None) -> Columns:
     """The columns to read new data of a task with: `columns` if given (keeping the task's verbalizer
-    unless it brings its own), else those the task was trained with."""
+    and label template unless it brings its own), else those the task was trained with."""
     own = Columns.from_record(manifest.source.get("columns", {}))
     if columns is None:
         return own
-    return columns if columns.verbalizer else dataclasses.replace(columns, verbalizer=own.verbalizer)
+    return dataclasses.replace(columns, verbalizer=columns.verbalizer or own.verbalizer,
+                               label_template=columns.label_template or own.label_template)
+
+
+def read_for_task(zoo: Zoo, manifest: TaskManifest, path: str | Path, columns: Columns | None
+                  ) -> tuple[Examples, tuple[str, ...], list[int]]:
+    """A data file read to be scored by a task's expert.
+
+    A per-task head scores only its own labels. A shared-space head scores whatever labels the data
+    has: the task's verbalizer and label template apply when they cover the data's labels, and
+    otherwise the data's labels are read as they are (another task's data)."""
+    cols = task_columns(manifest, columns)
+    if get_head(zoo.spec.head).per_task:
+        return read_labelled(path, cols, manifest.labels)
+    try:
+        ex, labels, ids = read_labelled(path, cols)
+    except DataError:
+        explicit = columns is not None and (columns.verbalizer or columns.label_template)
+        if explicit or not (cols.verbalizer or cols.label_template):
+            raise
+        ex, labels, ids = read_labelled(path, dataclasses.replace(cols, verbalizer=(), label_template=None))
+    if set(labels) <= set(manifest.labels):  # the task's own labels: keep its order
+        labels = manifest.labels
+        ids = TaskData(ex, ex, labels).label_ids(ex)
+    return ex, labels, ids
 
 
 def evaluate_task(zoo: Zoo, name: str, *, data: str | None = None, columns: Columns | None = None,
-                  device: str = "cpu") -> dict[str, Any]:
-    """Accuracy of a task's expert on its held-out split, or on a given file."""
-    em, manifest = load_task_model(zoo, name, device)
+                  on: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Accuracy of a task's expert on its held-out split, on a file, or on another task's held-out
+    split (`on`): with a shared-space head any expert scores any task's labels."""
+    if data is not None and on is not None:
+        from pizoo.errors import UsageError
+
+        raise UsageError("give --data FILE or --on TASK, not both")
+    manifest = zoo.manifest(name)
+    zoo.file(name, EXPERT)  # a corrupt expert is the first thing to hear about
     if data is not None:
-        cols = task_columns(manifest, columns)
-        ex, ids = read_labelled(data, cols, manifest.labels)
+        ex, labels, ids = read_for_task(zoo, manifest, data, columns)
         where = str(Path(data).resolve())
     else:
-        td = task_data(zoo, name, manifest)
-        ex, ids, where = td.eval, td.label_ids(td.eval), "eval split"
-    rows = em.encode(ex.texts, ex.pairs, ids)
-    return {"task": name, "accuracy": em.accuracy(rows), "n": len(rows), "data": where,
-            "labels": list(manifest.labels)}
+        other = zoo.manifest(on) if on else manifest
+        td = task_data(zoo, other.name, other)
+        ex, labels, ids, where = td.eval, td.labels, td.label_ids(td.eval), f"eval split of {other.name}"
+    em, _ = load_task_model(zoo, name, device, labels=labels)
+    rows = em.encode(ex, ids)
+    return {"task": name, "accuracy": em.accuracy(rows), "n": len(rows), "data": where, "labels": list(labels)}

@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pizoo.errors import TrainingError, UsageError
-from pizoo.render import log, progress
+from pizoo import progress
+from pizoo.progress import log
 
 _accelerator = None
 _accelerator_key = None
@@ -109,14 +110,14 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
     sched = acc.prepare(get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total) * n, total * n))
     module.train()
     if acc.is_main_process:
-        log(f"{desc}: {total} steps over {len(rows)} examples, batch {cfg.batch_size}, lr {cfg.lr:g}, "
+        log.info(f"{desc}: {total} steps over {len(rows)} examples, batch {cfg.batch_size}, lr {cfg.lr:g}, "
             f"on {acc.device}")
     step, seen, first, last = 0, 0, float("nan"), float("nan")
     window = torch.zeros((), device=acc.device)
     in_window = 0
     start = time.perf_counter()
-    with progress(disable=not acc.is_main_process) as bar:
-        task = bar.add_task(desc, total=total, loss=float("nan"))
+    shown = 0
+    with progress.task(desc, total, enabled=acc.is_main_process, loss=float("nan")) as advance:
         while step < total:
             for batch in loader:
                 with acc.accumulate(module):
@@ -129,7 +130,7 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
                     opt.zero_grad(set_to_none=True)
                 window += loss.detach()
                 in_window += 1
-                seen += len(batch["labels"])
+                seen += len(batch["labels"])  # every head's batch carries one label per example
                 if not acc.sync_gradients:
                     continue
                 step += 1
@@ -143,7 +144,8 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
                                             "lower --lr (e.g. by 10x) and run again")
                     first = mean if math.isnan(first) else first
                     last = mean
-                    bar.update(task, completed=step, loss=mean)
+                    advance(step - shown, loss=mean)
+                    shown = step
                 if step >= total:
                     break
     module.eval()

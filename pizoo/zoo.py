@@ -204,9 +204,11 @@ class Zoo:
                 shas = {}
                 for fname in keep:
                     if (final / fname).is_file():
+                        (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(final / fname, tmp / fname)
                         shas[fname] = sha256_file(tmp / fname)
                 for fname, writer in files.items():
+                    (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
                     writer(tmp / fname)
                     with open(tmp / fname, "rb+") as f:
                         os.fsync(f.fileno())
@@ -279,7 +281,8 @@ class Zoo:
                     problems.append(Problem(entry.name, fname, "missing"))
                 elif sha256_file(path) != digest:
                     problems.append(Problem(entry.name, fname, "corrupt"))
-            for f in sorted(entry.iterdir()):
-                if f.name != MANIFEST and f.name not in manifest.files:
-                    problems.append(Problem(entry.name, f.name, "foreign"))
+            for f in sorted(entry.rglob("*")):
+                rel = f.relative_to(entry).as_posix()
+                if f.is_file() and rel != MANIFEST and rel not in manifest.files:
+                    problems.append(Problem(entry.name, rel, "foreign"))
         return problems

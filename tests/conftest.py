@@ -42,3 +42,15 @@ def bert_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def llama_dir(tmp_path_factory):
     return helpers.tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def t5_dir(tmp_path_factory):
+    return helpers.tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
+
+
+@pytest.fixture(scope="session")
+def bases(bert_dir, llama_dir, t5_dir):
+    """The tiny backbone of every head (helpers.HEAD_BASE)."""
+    dirs = {"bert": bert_dir, "llama": llama_dir, "t5": t5_dir}
+    return {head: dirs[b] for head, b in helpers.HEAD_BASE.items()}

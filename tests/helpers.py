@@ -60,6 +60,31 @@ def tiny_llama(path: Path) -> Path:
     return path
 
 
+T5_VOCAB = ["<pad>", "</s>", "<unk>"] + WORDS + EXTRA
+
+
+def tiny_t5(path: Path) -> Path:
+    """An encoder-decoder (T5) from a config, with a word-level tokenizer that appends </s> as T5's does."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=len(T5_VOCAB), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
+                   num_heads=2, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                   initializer_factor=1.0, tie_word_embeddings=False)
+    model = T5ForConditionalGeneration(cfg)
+    model.save_pretrained(path)
+    backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(T5_VOCAB)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>",
+                                                           special_tokens=[("</s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
+    assert tok("w3 w17")["input_ids"] == [T5_VOCAB.index("w3"), T5_VOCAB.index("w17"), 1]
+    tok.save_pretrained(path)
+    return path
+
+
 def make_rows(rule: str, n: int, seed: int, labels=("pos", "neg"), length: int = 8) -> list[dict]:
     """Bag-of-words task: label 0 if the text has more of the rule's first keyword set, else 1."""
     first, second = RULES[rule]
@@ -116,10 +141,20 @@ def tree(root: Path) -> dict[str, bytes]:
 
 CLASS_LABELS = ("neg", "pos")
 LM_LABELS = ("no", "yes")
+# Every registered head on the tiny backbone it reads: encoders for match and classification, a
+# decoder for causal-lm, an encoder-decoder for seq2seq.
+HEAD_BASE = {"match": "bert", "classification": "bert", "causal-lm": "llama", "seq2seq": "t5"}
 
 
 def labels_for(head: str) -> tuple[str, str]:
-    return CLASS_LABELS if head == "classification" else LM_LABELS
+    return CLASS_LABELS if HEAD_BASE[head] == "bert" else LM_LABELS
+
+
+def ex(texts, pairs=None):
+    """Examples to encode (labels go to encode separately)."""
+    from pizoo.data import Examples
+
+    return Examples(list(texts), list(pairs) if pairs is not None else None, ["?"] * len(texts))
 
 
 def task_files(tmp: Path, rule: str, head: str, n: int = 300, seed: int = 0, n_eval: int = 100,
@@ -132,7 +167,7 @@ def task_files(tmp: Path, rule: str, head: str, n: int = 300, seed: int = 0, n_e
     return train, held
 
 
-def new_zoo(root: Path, base: Path, kind: str = "lora", head: str = "classification", **options):
+def new_zoo(root: Path, base: Path, kind: str = "lora", head: str | None = "classification", **options):
     from pizoo.tasks import init_zoo
 
     return init_zoo(root, base_model=str(base), kind=kind, head=head, options=options)
@@ -154,3 +189,21 @@ def train(zoo, name: str, train_file: Path, eval_file: Path | None = None, *, ep
                     shots=shots, seed=seed)
     with contextlib.redirect_stderr(io.StringIO()):
         return train_task(zoo, name, args, cfg, embed=embed)
+
+
+def primary_output(model, inputs: dict, head: str):
+    """What a backbone returns that its head reads: logits, or the hidden states for `match`.
+    An encoder-decoder gets the first decoder positions (its inputs shifted by hand)."""
+    if head == "seq2seq":
+        inputs = {**inputs, "decoder_input_ids": inputs["input_ids"][:, :4]}
+    out = model(**inputs)
+    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+
+
+def auto_model(head_name: str, path, **kwargs):
+    """The plain transformers model a head loads (what a user without pizoo would load)."""
+    import transformers
+
+    from pizoo.heads import get_head
+
+    return getattr(transformers, get_head(head_name).auto_class).from_pretrained(path, **kwargs)

@@ -14,6 +14,7 @@ from pizoo.cli import app
 from pizoo.errors import IncompatibleExperts, UsageError
 from pizoo.experts import KINDS
 from pizoo.fisher import fisher_diag, read_h5, write_h5
+from pizoo.heads import HEADS
 from pizoo.models import ExpertModel
 from pizoo.similarity import cosine, normalized, rank
 from pizoo.zoo import FISHER
@@ -26,9 +27,9 @@ def cli(root, *args):
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-@pytest.mark.parametrize("head", ["classification", "causal-lm"])
-def test_fast_path_equals_batch1_loop_on_padded_batches(kind, head, bert_dir, llama_dir, tmp_path):
-    zoo = helpers.new_zoo(tmp_path / "z", bert_dir if head == "classification" else llama_dir, kind, head)
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_fast_path_equals_batch1_loop_on_padded_batches(kind, head, bases, tmp_path):
+    zoo = helpers.new_zoo(tmp_path / "z", bases[head], kind, head)
     em = ExpertModel(zoo.spec, helpers.labels_for(head), head_seed=0)
     probe = em.kind.probe({n: p.shape for n, p in em.expert.items()}, seed=0)
     with torch.no_grad():
@@ -37,7 +38,7 @@ def test_fast_path_equals_batch1_loop_on_padded_batches(kind, head, bert_dir, ll
     rng = random.Random(0)
     rows = helpers.make_rows("a", 24, 0, labels=helpers.labels_for(head))
     texts = [" ".join(r["text"].split()[: rng.randint(1, 8)]) for r in rows]  # uneven lengths: padding
-    enc = em.encode(texts, None, [helpers.labels_for(head).index(r["label"]) for r in rows])
+    enc = em.encode(helpers.ex(texts), [helpers.labels_for(head).index(r["label"]) for r in rows])
     fast = fisher_diag(em, enc, batch_size=8)
     slow = fisher_diag(em, enc, method="loop")
     assert set(fast) == set(slow) == set(em.expert)
@@ -51,7 +52,7 @@ def test_fresh_lora_has_zero_fisher_for_A_but_the_probe_does_not(bert_dir, tmp_p
     """Trap (a): B = 0 at a fresh LoRA, so ∂/∂A is exactly zero; the probe is non-degenerate."""
     zoo = helpers.new_zoo(tmp_path / "z", bert_dir)
     em = ExpertModel(zoo.spec, ("neg", "pos"), head_seed=0)
-    rows = em.encode(["w1 w2 w3", "w4 w5"], None, [0, 1])
+    rows = em.encode(helpers.ex(["w1 w2 w3", "w4 w5"]), [0, 1])
     f = fisher_diag(em, rows)
     assert all(float(v.abs().sum()) == 0 for n, v in f.items() if "lora_A" in n)
     from pizoo.fisher import probe_fisher

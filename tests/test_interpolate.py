@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from pizoo.cli import app
 from pizoo.experts import KINDS, get_kind
-from pizoo.interpolate import MixSpec, Mixture, interpolate_task
+from pizoo.interpolate import interpolate_task
+from pizoo.mixture import MixSpec, Mixture
 from pizoo.models import split_head
 from pizoo.tasks import evaluate_task, load_task_model
 from pizoo.train import TrainConfig
@@ -38,7 +39,7 @@ def _experts(zoo, em, names):
 
 
 def _batch(em):
-    rows = em.encode(["w1 w2 w3 w4", "w9 w30", "w17 w18 w19"], None, [0, 1, 1])
+    rows = em.encode(helpers.ex(["w1 w2 w3 w4", "w9 w30", "w17 w18 w19"]), [0, 1, 1])
     return em.collate(rows)
 
 
@@ -111,7 +112,8 @@ def test_result_record_and_it_is_an_ordinary_task(small_zoo):
     for key in ("accuracy", "accuracy_target", "accuracy_uniform_mixture"):
         assert 0 <= rec["metrics"][key] <= 1
     m = zoo.manifest("t-pi")
-    assert set(m.files) == {"expert.safetensors", "fisher.h5"} and m.labels == zoo.manifest("t").labels
+    assert set(m.files) == {"expert.safetensors", "fisher.h5", "data/train.parquet", "data/eval.parquet"}
+    assert m.labels == zoo.manifest("t").labels
     got, want = load_file(zoo.task_dir("t-pi") / EXPERT), load_file(zoo.task_dir("t") / EXPERT)
     assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
     assert evaluate_task(zoo, "t-pi")["accuracy"] == pytest.approx(rec["metrics"]["accuracy"], abs=0)
@@ -121,6 +123,10 @@ def test_result_record_and_it_is_an_ordinary_task(small_zoo):
     from pizoo.interpolate import choose_sources
 
     assert "t-pi" not in [n for n, _ in choose_sources(zoo, "t", k=2)]
+    # nor is a third task offered t and t-pi as if they were two tasks: one version per root
+    both = choose_sources(zoo, "u", k=2)
+    assert len({n.removesuffix("-pi") for n, _ in both}) == 2 and {"s"} <= {n for n, _ in both}
+    assert rec["root"] == "t" and zoo.manifest("t-pi").provenance["interpolation"]["root"] == "t"
     zoo.remove_task("t-pi")
 
 
@@ -233,7 +239,7 @@ def test_few_shot_interpolation_beats_the_target_alone(seed, bert_dir, tmp_path)
 
 
 def test_init_target_favours_the_target(small_zoo):
-    from pizoo.interpolate import TARGET_WEIGHT
+    from pizoo.mixture import TARGET_WEIGHT
 
     em, _ = load_task_model(small_zoo, "t")
     s, u = _experts(small_zoo, em, ["s", "u"])

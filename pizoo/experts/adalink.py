@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from pizoo.experts import register
@@ -26,6 +27,13 @@ class LowRankResidual(nn.Module):
         return x + self.up(self.down(x))
 
 
+def _embedding_modules(model: nn.Module) -> list[nn.Embedding]:
+    """Every module that reads the input token table: an encoder-decoder (T5) has one per stack,
+    sharing one weight."""
+    weight = model.get_input_embeddings().weight
+    return [m for m in model.modules() if isinstance(m, nn.Embedding) and m.weight is weight]
+
+
 @register
 class AdaLink(HookedExpert):
     name = "adalink"
@@ -37,9 +45,29 @@ class AdaLink(HookedExpert):
     def default_options(self, model_type: str) -> dict[str, Any]:
         return {"r": 4}
 
-    def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
+    def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
         emb = model.get_input_embeddings()
-        self.hang(emb, LowRankResidual(emb.embedding_dim, options["r"]))
+        low = LowRankResidual(emb.embedding_dim, options["r"])
+        for module in _embedding_modules(model):  # one adapter, hung wherever the token table is read
+            self.hang(module, low)
+        return model
+
+    def merge(self, em) -> nn.Module:
+        """E + E·W_downᵀ·W_upᵀ on every embedding row: exact, since AdaLink acts on rows only."""
+        model = em.hf
+        emb = model.get_input_embeddings()
+        low = getattr(emb, CHILD, None) or getattr(_embedding_modules(model)[0], CHILD)
+        out_emb = model.get_output_embeddings()
+        with torch.no_grad():
+            if out_emb is not None and out_emb.weight is emb.weight:
+                # tied LM head: untie it so the output layer keeps the original matrix
+                out_emb.weight = nn.Parameter(emb.weight.detach().clone())
+                model.config.tie_word_embeddings = False
+            w = emb.weight
+            w.copy_(w + (w @ low.down.weight.T) @ low.up.weight.T)
+        for module in _embedding_modules(model):
+            delattr(module, CHILD)
+            module._forward_hooks.clear()  # the residual now lives in the weights
         return model
 
     def site(self, name: str) -> str:

@@ -17,7 +17,9 @@ CHILD = "pizoo_adapter"
 # Attention output projection and feed-forward output projection, per architecture family.
 _BERT = r".*layer\.\d+\.(attention\.output|output)\.dense"
 _LLAMA = r".*layers\.\d+\.(self_attn\.o_proj|mlp\.down_proj)"
-DEFAULT_TARGETS = {"bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT,
+_T5 = r".*block\.\d+\.layer\.\d+\.(SelfAttention\.o|DenseReluDense\.wo)"
+DEFAULT_TARGETS = {"t5": _T5, "mt5": _T5, "umt5": _T5, "distilbert": r".*layer\.\d+\.(attention\.out_lin|ffn\.lin2)",
+                   "bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT,
                    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA}
 
 
@@ -39,6 +41,7 @@ class Adapter(HookedExpert):
     child = CHILD
     flags = {"r": "--rank", "target_modules": "--targets"}
     default_lr = 2e-3
+    unmergeable = "a bottleneck adapter sits behind a ReLU, so it cannot be folded into the base weights exactly"
 
     def default_options(self, model_type: str) -> dict[str, Any]:
         return {"r": 16, "target_modules": DEFAULT_TARGETS.get(model_type)}
@@ -58,7 +61,7 @@ class Adapter(HookedExpert):
         opts["target_modules"] = targets
         return opts
 
-    def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
+    def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
         pattern = re.compile(options["target_modules"])
         sites = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
         if not sites:

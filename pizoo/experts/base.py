@@ -23,6 +23,7 @@ class ExpertKind:
     name: ClassVar[str]
     peft_type: ClassVar[str | None] = None  # set when peft can load the expert as an adapter
     foldable: ClassVar[bool] = False  # exactly foldable into the base weights (merged export)
+    unmergeable: ClassVar[str] = "it cannot be folded into the base weights exactly"  # why not, if not
     # option name -> the CLI flag that sets it, so errors name what the user typed
     flags: ClassVar[dict[str, str]] = {}
     default_lr: ClassVar[float] = 1e-3  # AdamW learning rate when --lr is not given
@@ -44,12 +45,17 @@ class ExpertKind:
                 raise UsageError(f"{self.flags.get(key, key)} must be a positive integer, got {merged[key]!r}")
         return merged
 
-    def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
+    def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
         """Add a fresh expert to `model` (in place, or by wrapping it); return the model to call."""
         raise NotImplementedError
 
     def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
         """The expert's live parameters by canonical name, in a stable order."""
+        raise NotImplementedError
+
+    def merge(self, em) -> nn.Module:
+        """The base model with this expert folded into its weights, as a plain transformers model
+        (only for `foldable` kinds; the expert model is consumed)."""
         raise NotImplementedError
 
     def site(self, name: str) -> str:

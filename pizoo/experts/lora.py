@@ -13,8 +13,9 @@ from pizoo.experts import register
 from pizoo.experts.base import ExpertKind, strip_adapter_name
 
 
-def peft_task_type(head: str) -> TaskType:
-    return TaskType.SEQ_CLS if head == "classification" else TaskType.CAUSAL_LM
+def peft_task_type(head) -> TaskType:
+    """peft's task type for the head (its model wrapper; SEQ_CLS also trains the task's head)."""
+    return TaskType[head.peft_task_type]
 
 
 @register
@@ -34,17 +35,22 @@ class Lora(ExpertKind):
 
     def normalize_options(self, options, model_type):
         opts = super().normalize_options(options, model_type)
+        if isinstance(opts["target_modules"], str):  # --targets q_proj,v_proj
+            opts["target_modules"] = [t.strip() for t in opts["target_modules"].split(",") if t.strip()]
         if not opts["target_modules"]:
             raise UsageError(f"peft has no default LoRA targets for model type {model_type!r}: "
                              "pass --targets, e.g. --targets q_proj,v_proj")
         opts["target_modules"] = sorted(opts["target_modules"])
         return opts
 
-    def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
+    def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
         config = LoraConfig(task_type=peft_task_type(head), r=options["r"], lora_alpha=options["lora_alpha"],
                             target_modules=list(options["target_modules"]), lora_dropout=options["lora_dropout"],
                             use_dora=options["use_dora"], use_rslora=options["use_rslora"], bias=options["bias"])
         return get_peft_model(model, config)
+
+    def merge(self, em) -> nn.Module:
+        return em.wrapped.merge_and_unload()  # W + (alpha/r) B A, by peft
 
     def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
         return {strip_adapter_name(n): p for n, p in wrapped.named_parameters() if ".lora_" in n}

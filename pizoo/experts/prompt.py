@@ -21,15 +21,19 @@ class Prompt(ExpertKind):
     peft_type = "PROMPT_TUNING"
     flags = {"num_virtual_tokens": "--virtual-tokens"}
     default_lr = 3e-2
+    unmergeable = "prompt tuning adds virtual tokens to the input, which no weight can hold"
     peft_config_keys = ("num_virtual_tokens",)
     prefix_parameters = (NAME,)
 
     def default_options(self, model_type: str) -> dict[str, Any]:
         return {"num_virtual_tokens": 8}
 
-    def attach(self, model: nn.Module, options: dict[str, Any], head: str) -> nn.Module:
+    def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
         n = options["num_virtual_tokens"]
-        wrapped = get_peft_model(model, PromptTuningConfig(task_type=peft_task_type(head), num_virtual_tokens=n))
+        # Prompts on the (encoder) input only, as Lester et al. tune T5: peft's default for
+        # encoder-decoders would also prepend a second prompt to the decoder.
+        config = PromptTuningConfig(task_type=peft_task_type(head), num_virtual_tokens=n, num_transformer_submodules=1)
+        wrapped = get_peft_model(model, config)
         # Start from real token embeddings (drawn with the caller's seed) rather than N(0, 1):
         # the scale then matches the inputs the frozen model was trained on.
         vocab = model.get_input_embeddings().weight

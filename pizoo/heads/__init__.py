@@ -1,0 +1,40 @@
+"""The registry of heads: one module per head, one `register` line each.
+
+A head turns the backbone's outputs into log p(y|x) for one example. Shared-space heads (match,
+causal-lm, seq2seq) read every label as text and have no per-task tensors, so any expert can
+score any task; `classification` gives each task its own output layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pizoo.errors import UsageError
+from pizoo.heads.base import Head
+
+HEADS: dict[str, Head] = {}
+
+
+def register(cls: type[Head]) -> type[Head]:
+    HEADS[cls.name] = cls()
+    return cls
+
+
+def get_head(name: str) -> Head:
+    try:
+        return HEADS[name]
+    except KeyError:
+        raise UsageError(f"--head {name!r} is not a known head; choose one of {', '.join(sorted(HEADS))}")
+
+
+def default_head(config: dict[str, Any]) -> str:
+    """The shared-space head that fits a model: text-to-text for encoder-decoders, the answer's
+    tokens for decoders, and `match` (label texts in the encoder's own embedding space) otherwise."""
+    if config.get("is_encoder_decoder"):
+        return "seq2seq"
+    archs = config.get("architectures") or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "causal-lm"
+    return "match"
+
+
+from pizoo.heads import causal_lm, classification, match, seq2seq  # noqa: E402,F401  (each registers itself)

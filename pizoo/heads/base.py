@@ -1,0 +1,125 @@
+"""The contract every head fulfils. One module per head; `register` adds it to the registry.
+
+A head owns everything between the data and log p(y|x): which transformers class the zoo loads,
+how examples are encoded and padded into a batch, the per-example log-likelihood that training,
+Fisher, interpolation and evaluation all use, the scores prediction takes the argmax of, and
+which tensors (if any) belong to one task rather than to the expert."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from pizoo.errors import DataError, UsageError
+from pizoo.inputs import get_input
+
+
+class Head:
+    name: ClassVar[str]
+    auto_class: ClassVar[str]  # the transformers Auto class the base model is loaded with
+    peft_task_type: ClassVar[str]  # peft's TaskType for the tuners peft attaches
+    per_task: ClassVar[bool] = False  # True: the head has tensors of its own, fixed to one label set
+    summary: ClassVar[str] = ""
+
+    # -- the zoo's head options (zoo.toml [head]) ----------------------------------------------
+    def default_options(self, path: Path | None) -> dict[str, Any]:
+        return {}
+
+    def normalize_options(self, options: dict[str, Any], path: Path | None) -> dict[str, Any]:
+        merged = self.default_options(path)
+        for key, value in options.items():
+            if value is None:
+                continue
+            if key not in merged:
+                raise UsageError(f"option {key!r} does not apply to the {self.name!r} head")
+            merged[key] = value
+        return merged
+
+    # -- loading -------------------------------------------------------------------------------
+    def load_kwargs(self, labels: Sequence[str]) -> dict[str, Any]:
+        return {}
+
+    def task_module(self, hf: nn.Module) -> nn.Module | None:
+        """The module whose parameters are the task's own (saved under "head.")."""
+        return None
+
+    def prepare(self, em) -> None:
+        """Check the labels against the model and cache what every batch needs."""
+
+    # -- data ----------------------------------------------------------------------------------
+    def encode(self, em, ex, label_ids: Sequence[int]) -> list[dict]:
+        raise NotImplementedError
+
+    def collate(self, em, rows: Sequence[dict], *, label: int | None = None, per_example: bool = False
+                ) -> dict[str, Any]:
+        """Pad rows into a batch. `label` overrides every row's label (scoring a candidate);
+        `per_example` keeps every tensor the loss depends on separate per example (for the Fisher)."""
+        raise NotImplementedError
+
+    # -- the forward ---------------------------------------------------------------------------
+    def log_probs(self, em, batch: dict[str, Any], params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """log p(y_j | x_j) of each example j of the batch."""
+        raise NotImplementedError
+
+    def scores(self, em, rows: Sequence[dict], params: dict[str, torch.Tensor] | None, batch_size: int
+               ) -> torch.Tensor:
+        """(N, L) scores of every label for every row, without gradients: prediction is the argmax.
+
+        Default: the log-likelihood of each candidate label, one pass per label."""
+        out = []
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i: i + batch_size]
+            out.append(torch.stack([self.log_probs(em, to_device(self.collate(em, chunk, label=c), em.device), params)
+                                    for c in range(len(em.labels))], dim=1).cpu())
+        return torch.cat(out) if out else torch.empty(0, len(em.labels))
+
+
+# -- helpers shared by heads ----------------------------------------------------------------------
+def wide(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 for log-probabilities (bf16/fp16 backbones); float64 stays float64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def to_device(batch: Any, device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def input_features(em, ex) -> list[dict]:
+    """What the processor makes of each example's input (input type by the examples' columns)."""
+    return get_input(ex.input_type).features(em.tokenizer, ex, em.max_length)
+
+
+def pad(em, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+    return dict(em.tokenizer.pad(list(features), return_tensors="pt"))
+
+
+def render_labels(em) -> list[list[int]]:
+    """Token ids of each label as an answer; refuse a label the tokenizer cannot write back."""
+    tok, unk, out = em.tokenizer, em.tokenizer.unk_token_id, []
+    for label in em.labels:
+        ids = tok(" " + label, add_special_tokens=False)["input_ids"]
+        text = tok.decode(ids).strip()
+        if not label.strip() or not ids or (unk is not None and unk in ids) or text != label.strip():
+            raise DataError(f"label {label!r} cannot be rendered by the base model's tokenizer "
+                            f"(it reads back as {text!r})", "rename the labels in the data to plain words")
+        out.append(ids)
+    return out
+
+
+def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists: (ids, mask)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask

@@ -1,0 +1,73 @@
+"""`causal-lm`: a decoder reads the prompt and the label is the answer text; log p(y|x) sums the
+log-probabilities of the answer's tokens. One output space (the vocabulary) for every task."""
+
+from __future__ import annotations
+
+import torch
+
+from pizoo.errors import UsageError
+from pizoo.heads import register
+from pizoo.heads.base import Head, render_labels, wide
+from pizoo.inputs import get_input
+
+DEFAULT_TEMPLATE = "{text}\nAnswer:"
+DEFAULT_PAIR_TEMPLATE = "{text}\n{text_pair}\nAnswer:"
+
+
+@register
+class CausalLM(Head):
+    name = "causal-lm"
+    auto_class = "AutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
+    summary = "a decoder writes the label text as its answer (shared vocabulary)"
+
+    def default_options(self, path):
+        return {"template": DEFAULT_TEMPLATE, "pair_template": DEFAULT_PAIR_TEMPLATE}
+
+    def normalize_options(self, options, path):
+        opts = super().normalize_options(options, path)
+        if "{text}" not in opts["template"]:
+            raise UsageError(f"--template {opts['template']!r} must contain {{text}}")
+        return opts
+
+    def prepare(self, em):
+        em.cache["label_ids"] = render_labels(em)
+
+    def encode(self, em, ex, label_ids):
+        tok = em.tokenizer
+        budget = max(8, em.max_length - max(len(ids) for ids in em.cache["label_ids"]))
+        rows = []
+        for prompt, y in zip(get_input(ex.input_type).prompts(ex, em.head_options), label_ids):
+            ids = tok(prompt)["input_ids"]
+            if len(ids) > budget:  # keep the end, where the template asks for the answer
+                bos = tok.bos_token_id
+                ids = ([bos] if bos is not None and ids[0] == bos else []) + ids[-(budget - 1):]
+            rows.append({"prompt_ids": ids, "label": int(y)})
+        return rows
+
+    def collate(self, em, rows, *, label=None, per_example=False):
+        labels = torch.tensor([r["label"] if label is None else label for r in rows])
+        seqs, masks = [], []
+        for r, lab in zip(rows, labels.tolist()):
+            target = em.cache["label_ids"][lab]
+            seqs.append(r["prompt_ids"] + target)
+            masks.append([0] * len(r["prompt_ids"]) + [1] * len(target))
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), em.tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(seqs), width), dtype=torch.long)
+        tmask = torch.zeros((len(seqs), width), dtype=torch.bool)
+        for i, (s, m) in enumerate(zip(seqs, masks)):
+            ids[i, : len(s)] = torch.tensor(s)
+            attn[i, : len(s)] = 1
+            tmask[i, : len(s)] = torch.tensor(m, dtype=torch.bool)
+        return {"inputs": {"input_ids": ids, "attention_mask": attn}, "target_mask": tmask, "labels": labels}
+
+    def log_probs(self, em, batch, params=None):
+        logits = em.forward(batch["inputs"], params).logits
+        logits = logits[:, em.prefix:]  # virtual tokens predict nothing we score
+        sel = batch["target_mask"][:, 1:]
+        picked = wide(logits[:, :-1][sel]).log_softmax(-1)
+        tokens = batch["inputs"]["input_ids"][:, 1:][sel]
+        lp = picked.gather(1, tokens[:, None]).squeeze(1)
+        rows = sel.nonzero()[:, 0]
+        return torch.zeros(batch["labels"].shape[0], device=lp.device, dtype=lp.dtype).index_add(0, rows, lp)

@@ -1,0 +1,109 @@
+"""`match`: one output space for every task. Each label is a text; the score of label y for input x
+is a scaled cosine between the pooled embedding of x and the pooled embedding of y's text, both
+through the same expert-adapted encoder. No per-task tensors: any expert scores any task.
+
+Pooling follows how the encoder was trained: a sentence-transformers folder says so in
+1_Pooling/config.json (mean pooling for all-MiniLM-L6-v2); otherwise mean pooling.
+
+For the per-example Fisher every example gets its own copy of the label texts (`per_example`):
+a label embedding shared by the batch would mix the examples' gradients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pizoo.errors import UsageError
+from pizoo.heads import register
+from pizoo.heads.base import Head, input_features, pad, to_device, wide
+
+POOLINGS = ("mean", "cls")
+DEFAULT_SCALE = 20.0  # sentence-transformers' contrastive scale: cosines in [-1, 1] become usable logits
+
+
+def pooling_of(path: Path | None) -> str:
+    """The pooling a sentence-transformers folder declares; mean when nothing says otherwise."""
+    cfg = (path / "1_Pooling" / "config.json") if path else None
+    if cfg is not None and cfg.is_file():
+        try:
+            doc = json.loads(cfg.read_text())
+        except (OSError, json.JSONDecodeError):
+            return "mean"
+        if doc.get("pooling_mode_cls_token") and not doc.get("pooling_mode_mean_tokens"):
+            return "cls"
+    return "mean"
+
+
+@register
+class Match(Head):
+    name = "match"
+    auto_class = "AutoModel"
+    peft_task_type = "FEATURE_EXTRACTION"
+    summary = "scaled cosine between the input and each label text, one encoder (shared label space)"
+
+    def default_options(self, path):
+        return {"pooling": pooling_of(path), "scale": DEFAULT_SCALE}
+
+    def normalize_options(self, options, path):
+        opts = super().normalize_options(options, path)
+        if opts["pooling"] not in POOLINGS:
+            raise UsageError(f"--pooling {opts['pooling']!r} is not one of {', '.join(POOLINGS)}")
+        if not isinstance(opts["scale"], (int, float)) or not opts["scale"] > 0:
+            raise UsageError(f"--scale must be a positive number, got {opts['scale']!r}")
+        opts["scale"] = float(opts["scale"])
+        return opts
+
+    def prepare(self, em):
+        enc = em.tokenizer(list(em.labels), truncation=True, max_length=em.max_length)
+        em.cache["label_features"] = [{k: enc[k][i] for k in enc} for i in range(len(em.labels))]
+
+    def encode(self, em, ex, label_ids):
+        return [{**f, "label": int(y)} for f, y in zip(input_features(em, ex), label_ids)]
+
+    def collate(self, em, rows, *, label=None, per_example=False):
+        labels = torch.tensor([r["label"] if label is None else label for r in rows])
+        inputs = pad(em, [{k: v for k, v in r.items() if k != "label"} for r in rows])
+        feats = em.cache["label_features"]
+        batch = {"inputs": inputs, "labels": labels}
+        if per_example:
+            batch["label_inputs"] = pad(em, feats * len(rows))
+            batch["label_owner"] = torch.arange(len(rows)).repeat_interleave(len(feats))
+        else:
+            batch["label_inputs"] = pad(em, feats)
+        return batch
+
+    def embed(self, em, inputs, params, owner=None):
+        hidden = wide(em.forward(inputs, params, owner=owner).last_hidden_state[:, em.prefix:])
+        if em.head_options["pooling"] == "cls":
+            return hidden[:, 0]
+        mask = inputs["attention_mask"][:, :, None].to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def label_scores(self, em, batch, params):
+        x = F.normalize(self.embed(em, batch["inputs"], params), dim=-1)
+        y = F.normalize(self.embed(em, batch["label_inputs"], params, batch.get("label_owner")), dim=-1)
+        if "label_owner" in batch:  # (B·L, H) -> (B, L, H): each example against its own copies
+            sims = torch.einsum("bh,blh->bl", x, y.view(x.shape[0], -1, y.shape[-1]))
+        else:
+            sims = x @ y.T
+        return em.head_options["scale"] * sims
+
+    def log_probs(self, em, batch, params=None):
+        return self.label_scores(em, batch, params).log_softmax(-1).gather(1, batch["labels"][:, None]).squeeze(1)
+
+    def scores(self, em, rows, params, batch_size):
+        if not rows:
+            return torch.empty(0, len(em.labels))
+        feats = em.cache["label_features"]
+        y = torch.cat([self.embed(em, to_device(pad(em, feats[i: i + batch_size]), em.device), params)
+                       for i in range(0, len(feats), batch_size)])
+        y = F.normalize(y, dim=-1)
+        out = []
+        for i in range(0, len(rows), batch_size):
+            batch = to_device(self.collate(em, rows[i: i + batch_size]), em.device)
+            x = F.normalize(self.embed(em, batch["inputs"], params), dim=-1)
+            out.append((em.head_options["scale"] * x @ y.T).cpu())
+        return torch.cat(out)

@@ -1,0 +1,62 @@
+"""`seq2seq`: an encoder-decoder (T5, Flan-T5, BART) reads every task as text-to-text, the
+π-Tuning paper's own interface (OFA): the encoder reads the prompt, the decoder writes the label
+text, and log p(y|x) sums the log-probabilities of its tokens (end-of-sequence included)."""
+
+from __future__ import annotations
+
+import torch
+
+from pizoo.errors import DataError, UsageError
+from pizoo.heads import register
+from pizoo.heads.base import Head, pad_ids, wide
+from pizoo.inputs import get_input
+
+
+@register
+class Seq2Seq(Head):
+    name = "seq2seq"
+    auto_class = "AutoModelForSeq2SeqLM"
+    peft_task_type = "SEQ_2_SEQ_LM"
+    summary = "an encoder-decoder writes the label text (text-to-text, the paper's interface)"
+
+    def default_options(self, path):
+        return {"template": "{text}", "pair_template": "{text}\n{text_pair}"}
+
+    def normalize_options(self, options, path):
+        opts = super().normalize_options(options, path)
+        if "{text}" not in opts["template"]:
+            raise UsageError(f"--template {opts['template']!r} must contain {{text}}")
+        return opts
+
+    def prepare(self, em):
+        tok, unk, out = em.tokenizer, em.tokenizer.unk_token_id, []
+        for label in em.labels:
+            ids = tok(label)["input_ids"]  # the tokenizer appends </s>
+            text = tok.decode(ids, skip_special_tokens=True).strip()
+            if not label.strip() or (unk is not None and unk in ids) or text != label.strip():
+                raise DataError(f"label {label!r} cannot be rendered by the base model's tokenizer "
+                                f"(it reads back as {text!r})", "rename the labels in the data to plain words")
+            out.append(ids)
+        em.cache["label_ids"] = out
+        start = em.hf.config.decoder_start_token_id
+        em.cache["start"] = start if start is not None else em.tokenizer.pad_token_id
+
+    def encode(self, em, ex, label_ids):
+        prompts = get_input(ex.input_type).prompts(ex, em.head_options)
+        enc = em.tokenizer(prompts, truncation=True, max_length=em.max_length)
+        return [{"input_ids": enc["input_ids"][i], "label": int(y)} for i, y in enumerate(label_ids)]
+
+    def collate(self, em, rows, *, label=None, per_example=False):
+        labels = torch.tensor([r["label"] if label is None else label for r in rows])
+        ids, attn = pad_ids([r["input_ids"] for r in rows], em.tokenizer.pad_token_id)
+        targets = [em.cache["label_ids"][y] for y in labels.tolist()]
+        dec, dmask = pad_ids([[em.cache["start"]] + t[:-1] for t in targets], em.tokenizer.pad_token_id)
+        tgt, _ = pad_ids(targets, em.tokenizer.pad_token_id)
+        return {"inputs": {"input_ids": ids, "attention_mask": attn, "decoder_input_ids": dec,
+                           "decoder_attention_mask": dmask},
+                "target_ids": tgt, "target_mask": dmask.bool(), "labels": labels}
+
+    def log_probs(self, em, batch, params=None):
+        logits = wide(em.forward(batch["inputs"], params).logits)
+        lp = logits.log_softmax(-1).gather(2, batch["target_ids"][..., None]).squeeze(2)
+        return (lp * batch["target_mask"]).sum(1)

@@ -1,0 +1,30 @@
+"""The contract every input type fulfils."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+
+class InputType:
+    """What one example's input is, and how the base model's processor reads it.
+
+    `features` gives the keyword arguments of the backbone's forward for each example (whatever
+    the processor returns: input_ids, attention_mask, token_type_ids, pixel_values, ...);
+    `prompt` renders the example into the zoo's prompt template for generative heads."""
+
+    name: ClassVar[str]
+    template_key: ClassVar[str]  # which of the head's templates renders this input
+
+    def columns(self, ex) -> tuple[Sequence[Any], ...]:
+        raise NotImplementedError
+
+    def features(self, processor, ex, max_length: int) -> list[dict[str, list[int]]]:
+        raise NotImplementedError
+
+    def prompt(self, template: str, *values: Any) -> str:
+        raise NotImplementedError
+
+    def prompts(self, ex, templates: dict[str, str]) -> list[str]:
+        template = templates[self.template_key]
+        return [self.prompt(template, *vals) for vals in zip(*self.columns(ex))]

@@ -1,0 +1,22 @@
+"""One text per example (sentiment, topic, ...)."""
+
+from __future__ import annotations
+
+from pizoo.inputs import register
+from pizoo.inputs.base import InputType
+
+
+@register
+class Text(InputType):
+    name = "text"
+    template_key = "template"
+
+    def columns(self, ex):
+        return (ex.texts,)
+
+    def features(self, processor, ex, max_length):
+        enc = processor(list(ex.texts), truncation=True, max_length=max_length)
+        return [{k: enc[k][i] for k in enc} for i in range(len(ex))]
+
+    def prompt(self, template, text):
+        return template.format(text=text)

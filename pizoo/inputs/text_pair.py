@@ -1,0 +1,22 @@
+"""Two texts per example (entailment, paraphrase, question + passage): the tokenizer's pair encoding."""
+
+from __future__ import annotations
+
+from pizoo.inputs import register
+from pizoo.inputs.base import InputType
+
+
+@register
+class TextPair(InputType):
+    name = "text-pair"
+    template_key = "pair_template"
+
+    def columns(self, ex):
+        return (ex.texts, ex.pairs)
+
+    def features(self, processor, ex, max_length):
+        enc = processor(list(ex.texts), list(ex.pairs), truncation=True, max_length=max_length)
+        return [{k: enc[k][i] for k in enc} for i in range(len(ex))]
+
+    def prompt(self, template, text, text_pair):
+        return template.format(text=text, text_pair=text_pair)
