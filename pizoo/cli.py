@@ -12,7 +12,7 @@ import click
 import typer
 
 from pizoo import __version__, render
-from pizoo.errors import PizooError
+from pizoo.errors import PizooError, UsageError
 
 app = typer.Typer(
     help="An on-disk zoo of parameter-efficient experts over one frozen base model: add tasks, embed them, "
@@ -72,6 +72,13 @@ def zoo_of(ctx: typer.Context):
     return Zoo(ctx.obj["zoo"])
 
 
+def _allow_remote_code(value: bool) -> None:
+    if value or "pizoo.models" in sys.modules:  # importing torch only to store False is not worth it
+        import pizoo.models
+
+        pizoo.models.remote_code_allowed = value
+
+
 def _version(value: bool):
     if value:
         print(f"pizoo {__version__}")
@@ -81,14 +88,26 @@ def _version(value: bool):
 @app.callback()
 def main_options(ctx: typer.Context,
                  zoo: ZooOpt = Path("zoo"),
+                 trust_remote_code: Annotated[bool, typer.Option(
+                     "--trust-remote-code", help="Allow a zoo whose base model needs code from its folder or the "
+                     "hub to run it (a zoo.toml alone never switches this on).")] = False,
                  version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                                  help="Show the version.")] = None):
     render.install()  # the library logs and reports progress; the CLI shows both on stderr
+    _allow_remote_code(trust_remote_code)  # every command starts from the flag it was given
     ctx.obj = {"zoo": zoo}
 
 
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _train_config(zoo, *, lr: float | None, **kwargs):
+    """The training flags as the library's TrainConfig; --lr defaults to the zoo's kind's own."""
+    from pizoo.experts import get_kind
+    from pizoo.train import TrainConfig
+
+    return TrainConfig(lr=lr or get_kind(zoo.spec.kind).default_lr, **kwargs)
 
 
 def _columns(text: str, text_pair: str | None, label: str, verbalizer: str | None,
@@ -106,11 +125,16 @@ def init(ctx: typer.Context,
          head: Annotated[Optional[str], typer.Option(help="match | causal-lm | seq2seq | classification (default: the "
                                                        "shared-space head that fits the model: match for encoders).")] = None,
          kind: Annotated[str, typer.Option(help="Expert kind: lora | adapter | prompt | adalink")] = "lora",
-         rank: Annotated[Optional[int], typer.Option(help="r: LoRA rank / adapter or AdaLink bottleneck.")] = None,
-         alpha: Annotated[Optional[int], typer.Option(help="LoRA lora_alpha (peft default 8).")] = None,
-         targets: Annotated[Optional[str], typer.Option(help="Target modules: comma list (LoRA) or regex (adapter).")] = None,
+         # the kinds' options (help texts: the Options dataclass of each kind in pizoo/experts/)
+         rank: Annotated[Optional[int], typer.Option(help="Rank r: LoRA's rank, the bottleneck adapter's width, "
+                                                     "AdaLink's rank.")] = None,
+         alpha: Annotated[Optional[int], typer.Option(help="LoRA scaling alpha (the update is alpha/r · B A).")] = None,
+         targets: Annotated[Optional[str], typer.Option(help="Modules to adapt: a comma list for LoRA (default: "
+                                                        "peft's for the architecture), a regex over module names "
+                                                        "for the adapter (default: attention and feed-forward "
+                                                        "outputs).")] = None,
          dropout: Annotated[Optional[float], typer.Option(help="LoRA dropout.")] = None,
-         virtual_tokens: Annotated[Optional[int], typer.Option(help="Prompt tuning: number of virtual tokens.")] = None,
+         virtual_tokens: Annotated[Optional[int], typer.Option(help="Number of learned virtual tokens.")] = None,
          template: Annotated[Optional[str], typer.Option(help="causal-lm/seq2seq prompt template with {text}.")] = None,
          pooling: Annotated[Optional[str], typer.Option(help="match: mean | cls (default: as the model was trained).")] = None,
          scale: Annotated[Optional[float], typer.Option(help="match: the cosine's scale (default 20).")] = None,
@@ -129,6 +153,8 @@ def init(ctx: typer.Context,
 
     options = {"r": rank, "lora_alpha": alpha, "target_modules": targets, "lora_dropout": dropout,
                "num_virtual_tokens": virtual_tokens}
+    if trust_remote_code:  # the user says so here, for this zoo
+        _allow_remote_code(True)
     head_options = {"template": template, "pooling": pooling, "scale": scale}
     zoo = init_zoo(ctx.obj["zoo"], base_model=base_model, head=head, kind=kind,
                    options={k: v for k, v in options.items() if v is not None},
@@ -182,26 +208,20 @@ def add_task(ctx: typer.Context,
 
       pizoo add-task imported --from-adapter ./my-lora --labels neg,pos
     """
-    from pizoo.errors import UsageError
-    from pizoo.experts import get_kind
     from pizoo.tasks import DataArgs, import_adapter, train_task
-    from pizoo.train import TrainConfig
 
     zoo = zoo_of(ctx)
-    sources = [x for x in (from_adapter, data, dataset) if x is not None]
-    if len(sources) != 1:
+    if len([x for x in (from_adapter, data, dataset) if x is not None]) != 1:
         raise UsageError("give exactly one of --data FILE, --dataset NAME or --from-adapter DIR")
     if from_adapter is not None:
         manifest = import_adapter(zoo, name, from_adapter, labels=_csv(labels))
     else:
-        cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr or get_kind(zoo.spec.kind).default_lr,
-                          batch_size=batch_size, grad_accum=grad_accum, seed=seed, device=device,
-                          precision=precision)
+        cfg = _train_config(zoo, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                            seed=seed, device=device, precision=precision)
         args = DataArgs(data=str(data) if data else None, eval_data=str(eval_data) if eval_data else None,
                         dataset=dataset, dataset_config=dataset_config, split=split,
                         columns=_columns(text, text_pair, label, verbalizer, label_template), shots=shots, seed=seed)
-        manifest = train_task(zoo, name, args, cfg, max_length=max_length, embed=embed,
-                              fisher_samples=fisher_samples)
+        manifest = train_task(zoo, name, args, cfg, max_length=max_length, embed=embed, fisher_samples=fisher_samples)
         if manifest is None:  # a non-main process of a distributed launch
             return
     _show(zoo, manifest.name, json_)
@@ -209,7 +229,11 @@ def add_task(ctx: typer.Context,
 
 # -- list / show / rm / verify ----------------------------------------------------------------
 def _summary(zoo, name: str) -> dict:
-    m = zoo.manifest(name)
+    try:
+        m = zoo.manifest(name)
+    except PizooError as e:  # one broken task.json must not hide the rest of the zoo
+        return {"task": name, "how": "unreadable", "labels": None, "accuracy": None, "embedded": None,
+                "created": None, "error": e.message}
     how = m.provenance.get("how", "?")
     return {"task": name, "how": how, "labels": len(m.labels), "accuracy": m.metrics.get("accuracy"),
             "embedded": "fisher.h5" in m.files, "created": m.created}
@@ -370,31 +394,20 @@ def embed(ctx: typer.Context,
 
       pizoo embed --all
     """
-    from pizoo.embed import embed_task
-    from pizoo.errors import UsageError
+    from pizoo.embed import embed_tasks
 
     zoo = zoo_of(ctx)
     if all_ == (name is not None):
         raise UsageError("give a task NAME or --all")
-    names = zoo.task_names() if all_ else [name]
     columns = _columns(text, text_pair, label, verbalizer, label_template) if data else None
-    results, failed = [], []
-    for n in names:
-        try:
-            m = embed_task(zoo, n, samples=samples, seed=seed, data=str(data) if data else None,
-                           columns=columns, device=device)
-            results.append({"task": n, "ok": True, "fisher.h5": m.files.get("fisher.h5")})
-        except PizooError as e:
-            if not all_:
-                raise
-            failed.append(n)
-            results.append({"task": n, "ok": False, "error": str(e)})
+    results = embed_tasks(zoo, zoo.task_names() if all_ else [name], keep_going=all_, samples=samples, seed=seed,
+                          data=str(data) if data else None, columns=columns, device=device)
     if json_:
         render.emit_jsonl(results)
     else:
         for r in results:
             render.log(f"{r['task']}: " + ("embedded" if r["ok"] else f"failed: {r['error']}"))
-    if failed:
+    if not all(r["ok"] for r in results):
         raise typer.Exit(1)
 
 
@@ -423,7 +436,6 @@ def similar(ctx: typer.Context,
     """
     from pizoo.embed import similar as rank_similar
     from pizoo.embed import similar_to_data
-    from pizoo.errors import UsageError
 
     zoo = zoo_of(ctx)
     if (name is None) == (data is None):
@@ -510,45 +522,24 @@ def interpolate(ctx: typer.Context,
 
       pizoo interpolate --target new-task --data new.csv --zero-shot --k 1
     """
-    from pizoo.errors import UsageError
-    from pizoo.experts import get_kind
     from pizoo.interpolate import interpolate_task
     from pizoo.mixture import MixSpec
     from pizoo.transfer import zero_shot as run_zero_shot
-    from pizoo.train import TrainConfig
 
     zoo = zoo_of(ctx)
     if zero_shot != (data is not None):
         raise UsageError("--zero-shot and --data go together")
     if zero_shot:
-        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template), k=k, metric=metric,
-                               device="cpu" if device == "auto" else device)
-        if json_:
-            render.emit_json(result)
-        else:
-            render.key_values({"task": result["task"], "accuracy": result["accuracy"], "n": result["n"],
-                               "sources": ", ".join(f"{s['task']} ({s['similarity']:.3f})" for s in result["sources"])},
-                              title="zero-shot transfer")
-        return
-    cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr or get_kind(zoo.spec.kind).default_lr,
-                      batch_size=batch_size, seed=seed, device=device)
+        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template),
+                               k=k, metric=metric, device="cpu" if device == "auto" else device)
+        return render.emit_json(result) if json_ else render.zero_shot(result)
+    cfg = _train_config(zoo, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
     manifest = interpolate_task(zoo, target, cfg, with_=_csv(with_), k=k, metric=metric,
                                 spec=MixSpec(mode, granularity, init), shots=shots, alpha_lr=alpha_lr, name=as_)
-    if manifest is None:
+    if manifest is None:  # a non-main process of a distributed launch
         return
     record = {"task": manifest.name, **manifest.provenance["interpolation"], "metrics": manifest.metrics}
-    if json_:
-        render.emit_json(record)
-        return
-    m = manifest.metrics
-    render.table([{"source": s["task"], "similarity": s["similarity"]} for s in record["sources"]],
-                 ["source", "similarity"], title=f"{manifest.name}: {target} mixed with")
-    render.key_values({"alpha (softmax)": "; ".join(f"{site}: {', '.join(f'{x:.3f}' for x in w)}"
-                                                    for site, w in list(record["alpha"].items())[:4])
-                       + (" …" if len(record["alpha"]) > 4 else ""),
-                       "accuracy, target alone": m["accuracy_target"],
-                       f"accuracy, {init} mixture before tuning": m[f"accuracy_{init}_mixture"],
-                       "accuracy, interpolated": m["accuracy"], "steps": m["steps"]}, title="result")
+    render.emit_json(record) if json_ else render.interpolation(record)
 
 
 @command("curve")

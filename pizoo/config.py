@@ -109,7 +109,7 @@ class TaskManifest:
 
     def __post_init__(self):
         if not self.labels:
-            raise UsageError(f"task {self.name!r} has no labels")
+            raise SchemaError(f"task {self.name!r} has no labels")
 
     def replace(self, **changes) -> "TaskManifest":
         return dataclasses.replace(self, **changes)
@@ -131,8 +131,27 @@ class TaskManifest:
                               f"{', '.join(map(str, READABLE_SCHEMAS))}",
                               "pip install -U pizoo")
         try:
-            return cls(name=d["name"], labels=tuple(d["labels"]), source=d["source"], files=d.get("files", {}),
-                       metrics=d.get("metrics", {}), provenance=d.get("provenance", {}),
-                       created=d.get("created", ""), schema_version=d["schema_version"])
+            m = cls(name=d["name"], labels=tuple(d["labels"]) if isinstance(d["labels"], list) else d["labels"],
+                    source=d["source"], files=d.get("files", {}), metrics=d.get("metrics", {}),
+                    provenance=d.get("provenance", {}), created=d.get("created", ""), schema_version=d["schema_version"])
         except KeyError as e:
             raise SchemaError(f"{where} lacks the field {e}") from e
+        m.check_types(where)
+        return m
+
+    def check_types(self, where: str) -> None:
+        """A task.json edited by hand or by another tool: every field of the type pizoo writes."""
+        bad = None
+        if not isinstance(self.name, str):
+            bad = "name is not a string"
+        elif not isinstance(self.labels, tuple) or not all(isinstance(x, str) for x in self.labels):
+            bad = "labels is not a list of strings"
+        elif not isinstance(self.files, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                         for k, v in self.files.items()):
+            bad = "files is not a mapping of file name to sha256"
+        else:
+            for field_ in ("source", "metrics", "provenance"):
+                if not isinstance(getattr(self, field_), dict):
+                    bad = f"{field_} is not a mapping"
+        if bad:
+            raise SchemaError(f"{where}: {bad}", "pizoo verify")

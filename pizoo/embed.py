@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from pizoo.data import Columns, TaskData, load_rows, read_examples, sorted_labels
-from pizoo.errors import CorruptFile, DataError, MissingEmbedding, UsageError
+from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
 from pizoo.fisher import check_space, choose, embedding_writer, probe_fisher, read_h5
 from pizoo.models import ExpertModel
 from pizoo.similarity import check, matrix, rank
@@ -33,6 +33,20 @@ def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0
     return zoo.update_task(name, files, lambda m: m)
 
 
+def embed_tasks(zoo: Zoo, names: list[str], *, keep_going: bool = False, **kwargs) -> list[dict[str, Any]]:
+    """embed_task over several tasks; with `keep_going` a failing task is recorded and the rest go on."""
+    results = []
+    for name in names:
+        try:
+            m = embed_task(zoo, name, **kwargs)
+            results.append({"task": name, "ok": True, FISHER: m.files.get(FISHER)})
+        except PizooError as e:
+            if not keep_going:
+                raise
+            results.append({"task": name, "ok": False, "error": str(e)})
+    return results
+
+
 def load_embedding(zoo: Zoo, name: str, group: str = "expert") -> dict[str, np.ndarray]:
     """A task's embedding, checked: present, uncorrupted, of this zoo's space, finite and non-zero."""
     if group not in GROUPS:
@@ -56,7 +70,7 @@ def embedded_tasks(zoo: Zoo, group: str = "expert", exclude: tuple[str, ...] = (
             continue
         try:
             out[name] = load_embedding(zoo, name, group)
-        except (MissingEmbedding, CorruptFile) as e:
+        except PizooError as e:  # missing, corrupt or unreadable: skip it, say so
             skipped.append(f"{name} ({e.message})")
     if skipped:
         log.warning("skipped tasks without a usable embedding: " + "; ".join(skipped)

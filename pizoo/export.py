@@ -17,8 +17,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pizoo import __version__
 from pizoo.errors import ExportError, UsageError
 from pizoo.heads import get_head
@@ -41,6 +39,16 @@ def _check_format(kind, fmt: str) -> None:
     if fmt == "merged" and not kind.foldable:
         raise ExportError(f"cannot merge a {kind.name!r} expert: {kind.unmergeable}",
                           "pizoo export NAME --out DIR --format peft" if kind.peft_type else None)
+
+
+def _check_out(zoo: Zoo, out: Path) -> None:
+    """An export lands outside the zoo: never the zoo itself, a folder in it, or a folder holding it."""
+    root, target = zoo.root.resolve(), out.resolve()
+    if target == root or root in target.parents or target in root.parents:
+        where = ("is the zoo" if target == root else "is inside the zoo" if root in target.parents
+                 else "contains the zoo")
+        raise ExportError(f"--out {out} {where} ({zoo.root}): an export is written outside the zoo",
+                          "choose an --out folder outside the zoo")
 
 
 def card(manifest, spec, fmt: str, out: Path) -> str:
@@ -101,10 +109,15 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
     kind = get_kind(spec.kind)
     _check_format(kind, fmt)
     out = Path(out)
+    _check_out(zoo, out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder", "choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} exists and is not empty", "choose another --out, or add --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ExportError(f"{out} exists and is not empty", "choose another --out, or add --force to replace it")
+        if not (out / PROVENANCE).is_file():  # --force replaces an earlier export, nothing else
+            raise ExportError(f"{out} is not a pizoo export (no {PROVENANCE}): --force only replaces an earlier "
+                              "export", "choose another --out")
     em, manifest = load_task_model(zoo, name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"

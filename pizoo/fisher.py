@@ -28,10 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pizoo import __version__
+from pizoo import __version__, progress
 from pizoo.errors import CorruptFile, IncompatibleExperts, MissingEmbedding
 from pizoo.heads.base import to_device
-from pizoo import progress
 
 GROUPS = ("expert", "probe")
 DEFAULT_SAMPLES = 256

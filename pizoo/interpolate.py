@@ -11,6 +11,7 @@ import torch
 from pizoo.errors import UsageError
 from pizoo.mixture import MixSpec, Mixture, lerp
 
+
 def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: int = 2, metric: str = "cosine"
                    ) -> list[tuple[str, float | None]]:
     """The tasks to mix with `target`: the explicit list, or its top-k by Fisher similarity.
@@ -50,9 +51,14 @@ def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: i
 
 def root_of(zoo, name: str) -> str:
     """The task a task was ultimately made for: X for X-pi, X-pi-pi, ..."""
+    from pizoo.errors import PizooError
+
     seen = {name}
     while True:
-        target = zoo.manifest(name).provenance.get("interpolation", {}).get("target")
+        try:
+            target = zoo.manifest(name).provenance.get("interpolation", {}).get("target")
+        except PizooError:  # an unreadable task is its own root; verify reports it
+            return name
         if not target or target in seen or not zoo.has_task(target):
             return name
         seen.add(target)

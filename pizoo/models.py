@@ -146,6 +146,7 @@ class ExpertModel:
             raise IncompatibleExperts(f"the base model at {path} is not the one this zoo was made with "
                                       f"(fingerprint {fingerprint(path, spec.schema_version)} != {spec.fingerprint})",
                                       "restore that model, or make a new zoo with pizoo init")
+        check_remote_code(spec)
         self.head_options = self.head_type.normalize_options(spec.head_options, path)
         self.cache: dict[str, Any] = {}
         self.owner: torch.Tensor | None = None  # which example each row of the running forward belongs to
@@ -211,6 +212,8 @@ class ExpertModel:
                 if p.shape != value.shape:
                     raise IncompatibleExperts(f"{where}: tensor {name} has shape {tuple(value.shape)}, "
                                               f"this zoo's experts have {tuple(p.shape)}")
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    raise CorruptFile(f"{where}: tensor {name} has NaN or infinite values", "pizoo verify")
                 p.copy_(value.to(p.device, p.dtype))
 
     def live_name(self, param: torch.Tensor) -> str:
@@ -264,6 +267,22 @@ class ExpertModel:
         preds = self.predict(rows, params=params)
         gold = torch.tensor([r["label"] for r in rows])
         return float((preds == gold).float().mean())
+
+
+REMOTE_CODE_ENV = "PIZOO_TRUST_REMOTE_CODE"
+remote_code_allowed = False  # set per command by the CLI's --trust-remote-code; scripts may set it
+
+
+def check_remote_code(spec: ZooSpec) -> None:
+    """A zoo.toml is data that may come from anyone: its request to run the model folder's code is
+    honoured only when the user says so on the command line (--trust-remote-code) or in the
+    environment (PIZOO_TRUST_REMOTE_CODE=1)."""
+    import os
+
+    if spec.trust_remote_code and not remote_code_allowed and os.environ.get(REMOTE_CODE_ENV) != "1":
+        raise ModelError(f"this zoo's zoo.toml asks to run code from the model folder {spec.base_model} "
+                         "(trust_remote_code), which pizoo does only when you say so",
+                         f"pass --trust-remote-code (pizoo --trust-remote-code COMMAND ...) or set {REMOTE_CODE_ENV}=1")
 
 
 def load_processor(path: Path, trust_remote_code: bool = False):

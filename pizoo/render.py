@@ -77,6 +77,24 @@ def key_values(pairs: dict[str, Any], title: str | None = None) -> None:
     out().print(t)
 
 
+def zero_shot(result: dict) -> None:
+    key_values({"task": result["task"], "accuracy": result["accuracy"], "n": result["n"],
+                "sources": ", ".join(f"{s['task']} ({s['similarity']:.3f})" for s in result["sources"])},
+               title="zero-shot transfer")
+
+
+def interpolation(record: dict) -> None:
+    """An interpolate result: its sources, softmax(α) and the accuracies."""
+    m, init = record["metrics"], record["init"]
+    table([{"source": s["task"], "similarity": s["similarity"]} for s in record["sources"]],
+          ["source", "similarity"], title=f"{record['task']}: {record['target']} mixed with")
+    alpha = "; ".join(f"{site}: {', '.join(f'{x:.3f}' for x in w)}" for site, w in list(record["alpha"].items())[:4])
+    key_values({"alpha (softmax)": alpha + (" …" if len(record["alpha"]) > 4 else ""),
+                "accuracy, target alone": m["accuracy_target"],
+                f"accuracy, {init} mixture before tuning": m[f"accuracy_{init}_mixture"],
+                "accuracy, interpolated": m["accuracy"], "steps": m["steps"]}, title="result")
+
+
 @contextmanager
 def bar(desc: str, total: int, fields: dict[str, Any]):
     """The CLI's progress reporter (pizoo.progress): a bar on stderr; a `loss` field is shown beside

@@ -15,7 +15,7 @@ import torch
 from pizoo import __version__
 from pizoo.config import TaskManifest, ZooSpec
 from pizoo.data import Columns, Examples, TaskData, draw_shots, load_rows, prepare, read_examples, sorted_labels
-from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, TaskExists, ZooExists
+from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, TaskExists, UsageError, ZooExists
 from pizoo.experts import get_kind
 from pizoo.heads import default_head, get_head
 from pizoo.models import (
@@ -46,6 +46,10 @@ def init_zoo(root: str | Path, *, base_model: str | None = None, head: str | Non
 
     `head` None picks the shared-space head that fits the model (pizoo.heads.default_head)."""
     zoo = Zoo(root)
+    if zoo.root.exists() and not zoo.root.is_dir():
+        from pizoo.errors import NotAZoo
+
+        raise NotAZoo(f"{zoo.root} is a file, not a folder for a zoo", "pick another --zoo folder")
     if (zoo.root / "zoo.toml").exists():
         zoo.spec  # an unreadable zoo.toml: say what is wrong with it
         raise ZooExists(f"{zoo.root} is already a zoo", "use it as is, or pick another --zoo folder")
@@ -203,6 +207,9 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     Returns None on the non-main processes of a distributed launch (only one process writes)."""
     spec = zoo.spec
     refuse_existing(zoo, name)
+    check_max_length(max_length)
+    if fisher_samples is not None and fisher_samples < 1:
+        raise UsageError(f"--fisher-samples must be at least 1, got {fisher_samples}")
     data = args.prepare()
     torch.manual_seed(cfg.seed)
     device = device_for(cfg)
@@ -232,6 +239,11 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
 
         files.update(embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples))
     return zoo.write_task(manifest, files)
+
+
+def check_max_length(max_length: int) -> None:
+    if not isinstance(max_length, int) or max_length < 4:
+        raise UsageError(f"--max-length must be at least 4 tokens, got {max_length}")
 
 
 def split_writers(data: TaskData) -> dict:
@@ -323,8 +335,6 @@ def evaluate_task(zoo: Zoo, name: str, *, data: str | None = None, columns: Colu
     """Accuracy of a task's expert on its held-out split, on a file, or on another task's held-out
     split (`on`): with a shared-space head any expert scores any task's labels."""
     if data is not None and on is not None:
-        from pizoo.errors import UsageError
-
         raise UsageError("give --data FILE or --on TASK, not both")
     manifest = zoo.manifest(name)
     zoo.file(name, EXPERT)  # a corrupt expert is the first thing to hear about

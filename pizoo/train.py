@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pizoo.errors import TrainingError, UsageError
 from pizoo import progress
+from pizoo.errors import TrainingError, UsageError
 from pizoo.progress import log
 
 _accelerator = None

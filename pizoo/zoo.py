@@ -20,7 +20,16 @@ from pathlib import Path
 import filelock
 
 from pizoo.config import TaskManifest, ZooSpec
-from pizoo.errors import CorruptFile, InvalidName, NotAZoo, PizooError, TaskExists, TaskNotFound, ZooExists
+from pizoo.errors import (
+    CorruptFile,
+    InvalidName,
+    NotAZoo,
+    PizooError,
+    SchemaError,
+    TaskExists,
+    TaskNotFound,
+    ZooExists,
+)
 
 ZOO_FILE = "zoo.toml"
 LOCK_FILE = ".pizoo.lock"
@@ -30,21 +39,34 @@ MANIFEST = "task.json"
 TASK_FILES = (EXPERT, FISHER)
 MAX_NAME = 100
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
-# Top-level entries of a zoo folder that are not tasks but belong there.
-_KNOWN_TOP = {ZOO_FILE, LOCK_FILE, "README.md", "recipes"}
+# Top-level entries of a zoo folder that are not tasks but belong there; no task may take their names.
+_KNOWN_TOP = {ZOO_FILE, LOCK_FILE, "README.md", "recipes", "index.h5"}
+_RESERVED = {n.lower() for n in _KNOWN_TOP}
 
 Writer = Callable[[Path], None]
 
 
 def check_name(name: str) -> str:
-    """Refuse anything but a safe identifier: it becomes a folder name."""
+    """Refuse anything but a safe identifier: it becomes a folder name. Names of the zoo's own
+    entries (zoo.toml, README.md, recipes, ...) and names starting with '_' (kept for the zoo's
+    internals, such as _hyper) are reserved."""
     if not name or len(name) > MAX_NAME or not _NAME.match(name):
         shown = name if len(name) <= 40 else name[:37] + "..."
         raise InvalidName(
             f"invalid task name {shown!r}: use 1-{MAX_NAME} letters, digits, '-', '_' or '.', not starting with '.'",
             "pick a name such as 'sst2' or 'news-topic'",
         )
+    if name.lower() in _RESERVED or name.startswith("_"):
+        raise InvalidName(f"task name {name!r} is reserved for the zoo's own files",
+                          "pick a name such as 'sst2' or 'news-topic'")
     return name
+
+
+def safe_relative(fname: str) -> bool:
+    """A file name recorded in a task.json: a plain relative path that stays inside the task folder."""
+    parts = fname.split("/")
+    return bool(fname) and not fname.startswith("/") and "\\" not in fname and all(
+        p not in ("", ".", "..") and not p.startswith(".") for p in parts)
 
 
 def sha256_file(path: Path) -> str:
@@ -79,13 +101,60 @@ def atomic_write(path: Path, data: bytes | str | Writer) -> None:
     _fsync_dir(path.parent)
 
 
+def check_content(path: Path) -> str | None:
+    """What is wrong inside a file whose hash matches (it may have been rewritten with its hash):
+    an unreadable file, or an expert or embedding that is not finite. Reads with numpy only."""
+    import numpy as np
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(path))
+        elif path.suffix == ".h5":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                tensors = {f"{g}/{n}": np.asarray(ds[()]) for g in f for n, ds in f[g].items()}
+        elif path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.read_table(path)
+            return None
+        else:
+            return None
+    except Exception:  # any reader's failure means the same thing here
+        return "unreadable"
+    for value in tensors.values():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            return "not finite"
+        if path.suffix == ".h5" and np.any(value < 0):
+            return "negative"
+    return None
+
+
+def check_pair(expert: Path, fisher: Path) -> str | None:
+    """The embedding covers exactly the expert's tensors, shape for shape."""
+    import h5py
+    from safetensors import safe_open
+
+    with safe_open(str(expert), "numpy") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith("head.")}
+    with h5py.File(fisher, "r") as f:
+        for group in f:
+            got = {n: tuple(ds.shape) for n, ds in f[group].items()}
+            if got != shapes:
+                return "mismatch"
+    return None
+
+
 @dataclass(frozen=True)
 class Problem:
     """One finding of `verify`."""
 
     task: str
     file: str
-    issue: str  # missing | corrupt | foreign | stale | unreadable
+    issue: str  # missing | corrupt | foreign | stale | unreadable | not finite | negative | mismatch | outside | symlink
 
     def as_dict(self) -> dict:
         return {"task": self.task, "file": self.file, "issue": self.issue}
@@ -112,9 +181,16 @@ class Zoo:
     def spec(self) -> ZooSpec:
         if self._spec is None:
             path = self.root / ZOO_FILE
+            if self.root.exists() and not self.root.is_dir():
+                raise NotAZoo(f"{self.root} is a file, not a zoo folder", "point --zoo at a folder")
             if not path.is_file():
                 raise NotAZoo(f"{self.root} is not a pizoo zoo (no {ZOO_FILE})", f"pizoo --zoo {self.root} init")
-            self._spec = ZooSpec.from_toml(path.read_text(), where=str(path))
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise SchemaError(f"{path} is not a text file (not written by pizoo?)",
+                                  "restore it, or make a new zoo: pizoo --zoo NEW init") from e
+            self._spec = ZooSpec.from_toml(text, where=str(path))
         return self._spec
 
     @contextmanager
@@ -156,22 +232,35 @@ class Zoo:
     def task_names(self) -> list[str]:
         self.spec  # a folder that is not a zoo has no tasks: say so
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and _NAME.match(p.name) and (p / MANIFEST).is_file())
+                      if p.is_dir() and not p.is_symlink() and _NAME.match(p.name)
+                      and p.name.lower() not in _RESERVED and not p.name.startswith("_")
+                      and (p / MANIFEST).is_file())
 
     def has_task(self, name: str) -> bool:
-        return (self.task_dir(name) / MANIFEST).is_file()
+        path = self.task_dir(name)
+        return not path.is_symlink() and (path / MANIFEST).is_file()
 
     def manifest(self, name: str) -> TaskManifest:
         self.spec
         path = self.task_dir(name) / MANIFEST
         if not path.is_file():
             raise TaskNotFound(f"no task {name!r} in {self.root}", "pizoo list")
-        return TaskManifest.from_json(path.read_text(), where=str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise SchemaError(f"{path} is not a text file", f"pizoo verify; pizoo rm {name} --yes") from e
+        manifest = TaskManifest.from_json(text, where=str(path))
+        if manifest.name != name:
+            raise SchemaError(f"{path} names task {manifest.name!r}, not {name!r} (a copied or renamed folder?)",
+                              f"pizoo rm {name} --yes, or rename the folder back")
+        return manifest
 
     def file(self, name: str, fname: str, *, check: bool = True) -> Path:
         """Path of one of a task's files, checked against the hash in its manifest."""
         manifest = self.manifest(name)
         path = self.task_dir(name) / fname
+        if not safe_relative(fname):
+            raise CorruptFile(f"task {name!r} names the file {fname!r}, which is outside its folder", "pizoo verify")
         if fname not in manifest.files:
             raise CorruptFile(f"task {name!r} has no {fname}", None)
         fix = f"pizoo embed {name}" if fname == FISHER else f"pizoo rm {name} --yes, then add the task again"
@@ -266,8 +355,13 @@ class Zoo:
             if entry.name.startswith("."):
                 if entry.name.startswith((".tmp-", ".old-", ".trash-")):
                     problems.append(Problem("", entry.name, "stale"))
+                elif not entry.name.startswith(f"{LOCK_FILE}"):
+                    problems.append(Problem("", entry.name, "foreign"))
                 continue
-            if not entry.is_dir() or not (entry / MANIFEST).is_file():
+            if entry.is_symlink():
+                problems.append(Problem("", entry.name, "symlink"))
+                continue
+            if not entry.is_dir() or not (entry / MANIFEST).is_file() or entry.name.startswith("_"):
                 problems.append(Problem("", entry.name, "foreign"))
                 continue
             try:
@@ -277,12 +371,23 @@ class Zoo:
                 continue
             for fname, digest in manifest.files.items():
                 path = entry / fname
-                if not path.is_file():
+                if not safe_relative(fname):
+                    problems.append(Problem(entry.name, fname, "outside"))
+                elif path.is_symlink() or not path.is_file():
                     problems.append(Problem(entry.name, fname, "missing"))
                 elif sha256_file(path) != digest:
                     problems.append(Problem(entry.name, fname, "corrupt"))
+                else:  # the hash matches: is the content what pizoo writes?
+                    issue = check_content(path)
+                    if issue:
+                        problems.append(Problem(entry.name, fname, issue))
+            if EXPERT in manifest.files and FISHER in manifest.files and not any(
+                    p.task == entry.name for p in problems):
+                issue = check_pair(entry / EXPERT, entry / FISHER)
+                if issue:
+                    problems.append(Problem(entry.name, FISHER, issue))
             for f in sorted(entry.rglob("*")):
                 rel = f.relative_to(entry).as_posix()
-                if f.is_file() and rel != MANIFEST and rel not in manifest.files:
+                if (f.is_file() or f.is_symlink()) and rel != MANIFEST and rel not in manifest.files:
                     problems.append(Problem(entry.name, rel, "foreign"))
         return problems

@@ -39,3 +39,54 @@ def test_usage_errors_exit_2():
 def test_python_dash_m_and_version():
     r = subprocess.run([sys.executable, "-m", "pizoo", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("pizoo ")
+
+
+def test_every_kind_option_with_a_flag_is_an_init_flag():
+    """A kind's options are one dataclass (pizoo/experts/*.py, `Options`); every field it gives a flag
+    is a flag of `pizoo init`, and the flag's help is the dataclass's."""
+    import dataclasses
+
+    from pizoo.experts import KINDS
+
+    import typer.main
+
+    params = {opt: p.help for p in typer.main.get_command(app).commands["init"].params for opt in p.opts}
+    for kind in KINDS.values():
+        for f in dataclasses.fields(kind.Options):
+            flag = f.metadata.get("flag")
+            if flag:
+                assert flag in params, (kind.name, flag)
+                assert params[flag] == f.metadata["help"], (kind.name, flag)
+
+
+def test_command_bodies_stay_thin():
+    """The CLI parses, makes one library call and renders: no command body over 20 lines."""
+    import ast
+
+    import pizoo.cli
+
+    tree = ast.parse(Path(pizoo.cli.__file__).read_text())
+    for f in tree.body:
+        if isinstance(f, ast.FunctionDef) and any(isinstance(d, ast.Call) and getattr(d.func, "id", "") == "command"
+                                                  for d in f.decorator_list):
+            body = f.body[1:] if isinstance(f.body[0], ast.Expr) else f.body  # past the docstring
+            assert body[-1].end_lineno - body[0].lineno + 1 <= 20, f.name
+
+
+def test_the_library_never_prints_nor_imports_rich():
+    """Only the CLI and render draw; the library logs and reports progress through pizoo.progress."""
+    root = Path(__file__).parent.parent / "pizoo"
+    for path in root.rglob("*.py"):
+        if path.name in ("cli.py", "render.py"):
+            continue
+        text = path.read_text()
+        assert "import rich" not in text and "from rich" not in text and "pizoo.render" not in text, path
+        assert not re.search(r"(?<![\w.])print\(", text), path
+
+
+def test_no_branch_on_a_head_name_outside_the_heads():
+    """A new head is one module plus one line: nothing else may test which head a zoo has."""
+    root = Path(__file__).parent.parent / "pizoo"
+    for path in root.rglob("*.py"):
+        if path.parent.name != "heads":
+            assert not re.search(r"head\s*[!=]=\s*[\"']", path.read_text()), path

@@ -127,11 +127,30 @@ def test_refusals(tmp_path, bert_dir):
     r = cli(zoo.root, "export", "t", "--out", busy)
     assert r.exit_code == 1 and "not empty" in r.stderr and "--force" in r.stderr
     assert [p.name for p in busy.iterdir()] == ["keep.txt"]
-    r = cli(zoo.root, "export", "t", "--out", busy, "--force")
-    assert r.exit_code == 0 and (busy / "adapter_config.json").exists() and not (busy / "keep.txt").exists()
+    r = cli(zoo.root, "export", "t", "--out", busy, "--force")  # --force replaces only an earlier export
+    assert r.exit_code == 1 and "not a pizoo export" in r.stderr and [p.name for p in busy.iterdir()] == ["keep.txt"]
+    done = tmp_path / "done"
+    assert cli(zoo.root, "export", "t", "--out", done).exit_code == 0
+    r = cli(zoo.root, "export", "t", "--out", done, "--force")
+    assert r.exit_code == 0 and (done / "adapter_config.json").exists()
     assert cli(zoo.root, "export", "t", "--out", tmp_path / "x", "--format", "onnx").exit_code == 2
     assert cli(zoo.root, "export", "ghost", "--out", tmp_path / "y").exit_code == 1
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary folders left
+
+
+def test_export_never_writes_into_or_over_the_zoo(tmp_path, bert_dir):
+    """Regression: `export a --out ZOO --force` once deleted the whole zoo; `--out ZOO/b --force`
+    replaced task b without the lock; `--out ZOO/new` wrote a foreign folder into it."""
+    zoo = helpers.new_zoo(tmp_path / "zoo", bert_dir)
+    f, e = helpers.task_files(tmp_path, "a", "classification", n=40, n_eval=20)
+    helpers.train(zoo, "a", f, e, epochs=1, embed=False)
+    helpers.train(zoo, "b", f, e, epochs=1, embed=False, seed=1)
+    before = helpers.tree(zoo.root)
+    for out in (zoo.root, zoo.root / "b", zoo.root / "new", tmp_path, zoo.root / "b" / "data"):
+        for extra in ([], ["--force"]):
+            r = cli(zoo.root, "export", "a", "--out", out, *extra)
+            assert r.exit_code == 1 and "outside the zoo" in r.stderr, (out, extra, r.stderr)
+    assert helpers.tree(zoo.root) == before and zoo.verify() == []
 
 
 def test_readme_snippet_runs_without_pizoo(tmp_path, bert_dir):

@@ -5,15 +5,21 @@ only, it folds exactly into the embedding matrix for a merged export."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from pizoo.experts import register
-from pizoo.experts.base import HookedExpert
+from pizoo.experts.base import RANK_HELP, HookedExpert, option
 
 CHILD = "pizoo_adalink"
+
+
+@dataclass(frozen=True)
+class AdaLinkOptions:
+    r: int = option(4, flag="--rank", help=RANK_HELP)
 
 
 class LowRankResidual(nn.Module):
@@ -39,11 +45,8 @@ class AdaLink(HookedExpert):
     name = "adalink"
     child = CHILD
     foldable = True
-    flags = {"r": "--rank"}
+    Options = AdaLinkOptions
     default_lr = 5e-3
-
-    def default_options(self, model_type: str) -> dict[str, Any]:
-        return {"r": 4}
 
     def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
         emb = model.get_input_embeddings()

@@ -5,13 +5,14 @@ Linear (see HookedExpert): no base weight is copied or replaced."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from pizoo.errors import UsageError
 from pizoo.experts import register
-from pizoo.experts.base import HookedExpert
+from pizoo.experts.base import RANK_HELP, TARGETS_HELP, HookedExpert, option
 
 CHILD = "pizoo_adapter"
 # Attention output projection and feed-forward output projection, per architecture family.
@@ -21,6 +22,12 @@ _T5 = r".*block\.\d+\.layer\.\d+\.(SelfAttention\.o|DenseReluDense\.wo)"
 DEFAULT_TARGETS = {"t5": _T5, "mt5": _T5, "umt5": _T5, "distilbert": r".*layer\.\d+\.(attention\.out_lin|ffn\.lin2)",
                    "bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT,
                    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA}
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    r: int = option(16, flag="--rank", help=RANK_HELP)
+    target_modules: Any = option(None, flag="--targets", help=TARGETS_HELP)
 
 
 class Bottleneck(nn.Module):
@@ -39,12 +46,12 @@ class Bottleneck(nn.Module):
 class Adapter(HookedExpert):
     name = "adapter"
     child = CHILD
-    flags = {"r": "--rank", "target_modules": "--targets"}
+    Options = AdapterOptions
     default_lr = 2e-3
     unmergeable = "a bottleneck adapter sits behind a ReLU, so it cannot be folded into the base weights exactly"
 
     def default_options(self, model_type: str) -> dict[str, Any]:
-        return {"r": 16, "target_modules": DEFAULT_TARGETS.get(model_type)}
+        return {**super().default_options(model_type), "target_modules": DEFAULT_TARGETS.get(model_type)}
 
     def normalize_options(self, options, model_type):
         opts = super().normalize_options(options, model_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any, ClassVar
@@ -10,6 +11,17 @@ import torch
 from torch import nn
 
 from pizoo.errors import IncompatibleExperts, UsageError
+
+# help of the flags several kinds share: one text per flag
+RANK_HELP = "Rank r: LoRA's rank, the bottleneck adapter's width, AdaLink's rank."
+TARGETS_HELP = ("Modules to adapt: a comma list for LoRA (default: peft's for the architecture), a regex over "
+                "module names for the adapter (default: attention and feed-forward outputs).")
+
+
+def option(default: Any, *, flag: str | None = None, help: str = "") -> Any:
+    """One field of a kind's options: its default, the CLI flag that sets it, and its help text.
+    Fields without a flag are kept at their default (or set by an imported adapter's config)."""
+    return dataclasses.field(default=default, metadata={"flag": flag, "help": help})
 
 
 class ExpertKind:
@@ -24,12 +36,19 @@ class ExpertKind:
     peft_type: ClassVar[str | None] = None  # set when peft can load the expert as an adapter
     foldable: ClassVar[bool] = False  # exactly foldable into the base weights (merged export)
     unmergeable: ClassVar[str] = "it cannot be folded into the base weights exactly"  # why not, if not
-    # option name -> the CLI flag that sets it, so errors name what the user typed
-    flags: ClassVar[dict[str, str]] = {}
+    # The kind's options: a frozen dataclass of `option(...)` fields. `pizoo init` generates its
+    # flags from it, and errors name the flag the user typed.
+    Options: ClassVar[type]
     default_lr: ClassVar[float] = 1e-3  # AdamW learning rate when --lr is not given
 
+    @property
+    def flags(self) -> dict[str, str]:
+        """Option name -> the CLI flag that sets it."""
+        return {f.name: f.metadata["flag"] for f in dataclasses.fields(self.Options) if f.metadata.get("flag")}
+
     def default_options(self, model_type: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """The Options defaults; a kind fills what depends on the architecture (target modules)."""
+        return dataclasses.asdict(self.Options())
 
     def normalize_options(self, options: dict[str, Any], model_type: str) -> dict[str, Any]:
         """Fill defaults and validate; unknown options and bad values name their flag."""

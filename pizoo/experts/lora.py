@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from peft import LoraConfig, TaskType, get_peft_model
@@ -10,7 +11,19 @@ from torch import nn
 
 from pizoo.errors import UsageError
 from pizoo.experts import register
-from pizoo.experts.base import ExpertKind, strip_adapter_name
+from pizoo.experts.base import RANK_HELP, TARGETS_HELP, ExpertKind, option, strip_adapter_name
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    # peft's own defaults, so an adapter made with LoraConfig() imports as is
+    r: int = option(8, flag="--rank", help=RANK_HELP)
+    lora_alpha: int = option(8, flag="--alpha", help="LoRA scaling alpha (the update is alpha/r · B A).")
+    target_modules: Any = option(None, flag="--targets", help=TARGETS_HELP)
+    lora_dropout: float = option(0.0, flag="--dropout", help="LoRA dropout.")
+    use_dora: bool = option(False)
+    use_rslora: bool = option(False)
+    bias: str = option("none")
 
 
 def peft_task_type(head) -> TaskType:
@@ -23,15 +36,13 @@ class Lora(ExpertKind):
     name = "lora"
     peft_type = "LORA"
     foldable = True
-    flags = {"r": "--rank", "lora_alpha": "--alpha", "target_modules": "--targets", "lora_dropout": "--dropout"}
+    Options = LoraOptions
     default_lr = 2e-3  # measured on the packaged MiniLM, 32 shots: better than 5e-4, 5e-3 and 1e-2
     peft_config_keys = ("r", "lora_alpha", "target_modules", "use_dora", "use_rslora", "bias")
 
     def default_options(self, model_type: str) -> dict[str, Any]:
-        # peft's own defaults, so an adapter made with LoraConfig() imports as is.
         targets = PEFT_TARGETS.get(model_type)
-        return {"r": 8, "lora_alpha": 8, "target_modules": list(targets) if targets else None,
-                "lora_dropout": 0.0, "use_dora": False, "use_rslora": False, "bias": "none"}
+        return {**super().default_options(model_type), "target_modules": list(targets) if targets else None}
 
     def normalize_options(self, options, model_type):
         opts = super().normalize_options(options, model_type)

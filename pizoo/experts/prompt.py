@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,24 +10,26 @@ from peft import PromptTuningConfig, get_peft_model
 from torch import nn
 
 from pizoo.experts import register
-from pizoo.experts.base import ExpertKind
+from pizoo.experts.base import ExpertKind, option
 from pizoo.experts.lora import peft_task_type
 
 NAME = "prompt_embeddings"  # the key peft writes for it
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    num_virtual_tokens: int = option(8, flag="--virtual-tokens", help="Number of learned virtual tokens.")
 
 
 @register
 class Prompt(ExpertKind):
     name = "prompt"
     peft_type = "PROMPT_TUNING"
-    flags = {"num_virtual_tokens": "--virtual-tokens"}
+    Options = PromptOptions
     default_lr = 3e-2
     unmergeable = "prompt tuning adds virtual tokens to the input, which no weight can hold"
     peft_config_keys = ("num_virtual_tokens",)
     prefix_parameters = (NAME,)
-
-    def default_options(self, model_type: str) -> dict[str, Any]:
-        return {"num_virtual_tokens": 8}
 
     def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
         n = options["num_virtual_tokens"]

@@ -1,0 +1,168 @@
+"""Nothing breaks the zoo: regression tests for what an adversarial pass found (one per finding)."""
+
+import json
+
+import helpers
+import pytest
+from typer.testing import CliRunner
+
+from pizoo.cli import app
+from pizoo.errors import InvalidName
+from pizoo.zoo import Zoo, check_name
+
+runner = CliRunner()
+
+
+def cli(root, *args):
+    return runner.invoke(app, ["--zoo", str(root), *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def abc(tmp_path_factory, bert_dir):
+    """A zoo with embedded tasks a, b, c (kept pristine: tests copy it)."""
+    tmp = tmp_path_factory.mktemp("abc")
+    zoo = helpers.new_zoo(tmp / "zoo", bert_dir, head=None)
+    for name, seed in (("a", 0), ("b", 1), ("c", 2)):
+        f, e = helpers.task_files(tmp, "a", "classification", n=40, seed=seed, n_eval=20)
+        helpers.train(zoo, name, f, e, epochs=1, seed=seed)
+    return zoo.root, f
+
+
+@pytest.fixture
+def z(abc, tmp_path):
+    import shutil
+
+    shutil.copytree(abc[0], tmp_path / "z")
+    return tmp_path / "z"
+
+
+@pytest.mark.parametrize("name", ["recipes", "README.md", "zoo.toml", "readme.md", "_hyper", "index.h5"])
+def test_reserved_names_are_refused(name, z, abc):
+    with pytest.raises(InvalidName):
+        check_name(name)
+    before = helpers.tree(z)
+    r = cli(z, "add-task", name, "--data", abc[1], "--epochs", "1")
+    assert r.exit_code == 1 and "reserved" in r.stderr and "move or delete" not in r.stderr
+    assert helpers.tree(z) == before
+
+
+def test_verify_reports_hidden_symlinked_and_misnamed_entries(z, tmp_path):
+    (z / ".evil").write_text("x")
+    (z / "a" / "task.json").write_text((z / "a" / "task.json").read_text().replace('"name": "a"', '"name": "b"'))
+    elsewhere = tmp_path / "elsewhere"
+    (z / "c").rename(elsewhere)
+    (z / "c").symlink_to(elsewhere, target_is_directory=True)
+    r = cli(z, "verify", "--json")
+    assert r.exit_code == 1
+    found = {(p["task"], p["file"], p["issue"]) for p in json.loads(r.stdout)["problems"]}
+    assert {("", ".evil", "foreign"), ("a", "task.json", "unreadable"), ("", "c", "symlink")} <= found
+    assert Zoo(z).task_names() == ["a", "b"]  # a symlinked folder is not a task
+    r = cli(z, "show", "a")
+    assert r.exit_code == 1 and "names task 'b'" in r.stderr
+
+
+@pytest.mark.parametrize("broken", ['{oops', '"files": ["x"]', '"labels": "neg"', "binary"])
+def test_one_malformed_task_json_does_not_break_the_zoo(broken, z):
+    path = z / "c" / "task.json"
+    if broken == "binary":
+        path.write_bytes(b"\xff\xfe\x00garbage")
+    elif broken == "{oops":
+        path.write_text("{oops")
+    else:
+        d = json.loads(path.read_text())
+        key, value = broken.split(": ")
+        d[json.loads(key)] = json.loads(value)
+        path.write_text(json.dumps(d))
+    r = cli(z, "list", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["task"]: row for row in map(json.loads, r.stdout.splitlines())}
+    assert rows["c"]["how"] == "unreadable" and rows["a"]["how"] == "train"
+    r = cli(z, "similar", "a", "--json")
+    assert r.exit_code == 0 and [json.loads(x)["task"] for x in r.stdout.splitlines()] == ["b"]
+    assert "skipped" in r.stderr and "c (" in r.stderr
+    r = cli(z, "show", "c")
+    assert r.exit_code == 1 and "unexpected" not in r.stderr
+    r = cli(z, "verify", "--json")
+    assert ("c", "task.json", "unreadable") in {(p["task"], p["file"], p["issue"])
+                                               for p in json.loads(r.stdout)["problems"]}
+
+
+def test_a_files_entry_outside_the_task_folder_is_never_read(z):
+    path = z / "a" / "task.json"
+    d = json.loads(path.read_text())
+    d["files"]["../b/expert.safetensors"] = d["files"]["expert.safetensors"]
+    d["files"]["/etc/hostname"] = "0" * 64
+    path.write_text(json.dumps(d))
+    r = cli(z, "verify", "--json")
+    found = {(p["task"], p["file"], p["issue"]) for p in json.loads(r.stdout)["problems"]}
+    assert {("a", "../b/expert.safetensors", "outside"), ("a", "/etc/hostname", "outside")} <= found
+    with pytest.raises(Exception, match="outside its folder"):
+        Zoo(z).file("a", "../b/expert.safetensors")
+
+
+def test_binary_zoo_toml_and_a_file_as_zoo(z, tmp_path):
+    (z / "zoo.toml").write_bytes(b"\x00\xff\xfe binary")
+    for args in (["list"], ["verify"], ["show", "a"]):
+        r = cli(z, *args)
+        assert r.exit_code == 1 and "not a text file" in r.stderr and "unexpected" not in r.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = cli(afile, "init")
+    assert r.exit_code == 1 and "is a file" in r.stderr and afile.read_text() == "x"
+
+
+@pytest.mark.parametrize("flags, message", [(["--max-length", "0"], "--max-length must be at least 4"),
+                                            (["--max-length", "-5"], "--max-length must be at least 4"),
+                                            (["--fisher-samples", "0"], "--fisher-samples must be at least 1")])
+def test_bad_numbers_are_refused_before_any_training(flags, message, z, abc):
+    before = helpers.tree(z)
+    r = cli(z, "add-task", "new", "--data", abc[1], "--epochs", "50", *flags)
+    assert r.exit_code == 2 and message in r.stderr and "training" not in r.stderr
+    assert helpers.tree(z) == before
+
+
+def test_remote_code_is_honoured_only_when_the_user_says_so(z):
+    toml = z / "zoo.toml"
+    toml.write_text(toml.read_text().replace("trust_remote_code = false", "trust_remote_code = true"))
+    r = cli(z, "eval", "a")
+    assert r.exit_code == 1 and "--trust-remote-code" in r.stderr
+    r = runner.invoke(app, ["--zoo", str(z), "--trust-remote-code", "eval", "a", "--json"])
+    assert r.exit_code == 0, r.output
+
+
+def test_a_file_rewritten_with_its_hash_is_still_checked(z):
+    """verify checks content, not only hashes: NaN tensors, an extra tensor, pickle bytes; and a
+    NaN expert is refused by eval and export, not used."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from pizoo.zoo import sha256_file
+
+    def rewrite(task, fname, write):
+        path = z / task / fname
+        write(path)
+        manifest = json.loads((z / task / "task.json").read_text())
+        manifest["files"][fname] = sha256_file(path)
+        (z / task / "task.json").write_text(json.dumps(manifest))
+
+    def nan(path):
+        t = load_file(str(path))
+        first = sorted(t)[0]
+        t[first] = np.full_like(t[first], np.nan)
+        save_file(t, str(path), metadata={"format": "pt"})
+
+    def extra(path):
+        t = load_file(str(path))
+        t["base_model.model.encoder.extra.weight"] = np.zeros((2, 2), dtype=np.float32)
+        save_file(t, str(path), metadata={"format": "pt"})
+
+    rewrite("a", "expert.safetensors", nan)
+    rewrite("b", "expert.safetensors", extra)
+    rewrite("c", "fisher.h5", lambda p: p.write_bytes(b"\x80\x04\x95pickle bytes"))
+    found = {(p["task"], p["file"], p["issue"]) for p in json.loads(cli(z, "verify", "--json").stdout)["problems"]}
+    assert found == {("a", "expert.safetensors", "not finite"), ("b", "fisher.h5", "mismatch"),
+                     ("c", "fisher.h5", "unreadable")}
+    for args in (["eval", "a"], ["export", "a", "--out", z.parent / "out"]):
+        r = cli(z, *args)
+        assert r.exit_code == 1 and "NaN" in r.stderr, args
+    assert not (z.parent / "out").exists()
