@@ -459,28 +459,34 @@ def graph(ctx: typer.Context,
           csv: Annotated[Optional[Path], typer.Option(help="Also write the matrix as CSV.")] = None,
           metric: MetricOpt = "cosine",
           which: WhichOpt = "expert",
+          tasks: Annotated[Optional[str], typer.Option(help="Only these tasks (A,B,...).")] = None,
+          around: Annotated[Optional[str], typer.Option(help="Only this task and its --k nearest.")] = None,
+          k: Annotated[int, typer.Option(help="Neighbours drawn with --around.")] = 50,
           json_: JsonOpt = False):
-    """The full task-similarity matrix as a clustered heatmap (the paper's Fig. 1) and CSV.
+    """The task-similarity matrix as a clustered heatmap (the paper's Fig. 1) and CSV.
+
+    Up to 300 tasks the matrix compares the exact Fisher vectors, beyond that the zoo index's
+    sketches; past 60 tasks the figure drops per-task labels (the CSV keeps them).
 
     Example:
 
       pizoo graph --out graph.png --csv graph.csv --metric normalized
+
+      pizoo graph --around refcocog --k 50 --out near-refcocog.png
     """
     from pizoo.embed import similarity_matrix
     from pizoo.plots import heatmap, write_matrix_csv
 
-    zoo = zoo_of(ctx)
-    names, sim = similarity_matrix(zoo, metric, which)
-    order = heatmap(names, sim, out, f"task similarity ({which} Fisher, {metric})")
+    names, sim, exact = similarity_matrix(zoo_of(ctx), metric, which, tasks=_csv(tasks), around=around, k=k)
+    order = heatmap(names, sim, out, f"task similarity ({which} Fisher, {metric}{'' if exact else ', sketches'})")
     if csv:
         write_matrix_csv(names, sim, csv)
-    record = {"png": str(out), "csv": str(csv) if csv else None, "order": order, "metric": metric,
-              "tasks": names, "matrix": sim.round(6).tolist()}
+    record = {"png": str(out), "csv": str(csv) if csv else None, "order": order, "metric": metric, "exact": exact,
+              "tasks": names, "matrix": sim.round(6).tolist() if len(names) <= 300 else None}
     if json_:
-        render.emit_json(record)
-    else:
-        render.log(f"wrote {out}" + (f" and {csv}" if csv else "") + f" ({len(names)} tasks, clustered order: "
-                   + ", ".join(order) + ")")
+        return render.emit_json(record)
+    render.log(f"wrote {out}" + (f" and {csv}" if csv else "") + f" ({len(names)} tasks, clustered order: "
+               + ", ".join(order[:20]) + (" …" if len(order) > 20 else "") + ")")
 
 
 # -- interpolation ----------------------------------------------------------------------------

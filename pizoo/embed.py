@@ -1,4 +1,8 @@
-"""Task embeddings in the zoo: compute and store them, load them checked, rank tasks by them."""
+"""Task embeddings in the zoo: compute and store them, load them checked, rank tasks by them.
+
+Ranking and the similarity matrix need numpy and h5py only (torch is imported by the functions
+that compute embeddings): `similar NAME --k K` ranks every task on the zoo's index of sketches
+with one matrix product and reranks the best candidates on their exact Fisher vectors."""
 
 from __future__ import annotations
 
@@ -8,17 +12,23 @@ import numpy as np
 
 from pizoo.data import Columns, TaskData, load_rows, read_examples, sorted_labels
 from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
-from pizoo.fisher import check_space, choose, embedding_writer, probe_fisher, read_h5
-from pizoo.models import ExpertModel
-from pizoo.similarity import check, matrix, rank
+from pizoo.index import INDEX, VIEW_OF_METRIC, Index, check_space, read_h5
+from pizoo.progress import log
+from pizoo.similarity import METRICS, check, matrix, rank
 from pizoo.zoo import FISHER, Zoo
 
 GROUPS = ("expert", "probe")
+# Exact rerank of the sketch's best candidates: RERANK per wanted neighbour, at least MIN_CANDIDATES
+# (measured in benchmarks/scale.py: top-k agreement with the exact ranking).
+RERANK, MIN_CANDIDATES = 8, 40
+EXACT_MATRIX_LIMIT = 300  # beyond this many tasks `graph` compares sketches, not full vectors
+MATRIX_LIMIT = 3000  # beyond this a full matrix is refused: draw a neighbourhood (--around) instead
 
 
 def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0, data: str | None = None,
                columns: Columns | None = None, device: str = "cpu"):
     """(Re)compute a task's fisher.h5 from its own training data (or `data`) and swap it in."""
+    from pizoo.fisher import embedding_writer
     from pizoo.tasks import load_task_model, read_labelled, task_columns, task_data
 
     manifest = zoo.manifest(name)
@@ -62,8 +72,6 @@ def load_embedding(zoo: Zoo, name: str, group: str = "expert") -> dict[str, np.n
 
 def embedded_tasks(zoo: Zoo, group: str = "expert", exclude: tuple[str, ...] = ()) -> dict[str, dict]:
     """Embeddings of every task that has a usable one; the others are named on stderr."""
-    from pizoo.progress import log
-
     out, skipped = {}, []
     for name in zoo.task_names():
         if name in exclude:
@@ -89,14 +97,46 @@ def check_k(k: int, available: int) -> None:
                          f"use --k {available} or less")
 
 
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
+
+
 def similar(zoo: Zoo, name: str, *, k: int | None = None, metric: str = "cosine", group: str = "expert"
             ) -> list[dict[str, Any]]:
-    """Rank every other task by similarity to `name`; keep the top `k` if given."""
+    """Rank every other task by similarity to `name`; keep the top `k` if given.
+
+    With `k` and a current index, the sketches pick the candidates and only those are compared
+    exactly; otherwise every embedded task is."""
+    check_metric(metric)
     target = load_embedding(zoo, name, group)
-    others = embedded_tasks(zoo, group, exclude=(name,))
-    check_k(k if k is not None else 1, len(others))
-    ranked = rank(target, others, metric)
+    ranked = None
+    if k is not None:
+        idx = Index.read(zoo.root / INDEX, keys=[f"{group}/{VIEW_OF_METRIC[metric]}"])
+        if idx is not None and name in idx.row:
+            check_k(k, len(idx.names) - 1)
+            candidates = idx.candidates(name, group, metric, max(RERANK * k, MIN_CANDIDATES))
+            ranked = rank(target, _embeddings(zoo, candidates, group), metric)
+        else:
+            log.info("the zoo's index lacks this task: comparing every task exactly (pizoo verify rebuilds it)")
+    if ranked is None:
+        others = embedded_tasks(zoo, group, exclude=(name,))
+        check_k(k if k is not None else 1, len(others))
+        ranked = rank(target, others, metric)
     return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked[:k] if k else ranked)]
+
+
+def _embeddings(zoo: Zoo, names: list[str], group: str) -> dict[str, dict]:
+    out, skipped = {}, []
+    for n in names:
+        try:
+            out[n] = load_embedding(zoo, n, group)
+        except PizooError as e:
+            skipped.append(f"{n} ({e.message})")
+    if skipped:
+        log.warning("skipped tasks without a usable embedding: " + "; ".join(skipped)
+                    + " — compute them with: pizoo embed --all")
+    return out
 
 
 def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None, metric: str = "cosine",
@@ -104,6 +144,10 @@ def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None
     """Embed data that has no expert with the zoo's probe; rank the zoo's tasks against it.
 
     Returns the model (fresh expert, the data's label set), the encoded rows and the ranking."""
+    from pizoo.fisher import choose, probe_fisher
+    from pizoo.models import ExpertModel
+
+    check_metric(metric)
     others = embedded_tasks(zoo, "probe")
     check_k(k if k is not None else 1, len(others))
     ex = read_examples(load_rows(data), columns, str(data))
@@ -124,9 +168,28 @@ def similar_to_data(zoo: Zoo, data: str, columns: Columns, **kwargs) -> list[dic
     return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked)]
 
 
-def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert") -> tuple[list[str], np.ndarray]:
-    vecs = embedded_tasks(zoo, group)
+def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert", tasks: list[str] | None = None,
+                      around: str | None = None, k: int = 50) -> tuple[list[str], np.ndarray, bool]:
+    """The similarity matrix of the zoo's tasks, of `tasks`, or of `around` and its k nearest.
+
+    Returns (names, matrix, exact): over EXACT_MATRIX_LIMIT tasks the matrix compares the index's
+    sketches (exact is False); over MATRIX_LIMIT it is refused in favour of a neighbourhood."""
+    check_metric(metric)
+    if around is not None:
+        tasks = [around] + [r["task"] for r in similar(zoo, around, k=k, metric=metric, group=group)]
+    names = sorted(tasks) if tasks else [n for n in zoo.task_names()]
+    if len(names) > MATRIX_LIMIT:
+        raise UsageError(f"the zoo has {len(names)} tasks: a {len(names)}x{len(names)} matrix is too large to draw "
+                         "or read", "draw a neighbourhood: pizoo graph --around NAME --k 50, or --tasks A,B,...")
+    if len(names) > EXACT_MATRIX_LIMIT:
+        idx = Index.read(zoo.root / INDEX, keys=[f"{group}/{VIEW_OF_METRIC[metric]}"])
+        if idx is None:
+            raise MissingEmbedding("the zoo has no current index for a matrix this large", "pizoo verify")
+        names = [n for n in names if n in idx.row and idx.arrays[f"{group}/{VIEW_OF_METRIC[metric]}"][idx.row[n]].any()]
+        return names, idx.matrix(names, group, metric), False
+    vecs = _embeddings(zoo, names, group) if tasks else embedded_tasks(zoo, group)
     if len(vecs) < 2:
-        raise MissingEmbedding(f"the zoo has {len(vecs)} embedded task(s): a similarity matrix needs two or more",
+        raise MissingEmbedding(f"{len(vecs)} embedded task(s): a similarity matrix needs two or more",
                                "pizoo add-task NAME --data FILE")
-    return matrix(vecs, metric)
+    names, m = matrix(vecs, metric)
+    return names, m, True

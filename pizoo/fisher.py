@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from pizoo import __version__, progress
-from pizoo.errors import CorruptFile, IncompatibleExperts, MissingEmbedding
+from pizoo.errors import MissingEmbedding
 from pizoo.heads.base import to_device
+from pizoo.index import check_space, read_h5  # noqa: F401  (the readers live where torch is not needed)
 
 GROUPS = ("expert", "probe")
 DEFAULT_SAMPLES = 256
@@ -229,28 +230,3 @@ def embedding_writer(em, rows: Sequence[dict], *, seed: int = 0, samples: int | 
         computed["probe"] = probe_fisher(em, chosen)
     attrs = attrs_for(em, len(chosen), seed)
     return {FISHER: lambda p: write_h5(p, computed, attrs)}
-
-
-def read_h5(path: Path, group: str = "expert") -> tuple[dict[str, np.ndarray], dict]:
-    """One group of a fisher.h5 with the file's attributes; a bad file is a clear error."""
-    try:
-        with h5py.File(path, "r") as f:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            if group not in f:
-                raise MissingEmbedding(f"{path} has no '{group}' embedding", "pizoo embed NAME")
-            tensors = {name: np.asarray(ds[()], dtype=np.float32) for name, ds in f[group].items()}
-    except (OSError, KeyError) as e:
-        raise CorruptFile(f"{path} is not a readable fisher.h5 ({e})", "pizoo embed NAME") from e
-    return tensors, attrs
-
-
-def check_space(attrs: dict, spec, where: str) -> None:
-    """Embeddings from another base model or expert spec are never compared."""
-    want = {"base_fingerprint": spec.fingerprint, "head": spec.head, "kind": spec.kind,
-            "options": json.dumps(spec.options, sort_keys=True), "zoo_seed": spec.seed}
-    if "head_options" in attrs:  # written since heads have options (schema 2)
-        want["head_options"] = json.dumps(spec.head_options, sort_keys=True)
-    for key, value in want.items():
-        if attrs.get(key) != value:
-            raise IncompatibleExperts(f"{where} was computed with {key}={attrs.get(key)!r}; this zoo has "
-                                      f"{key}={value!r}", "recompute it: pizoo embed --all")

@@ -34,19 +34,30 @@ def cluster_order(sim: np.ndarray) -> list[int]:
     return [int(i) for i in leaves_list(linkage(squareform(dist, checks=False), method="average"))]
 
 
+LABELLED = 60  # tasks up to which the heatmap names each row and column
+
+
 def heatmap(names: Sequence[str], sim: np.ndarray, out: Path, title: str) -> list[str]:
     """Write the similarity heatmap in clustered order; return that order."""
     plt = _pyplot()
     order = cluster_order(sim)
     names = [names[i] for i in order]
     sim = sim[np.ix_(order, order)]
-    size = max(4.0, 0.6 * len(names) + 2.5)
+    # at most 16 inches (about 1900 px at 120 dpi): a figure any screen shows whole
+    size = min(16.0, max(4.0, 0.6 * len(names) + 2.5))
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     off = sim[~np.eye(len(names), dtype=bool)]
     vmin = float(off.min()) if off.size else 0.0
-    im = ax.imshow(sim, cmap="viridis", vmin=vmin, vmax=1.0)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
+    im = ax.imshow(sim, cmap="viridis", vmin=vmin, vmax=1.0, interpolation="nearest")
+    if len(names) <= LABELLED:
+        font = 10 if len(names) <= 20 else max(4, int(10 * 20 / len(names)))
+        ax.set_xticks(range(len(names)), names, rotation=45 if len(names) <= 20 else 90, ha="right",
+                      fontsize=font)
+        ax.set_yticks(range(len(names)), names, fontsize=font)
+    else:  # too many to read: the order and the names are in the CSV and the JSON
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{len(names)} tasks in clustered order")
     if len(names) <= 15:
         for i in range(len(names)):
             for j in range(len(names)):

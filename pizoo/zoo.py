@@ -20,6 +20,7 @@ from pathlib import Path
 import filelock
 
 from pizoo.config import TaskManifest, ZooSpec
+from pizoo.progress import log
 from pizoo.errors import (
     CorruptFile,
     InvalidName,
@@ -319,6 +320,7 @@ class Zoo:
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
+            self._reindex(name, manifest)
         return manifest
 
     def update_task(self, name: str, files: dict[str, Writer], change: Callable[[TaskManifest], TaskManifest]
@@ -338,14 +340,70 @@ class Zoo:
             os.rename(path, trash)
             _fsync_dir(self.root)
             shutil.rmtree(trash, ignore_errors=True)
+            self._reindex(name, None)
+
+    # -- the embedding index (derived data: rebuilt from the task folders whenever in doubt) ------
+    def _reindex(self, name: str, manifest: TaskManifest | None) -> None:
+        """Under the lock, after a task changed: its rows of the index follow its embedding."""
+        from pizoo.index import INDEX, Index, sketches_of
+
+        path = self.root / INDEX
+        try:
+            idx = Index.read(path)
+            if idx is None:
+                idx = self.build_index()
+            elif manifest is not None and FISHER in manifest.files:
+                idx = idx.with_task(name, manifest.files[FISHER], sketches_of(self.root / name / FISHER))
+            else:
+                idx = idx.without(name)
+            atomic_write(path, idx.write)
+        except Exception as e:  # the task itself is in place; a stale index is what verify repairs
+            log.warning(f"warning: could not update {path} ({type(e).__name__}: {e}); pizoo verify rebuilds it")
+
+    def build_index(self):
+        """The index of every task with a readable embedding, from the task folders."""
+        from pizoo.index import Index, sketches_of
+
+        idx = Index.empty()
+        for name in self.task_names():
+            try:
+                manifest = self.manifest(name)
+                if FISHER in manifest.files:
+                    idx = idx.with_task(name, manifest.files[FISHER], sketches_of(self.task_dir(name) / FISHER))
+            except PizooError:
+                continue  # verify names the broken task itself
+        return idx
+
+    def index_is_current(self) -> bool:
+        from pizoo.index import INDEX, Index
+
+        idx = Index.read(self.root / INDEX, keys=[])
+        want = {}
+        for name in self.task_names():
+            try:
+                manifest = self.manifest(name)
+            except PizooError:
+                continue
+            if FISHER in manifest.files:
+                want[name] = manifest.files[FISHER]
+        if idx is None:
+            return not want and not (self.root / INDEX).exists()
+        return dict(zip(idx.names, idx.sha)) == want
 
     def verify(self) -> list[Problem]:
-        """Re-hash every file; report missing, corrupt and foreign files.
+        """Re-hash every file; report missing, corrupt and foreign files, and a stale index.
 
-        Runs under the lock, which first clears what a crashed writer left behind."""
+        Runs under the lock, which first clears what a crashed writer left behind; a stale index
+        is rebuilt from the task folders (and reported)."""
+        from pizoo.index import INDEX
+
         self.spec
         with self.lock():
-            return self._problems()
+            problems = self._problems()
+            if not self.index_is_current():
+                problems.append(Problem("", INDEX, "stale (rebuilt)"))
+                atomic_write(self.root / INDEX, self.build_index().write)
+            return problems
 
     def _problems(self) -> list[Problem]:
         problems: list[Problem] = []

@@ -1,0 +1,189 @@
+"""The zoo-wide embedding index, `<zoo>/index.h5`: a fixed-size sketch of every task's embedding,
+so that ranking 10,000 tasks is one matrix product; the exact Fisher vectors then rerank the top
+candidates. numpy and h5py only: ranking never imports torch.
+
+A sketch is a count sketch (feature hashing with random signs, seeded per tensor name) of the
+Fisher vector. Two views per embedding group:
+
+  cosine      f / ‖f‖: inner products of sketches estimate the cosine of the full vectors
+  pertensor   every tensor scaled to unit norm (then 1/√T): a scale-free view that ranks like
+              `normalized`, which compares tensor by tensor and ignores each tensor's scale
+
+The file is plain HDF5 (other tools can read it): `names` (utf-8), `sha256` (of each task's
+fisher.h5 when it was sketched), and `<group>/<view>` float32 arrays of shape (tasks, WIDTH),
+rows unit-normalised. The zoo rewrites it atomically, under its lock, whenever a task's
+embedding changes; `pizoo verify` reports a stale index and rebuilds it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pizoo.errors import CorruptFile, IncompatibleExperts, MissingEmbedding
+
+INDEX = "index.h5"
+WIDTH = 1024
+SEED = 1729
+GROUPS = ("expert", "probe")
+VIEWS = ("cosine", "pertensor")
+VIEW_OF_METRIC = {"cosine": "cosine", "normalized": "pertensor"}
+VERSION = 1
+
+
+# -- fisher.h5, read without torch -----------------------------------------------------------
+def read_h5(path: Path, group: str = "expert") -> tuple[dict[str, np.ndarray], dict]:
+    """One group of a fisher.h5 with the file's attributes; a bad file is a clear error."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            if group not in f:
+                raise MissingEmbedding(f"{path} has no '{group}' embedding", "pizoo embed NAME")
+            tensors = {name: np.asarray(ds[()], dtype=np.float32) for name, ds in f[group].items()}
+    except (OSError, KeyError) as e:
+        raise CorruptFile(f"{path} is not a readable fisher.h5 ({e})", "pizoo embed NAME") from e
+    return tensors, attrs
+
+
+def check_space(attrs: dict, spec, where: str) -> None:
+    """Embeddings from another base model or expert spec are never compared."""
+    want = {"base_fingerprint": spec.fingerprint, "head": spec.head, "kind": spec.kind,
+            "options": json.dumps(spec.options, sort_keys=True), "zoo_seed": spec.seed}
+    if "head_options" in attrs:  # written since heads have options (schema 2)
+        want["head_options"] = json.dumps(spec.head_options, sort_keys=True)
+    for key, value in want.items():
+        if attrs.get(key) != value:
+            raise IncompatibleExperts(f"{where} was computed with {key}={attrs.get(key)!r}; this zoo has "
+                                      f"{key}={value!r}", "recompute it: pizoo embed --all")
+
+
+# -- sketches ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def _hashes(name: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([SEED, zlib.crc32(name.encode())])
+    return rng.integers(0, WIDTH, size), rng.integers(0, 2, size).astype(np.float64) * 2 - 1
+
+
+def _count_sketch(vec: Mapping[str, np.ndarray], scale: Mapping[str, float]) -> np.ndarray:
+    out = np.zeros(WIDTH)
+    for name in sorted(vec):
+        x = np.asarray(vec[name], dtype=np.float64).ravel()
+        idx, sign = _hashes(name, x.size)
+        out += np.bincount(idx, weights=sign * x * scale[name], minlength=WIDTH)
+    norm = np.linalg.norm(out)
+    return (out / norm if norm > 0 else out).astype(np.float32)
+
+
+def sketch(vec: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The two sketch views of one embedding."""
+    norms = {n: float(np.linalg.norm(v)) for n, v in vec.items()}
+    total = float(np.sqrt(sum(x * x for x in norms.values())))
+    t = len(vec)
+    return {"cosine": _count_sketch(vec, {n: 1.0 / total if total else 0.0 for n in vec}),
+            "pertensor": _count_sketch(vec, {n: 1.0 / (norms[n] * np.sqrt(t)) if norms[n] else 0.0 for n in vec})}
+
+
+# -- the index file --------------------------------------------------------------------------
+class Index:
+    """The sketches of every embedded task, as one matrix per group and view."""
+
+    def __init__(self, names: list[str], sha: list[str], arrays: dict[str, np.ndarray]):
+        self.names, self.sha, self.arrays = names, sha, arrays
+        self.row = {n: i for i, n in enumerate(names)}
+
+    @classmethod
+    def empty(cls) -> "Index":
+        return cls([], [], {f"{g}/{v}": np.zeros((0, WIDTH), np.float32) for g in GROUPS for v in VIEWS})
+
+    @classmethod
+    def read(cls, path: Path, keys: Iterable[str] | None = None) -> "Index | None":
+        """The index, or None when there is none (or it is unreadable: verify rebuilds it)."""
+        if not path.is_file():
+            return None
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("version") != VERSION or f.attrs.get("width") != WIDTH:
+                    return None
+                names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][()]]
+                sha = [s.decode() if isinstance(s, bytes) else str(s) for s in f["sha256"][()]]
+                want = list(keys) if keys is not None else [f"{g}/{v}" for g in GROUPS for v in VIEWS]
+                arrays = {k: np.asarray(f[k][()], dtype=np.float32) for k in want}
+        except (OSError, KeyError, ValueError):
+            return None
+        return cls(names, sha, arrays)
+
+    def write(self, path: Path) -> None:
+        with h5py.File(path, "w") as f:
+            f.attrs["version"] = VERSION
+            f.attrs["width"] = WIDTH
+            f.attrs["seed"] = SEED
+            f.attrs["about"] = "pizoo task-embedding sketches; see pizoo/index.py"
+            text = h5py.string_dtype("utf-8")
+            f.create_dataset("names", data=np.array(self.names, dtype=object), dtype=text)
+            f.create_dataset("sha256", data=np.array(self.sha, dtype=object), dtype=text)
+            for key, arr in self.arrays.items():
+                f.create_dataset(key, data=arr, dtype=np.float32)
+
+    def with_task(self, name: str, sha: str, sketches: dict[str, dict[str, np.ndarray]]) -> "Index":
+        """A copy with one task's rows set (added or replaced); groups it lacks get zero rows."""
+        names, shas = list(self.names), list(self.sha)
+        arrays = {k: v.copy() for k, v in self.arrays.items()}
+        if name in self.row:
+            i = self.row[name]
+            shas[i] = sha
+        else:
+            names.append(name)
+            shas.append(sha)
+            arrays = {k: np.vstack([v, np.zeros((1, WIDTH), np.float32)]) for k, v in arrays.items()}
+            i = len(names) - 1
+        for key in arrays:
+            group, view = key.split("/")
+            arrays[key][i] = sketches.get(group, {}).get(view, np.zeros(WIDTH, np.float32))
+        return Index(names, shas, arrays)
+
+    def without(self, name: str) -> "Index":
+        if name not in self.row:
+            return self
+        keep = [i for i, n in enumerate(self.names) if n != name]
+        return Index([self.names[i] for i in keep], [self.sha[i] for i in keep],
+                     {k: v[keep] for k, v in self.arrays.items()})
+
+    def candidates(self, name: str, group: str, metric: str, count: int, exclude: Iterable[str] = ()
+                   ) -> list[str]:
+        """The `count` tasks whose sketches are closest to `name`'s (one matrix product)."""
+        arr = self.arrays[f"{group}/{VIEW_OF_METRIC[metric]}"]
+        scores = arr @ arr[self.row[name]]
+        banned = {self.row[n] for n in (name, *exclude) if n in self.row}
+        banned |= {i for i in range(len(self.names)) if not arr[i].any()}  # no embedding of this group
+        if banned:
+            scores[list(banned)] = -np.inf
+        count = min(count, len(self.names) - len(banned))
+        if count <= 0:
+            return []
+        top = np.argpartition(-scores, count - 1)[:count]
+        return [self.names[i] for i in top[np.argsort(-scores[top], kind="stable")]]
+
+    def matrix(self, names: list[str], group: str, metric: str) -> np.ndarray:
+        """Sketch similarities among `names` (for figures of zoos too large to compare exactly)."""
+        arr = self.arrays[f"{group}/{VIEW_OF_METRIC[metric]}"][[self.row[n] for n in names]]
+        m = np.clip(arr @ arr.T, -1.0, 1.0).astype(np.float64)
+        np.fill_diagonal(m, 1.0)
+        return m
+
+
+def sketches_of(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Both groups of one fisher.h5, sketched (a group the file lacks is left out)."""
+    out = {}
+    for group in GROUPS:
+        try:
+            vec, _ = read_h5(path, group)
+        except MissingEmbedding:
+            continue
+        out[group] = sketch(vec)
+    return out
