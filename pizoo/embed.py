@@ -113,12 +113,18 @@ def similar(zoo: Zoo, name: str, *, k: int | None = None, metric: str = "cosine"
     ranked = None
     if k is not None:
         idx = Index.read(zoo.root / INDEX, keys=[f"{group}/{VIEW_OF_METRIC[metric]}"])
-        if idx is not None and name in idx.row:
+        # A task added or removed since the index was written (an interrupted write, a copied-in
+        # folder) would be missed or offered: then every task is compared exactly.
+        if idx is not None and name in idx.row and sorted(idx.tasks) == zoo.task_names():
             check_k(k, len(idx.names) - 1)
             candidates = idx.candidates(name, group, metric, max(RERANK * k, MIN_CANDIDATES))
-            ranked = rank(target, _embeddings(zoo, candidates, group), metric)
+            vecs = _embeddings(zoo, candidates, group)
+            if any(zoo.manifest(n).files.get(FISHER) != idx.sha[idx.row[n]] for n in vecs):
+                log.warning("warning: the zoo's index is stale (an embedding changed since): run pizoo verify")
+            ranked = rank(target, vecs, metric)
         else:
-            log.info("the zoo's index lacks this task: comparing every task exactly (pizoo verify rebuilds it)")
+            log.warning("warning: the zoo's index is missing or stale: comparing every task exactly "
+                        "(pizoo verify rebuilds it)")
     if ranked is None:
         others = embedded_tasks(zoo, group, exclude=(name,))
         check_k(k if k is not None else 1, len(others))

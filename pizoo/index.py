@@ -93,8 +93,10 @@ def sketch(vec: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 class Index:
     """The sketches of every embedded task, as one matrix per group and view."""
 
-    def __init__(self, names: list[str], sha: list[str], arrays: dict[str, np.ndarray]):
+    def __init__(self, names: list[str], sha: list[str], arrays: dict[str, np.ndarray],
+                 tasks: list[str] | None = None):
         self.names, self.sha, self.arrays = names, sha, arrays
+        self.tasks = tasks if tasks is not None else list(names)  # every task of the zoo when written
         self.row = {n: i for i, n in enumerate(names)}
 
     @classmethod
@@ -112,11 +114,12 @@ class Index:
                     return None
                 names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][()]]
                 sha = [s.decode() if isinstance(s, bytes) else str(s) for s in f["sha256"][()]]
+                tasks = [t.decode() if isinstance(t, bytes) else str(t) for t in f["tasks"][()]]
                 want = list(keys) if keys is not None else [f"{g}/{v}" for g in GROUPS for v in VIEWS]
                 arrays = {k: np.asarray(f[k][()], dtype=np.float32) for k in want}
         except (OSError, KeyError, ValueError):
             return None
-        return cls(names, sha, arrays)
+        return cls(names, sha, arrays, tasks)
 
     def write(self, path: Path) -> None:
         with h5py.File(path, "w") as f:
@@ -127,8 +130,13 @@ class Index:
             text = h5py.string_dtype("utf-8")
             f.create_dataset("names", data=np.array(self.names, dtype=object), dtype=text)
             f.create_dataset("sha256", data=np.array(self.sha, dtype=object), dtype=text)
+            f.create_dataset("tasks", data=np.array(self.tasks, dtype=object), dtype=text)
             for key, arr in self.arrays.items():
                 f.create_dataset(key, data=arr, dtype=np.float32)
+
+    def covering(self, tasks: list[str]) -> "Index":
+        """The same index, recorded as covering exactly these tasks of the zoo."""
+        return Index(self.names, self.sha, self.arrays, list(tasks))
 
     def with_task(self, name: str, sha: str, sketches: dict[str, dict[str, np.ndarray]]) -> "Index":
         """A copy with one task's rows set (added or replaced); groups it lacks get zero rows."""

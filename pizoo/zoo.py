@@ -356,7 +356,7 @@ class Zoo:
                 idx = idx.with_task(name, manifest.files[FISHER], sketches_of(self.root / name / FISHER))
             else:
                 idx = idx.without(name)
-            atomic_write(path, idx.write)
+            atomic_write(path, idx.covering(self.task_names()).write)
         except Exception as e:  # the task itself is in place; a stale index is what verify repairs
             log.warning(f"warning: could not update {path} ({type(e).__name__}: {e}); pizoo verify rebuilds it")
 
@@ -388,7 +388,7 @@ class Zoo:
                 want[name] = manifest.files[FISHER]
         if idx is None:
             return not want and not (self.root / INDEX).exists()
-        return dict(zip(idx.names, idx.sha)) == want
+        return dict(zip(idx.names, idx.sha)) == want and sorted(idx.tasks) == self.task_names()
 
     def verify(self) -> list[Problem]:
         """Re-hash every file; report missing, corrupt and foreign files, and a stale index.
@@ -402,7 +402,7 @@ class Zoo:
             problems = self._problems()
             if not self.index_is_current():
                 problems.append(Problem("", INDEX, "stale (rebuilt)"))
-                atomic_write(self.root / INDEX, self.build_index().write)
+                atomic_write(self.root / INDEX, self.build_index().covering(self.task_names()).write)
             return problems
 
     def _problems(self) -> list[Problem]:

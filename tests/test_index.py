@@ -92,3 +92,18 @@ def test_graph_of_a_neighbourhood_or_a_list(five, tmp_path):
     assert sorted(rec["tasks"]) == sorted(["t0", *near]) and rec["exact"] and (tmp_path / "a.png").is_file()
     r = cli(five.root, "graph", "--tasks", "t1,t4", "--out", tmp_path / "b.png", "--json")
     assert json.loads(r.stdout)["tasks"] == ["t1", "t4"]
+
+
+def test_a_task_the_index_does_not_know_is_still_ranked(five, tmp_path):
+    """A folder copied in by hand (or a write killed before the index update): `similar` notices
+    the index no longer covers the zoo and compares every task exactly."""
+    import shutil
+
+    shutil.copytree(five.root, tmp_path / "z")
+    root = tmp_path / "z"
+    shutil.copytree(root / "t3", root / "t9")
+    manifest = json.loads((root / "t9" / "task.json").read_text())
+    (root / "t9" / "task.json").write_text(json.dumps({**manifest, "name": "t9"}))
+    r = cli(root, "similar", "t3", "--k", "1", "--json")
+    assert r.exit_code == 0 and "stale" in r.stderr
+    assert json.loads(r.stdout)["task"] == "t9" and json.loads(r.stdout)["similarity"] == pytest.approx(1.0)

@@ -166,3 +166,10 @@ def test_a_file_rewritten_with_its_hash_is_still_checked(z):
         r = cli(z, *args)
         assert r.exit_code == 1 and "NaN" in r.stderr, args
     assert not (z.parent / "out").exists()
+
+
+def test_shots_larger_than_what_is_left_after_the_held_out_split_says_why(z, tmp_path):
+    """16 rows per class and --shots 16: 20% is held out first; the message says so and how to avoid it."""
+    f = helpers.write_rows(helpers.make_rows("a", 32, 7), tmp_path / "small.csv")
+    r = cli(z, "add-task", "small", "--data", f, "--shots", "16")
+    assert r.exit_code == 1 and "held out for evaluation" in r.stderr and "--eval-data" in r.stderr
