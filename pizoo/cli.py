@@ -304,15 +304,21 @@ def rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task name."
 
 
 @command("verify")
-def verify(ctx: typer.Context, json_: JsonOpt = False):
-    """Re-hash every file; report missing, corrupt and foreign files (exit 1 if any).
+def verify(ctx: typer.Context,
+           quick: Annotated[bool, typer.Option("--quick", help="Presence of every file and the index only: no "
+                                                               "re-hash, no content check.")] = False,
+           json_: JsonOpt = False):
+    """Re-hash every file and check its content; report missing, corrupt, foreign and non-finite
+    files and a stale index (which it rebuilds); exit 1 if any.
 
     Example:
 
       pizoo verify --json
+
+      pizoo verify --quick
     """
     zoo = zoo_of(ctx)
-    problems = zoo.verify()
+    problems = zoo.verify(quick=quick)
     n = len(zoo.task_names())
     record = {"ok": not problems, "tasks": n, "schema_version": zoo.spec.schema_version,
               "problems": [p.as_dict() for p in problems]}

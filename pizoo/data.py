@@ -136,6 +136,8 @@ def load_rows(path: str | Path | None = None, *, dataset: str | None = None, con
             kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
             if path.stat().st_size == 0:
                 raise DataError(f"data file {path} is empty")
+            if fmt == "csv":
+                check_csv_rows(path, kwargs.get("delimiter", ","))
             return datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
         return datasets.load_dataset(dataset, config, split=split or "train")
     except DataError:
@@ -144,6 +146,22 @@ def load_rows(path: str | Path | None = None, *, dataset: str | None = None, con
         what = path if path is not None else dataset
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"cannot read {what}: {first[:200]}") from e
+
+
+def check_csv_rows(path: Path, delimiter: str) -> None:
+    """Every row has as many fields as the header: a row with more would shift the columns
+    (pandas reads the surplus as an index) and be silently misread."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"data file {path} is empty")
+        for row in reader:
+            if row and len(row) != len(header):
+                raise DataError(f"{path} line {reader.line_num} has {len(row)} fields, the header has {len(header)}",
+                                "quote fields that contain the delimiter, or fix that line")
 
 
 def read_examples(ds, cols: Columns, where: str) -> Examples:

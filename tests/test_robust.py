@@ -161,7 +161,7 @@ def test_a_file_rewritten_with_its_hash_is_still_checked(z):
     rewrite("c", "fisher.h5", lambda p: p.write_bytes(b"\x80\x04\x95pickle bytes"))
     found = {(p["task"], p["file"], p["issue"]) for p in json.loads(cli(z, "verify", "--json").stdout)["problems"]}
     assert found == {("a", "expert.safetensors", "not finite"), ("b", "fisher.h5", "mismatch"),
-                     ("c", "fisher.h5", "unreadable")}
+                     ("c", "fisher.h5", "unreadable"), ("", "index.h5", "stale (rebuilt)")}
     for args in (["eval", "a"], ["export", "a", "--out", z.parent / "out"]):
         r = cli(z, *args)
         assert r.exit_code == 1 and "NaN" in r.stderr, args
@@ -173,3 +173,28 @@ def test_shots_larger_than_what_is_left_after_the_held_out_split_says_why(z, tmp
     f = helpers.write_rows(helpers.make_rows("a", 32, 7), tmp_path / "small.csv")
     r = cli(z, "add-task", "small", "--data", f, "--shots", "16")
     assert r.exit_code == 1 and "held out for evaluation" in r.stderr and "--eval-data" in r.stderr
+
+
+def test_a_csv_row_with_extra_fields_is_named_not_misread(z, tmp_path):
+    rows = "text,label\n" + "".join(f"w{i} w{i + 1},{'pos' if i % 2 else 'neg'}\n" for i in range(30))
+    rows += "w1 w2,pos,surplus\n"
+    f = tmp_path / "extra.csv"
+    f.write_text(rows)
+    before = helpers.tree(z)
+    r = cli(z, "add-task", "x", "--data", f)
+    assert r.exit_code == 1 and "line 32 has 3 fields, the header has 2" in r.stderr
+    assert helpers.tree(z) == before
+
+
+def test_verify_quick_checks_presence_and_the_index_without_rehashing(z):
+    path = z / "a" / "expert.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes: only a re-hash sees it
+    path.write_bytes(bytes(data))
+    assert json.loads(cli(z, "verify", "--quick", "--json").stdout)["ok"]
+    full = json.loads(cli(z, "verify", "--json").stdout)
+    assert ("a", "expert.safetensors", "corrupt") in {(p["task"], p["file"], p["issue"]) for p in full["problems"]}
+    (z / "b" / "fisher.h5").unlink()
+    r = cli(z, "verify", "--quick", "--json")
+    assert r.exit_code == 1
+    assert ("b", "fisher.h5", "missing") in {(p["task"], p["file"], p["issue"]) for p in json.loads(r.stdout)["problems"]}
