@@ -90,6 +90,20 @@ class ZooSpec:
             raise SchemaError(f"{where} lacks a required field: {e}") from e
 
 
+def merge_options(defaults: dict[str, Any], given: dict[str, Any], owner: str,
+                  flag_of: dict[str, str] | None = None) -> dict[str, Any]:
+    """`given` over `defaults` (None keeps the default); an option the owner lacks is an error
+    naming the flag the user typed."""
+    merged = dict(defaults)
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key not in merged:
+            raise UsageError(f"{(flag_of or {}).get(key, key)} does not apply to {owner}")
+        merged[key] = value
+    return merged
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -5,8 +5,10 @@ stratified held-out evaluation split and, with --shots, N training examples per 
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,14 +140,28 @@ def load_rows(path: str | Path | None = None, *, dataset: str | None = None, con
                 raise DataError(f"data file {path} is empty")
             if fmt == "csv":
                 check_csv_rows(path, kwargs.get("delimiter", ","))
-            return datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
-        return datasets.load_dataset(dataset, config, split=split or "train")
+            with _quiet_datasets():
+                return datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+        with _quiet_datasets():
+            return datasets.load_dataset(dataset, config, split=split or "train")
     except DataError:
         raise
     except Exception as e:  # datasets and pyarrow raise many types for unreadable input
         what = path if path is not None else dataset
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"cannot read {what}: {first[:200]}") from e
+
+
+@contextmanager
+def _quiet_datasets():
+    """`datasets` logs its own tracebacks for unreadable files; pizoo reports them in one line."""
+    logger = logging.getLogger("datasets")
+    before = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def check_csv_rows(path: Path, delimiter: str) -> None:

@@ -14,8 +14,24 @@ import torch
 
 from pizoo import __version__
 from pizoo.config import TaskManifest, ZooSpec
-from pizoo.data import Columns, Examples, TaskData, draw_shots, load_rows, prepare, read_examples, sorted_labels
-from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, TaskExists, UsageError, ZooExists
+from pizoo.data import (
+    Columns,
+    Examples,
+    TaskData,
+    draw_shots,
+    load_rows,
+    prepare,
+    read_examples,
+    sorted_labels,
+)
+from pizoo.errors import (
+    CorruptFile,
+    DataError,
+    IncompatibleExperts,
+    TaskExists,
+    UsageError,
+    ZooExists,
+)
 from pizoo.experts import get_kind
 from pizoo.heads import default_head, get_head
 from pizoo.models import (

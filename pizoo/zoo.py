@@ -20,7 +20,6 @@ from pathlib import Path
 import filelock
 
 from pizoo.config import TaskManifest, ZooSpec
-from pizoo.progress import log
 from pizoo.errors import (
     CorruptFile,
     InvalidName,
@@ -31,6 +30,7 @@ from pizoo.errors import (
     TaskNotFound,
     ZooExists,
 )
+from pizoo.progress import log
 
 ZOO_FILE = "zoo.toml"
 LOCK_FILE = ".pizoo.lock"

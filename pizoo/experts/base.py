@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pizoo.config import merge_options
 from pizoo.errors import IncompatibleExperts, UsageError
 
 # help of the flags several kinds share: one text per flag
@@ -52,13 +53,7 @@ class ExpertKind:
 
     def normalize_options(self, options: dict[str, Any], model_type: str) -> dict[str, Any]:
         """Fill defaults and validate; unknown options and bad values name their flag."""
-        merged = self.default_options(model_type)
-        for key, value in options.items():
-            if value is None:
-                continue
-            if key not in merged:
-                raise UsageError(f"{self.flags.get(key, key)} does not apply to expert kind {self.name!r}")
-            merged[key] = value
+        merged = merge_options(self.default_options(model_type), options, f"expert kind {self.name!r}", self.flags)
         for key in ("r", "num_virtual_tokens"):
             if key in merged and (not isinstance(merged[key], int) or merged[key] < 1):
                 raise UsageError(f"{self.flags.get(key, key)} must be a positive integer, got {merged[key]!r}")

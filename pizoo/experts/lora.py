@@ -6,12 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from peft import LoraConfig, TaskType, get_peft_model
-from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS,
+)
 from torch import nn
 
 from pizoo.errors import UsageError
 from pizoo.experts import register
-from pizoo.experts.base import RANK_HELP, TARGETS_HELP, ExpertKind, option, strip_adapter_name
+from pizoo.experts.base import (
+    RANK_HELP,
+    TARGETS_HELP,
+    ExpertKind,
+    option,
+    strip_adapter_name,
+)
 
 
 @dataclass(frozen=True)

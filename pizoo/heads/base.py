@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pizoo.config import merge_options
 from pizoo.errors import DataError, UsageError
 from pizoo.inputs import get_input
 
@@ -30,14 +31,8 @@ class Head:
         return {}
 
     def normalize_options(self, options: dict[str, Any], path: Path | None) -> dict[str, Any]:
-        merged = self.default_options(path)
-        for key, value in options.items():
-            if value is None:
-                continue
-            if key not in merged:
-                raise UsageError(f"option {key!r} does not apply to the {self.name!r} head")
-            merged[key] = value
-        return merged
+        flags = {k: "--" + k.replace("_", "-") for k in options}
+        return merge_options(self.default_options(path), options, f"the {self.name!r} head", flags)
 
     # -- loading -------------------------------------------------------------------------------
     def load_kwargs(self, labels: Sequence[str]) -> dict[str, Any]:
@@ -78,6 +73,25 @@ class Head:
         return torch.cat(out) if out else torch.empty(0, len(em.labels))
 
 
+class TextToTextHead(Head):
+    """A head that renders the input into a prompt (the zoo's templates) and scores the label as
+    the text the model writes: causal-lm, seq2seq."""
+
+    templates: ClassVar[dict[str, str]]
+
+    def default_options(self, path):
+        return dict(self.templates)
+
+    def normalize_options(self, options, path):
+        opts = super().normalize_options(options, path)
+        if "{text}" not in opts["template"]:
+            raise UsageError(f"--template {opts['template']!r} must contain {{text}}")
+        return opts
+
+    def prompts(self, em, ex) -> list[str]:
+        return get_input(ex.input_type).prompts(ex, em.head_options)
+
+
 # -- helpers shared by heads ----------------------------------------------------------------------
 def wide(x: torch.Tensor) -> torch.Tensor:
     """At least float32 for log-probabilities (bf16/fp16 backbones); float64 stays float64."""
@@ -101,12 +115,13 @@ def pad(em, features: Sequence[dict]) -> dict[str, torch.Tensor]:
     return dict(em.tokenizer.pad(list(features), return_tensors="pt"))
 
 
-def render_labels(em) -> list[list[int]]:
-    """Token ids of each label as an answer; refuse a label the tokenizer cannot write back."""
-    tok, unk, out = em.tokenizer, em.tokenizer.unk_token_id, []
+def render_labels(em, encode, decode) -> list[list[int]]:
+    """Token ids of each label as the model writes it (`encode`); refuse a label the tokenizer
+    cannot write back (`decode`)."""
+    unk, out = em.tokenizer.unk_token_id, []
     for label in em.labels:
-        ids = tok(" " + label, add_special_tokens=False)["input_ids"]
-        text = tok.decode(ids).strip()
+        ids = encode(label)
+        text = decode(ids).strip()
         if not label.strip() or not ids or (unk is not None and unk in ids) or text != label.strip():
             raise DataError(f"label {label!r} cannot be rendered by the base model's tokenizer "
                             f"(it reads back as {text!r})", "rename the labels in the data to plain words")

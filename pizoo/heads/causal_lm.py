@@ -5,39 +5,31 @@ from __future__ import annotations
 
 import torch
 
-from pizoo.errors import UsageError
 from pizoo.heads import register
-from pizoo.heads.base import Head, render_labels, wide
-from pizoo.inputs import get_input
+from pizoo.heads.base import TextToTextHead, render_labels, wide
 
 DEFAULT_TEMPLATE = "{text}\nAnswer:"
 DEFAULT_PAIR_TEMPLATE = "{text}\n{text_pair}\nAnswer:"
 
 
 @register
-class CausalLM(Head):
+class CausalLM(TextToTextHead):
     name = "causal-lm"
     auto_class = "AutoModelForCausalLM"
     peft_task_type = "CAUSAL_LM"
     summary = "a decoder writes the label text as its answer (shared vocabulary)"
-
-    def default_options(self, path):
-        return {"template": DEFAULT_TEMPLATE, "pair_template": DEFAULT_PAIR_TEMPLATE}
-
-    def normalize_options(self, options, path):
-        opts = super().normalize_options(options, path)
-        if "{text}" not in opts["template"]:
-            raise UsageError(f"--template {opts['template']!r} must contain {{text}}")
-        return opts
+    templates = {"template": DEFAULT_TEMPLATE, "pair_template": DEFAULT_PAIR_TEMPLATE}
 
     def prepare(self, em):
-        em.cache["label_ids"] = render_labels(em)
+        tok = em.tokenizer
+        em.cache["label_ids"] = render_labels(em, lambda label: tok(" " + label, add_special_tokens=False)["input_ids"],
+                                              tok.decode)
 
     def encode(self, em, ex, label_ids):
         tok = em.tokenizer
         budget = max(8, em.max_length - max(len(ids) for ids in em.cache["label_ids"]))
         rows = []
-        for prompt, y in zip(get_input(ex.input_type).prompts(ex, em.head_options), label_ids):
+        for prompt, y in zip(self.prompts(em, ex), label_ids):
             ids = tok(prompt)["input_ids"]
             if len(ids) > budget:  # keep the end, where the template asks for the answer
                 bos = tok.bos_token_id

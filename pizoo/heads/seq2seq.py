@@ -6,44 +6,27 @@ from __future__ import annotations
 
 import torch
 
-from pizoo.errors import DataError, UsageError
 from pizoo.heads import register
-from pizoo.heads.base import Head, pad_ids, wide
-from pizoo.inputs import get_input
+from pizoo.heads.base import TextToTextHead, pad_ids, render_labels, wide
 
 
 @register
-class Seq2Seq(Head):
+class Seq2Seq(TextToTextHead):
     name = "seq2seq"
     auto_class = "AutoModelForSeq2SeqLM"
     peft_task_type = "SEQ_2_SEQ_LM"
     summary = "an encoder-decoder writes the label text (text-to-text, the paper's interface)"
-
-    def default_options(self, path):
-        return {"template": "{text}", "pair_template": "{text}\n{text_pair}"}
-
-    def normalize_options(self, options, path):
-        opts = super().normalize_options(options, path)
-        if "{text}" not in opts["template"]:
-            raise UsageError(f"--template {opts['template']!r} must contain {{text}}")
-        return opts
+    templates = {"template": "{text}", "pair_template": "{text}\n{text_pair}"}
 
     def prepare(self, em):
-        tok, unk, out = em.tokenizer, em.tokenizer.unk_token_id, []
-        for label in em.labels:
-            ids = tok(label)["input_ids"]  # the tokenizer appends </s>
-            text = tok.decode(ids, skip_special_tokens=True).strip()
-            if not label.strip() or (unk is not None and unk in ids) or text != label.strip():
-                raise DataError(f"label {label!r} cannot be rendered by the base model's tokenizer "
-                                f"(it reads back as {text!r})", "rename the labels in the data to plain words")
-            out.append(ids)
-        em.cache["label_ids"] = out
+        tok = em.tokenizer  # it appends </s>: the label ends where the model says so
+        em.cache["label_ids"] = render_labels(em, lambda label: tok(label)["input_ids"],
+                                              lambda ids: tok.decode(ids, skip_special_tokens=True))
         start = em.hf.config.decoder_start_token_id
         em.cache["start"] = start if start is not None else em.tokenizer.pad_token_id
 
     def encode(self, em, ex, label_ids):
-        prompts = get_input(ex.input_type).prompts(ex, em.head_options)
-        enc = em.tokenizer(prompts, truncation=True, max_length=em.max_length)
+        enc = em.tokenizer(self.prompts(em, ex), truncation=True, max_length=em.max_length)
         return [{"input_ids": enc["input_ids"][i], "label": int(y)} for i, y in enumerate(label_ids)]
 
     def collate(self, em, rows, *, label=None, per_example=False):
