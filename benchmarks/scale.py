@@ -132,15 +132,20 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/pizoo-scale")
     ap.add_argument("--family-size", type=int, default=10, help="tasks per family")
     ap.add_argument("--agreement-targets", type=int, default=20)
+    ap.add_argument("--verify-max", type=int, default=10**9, help="time verify only up to this many tasks")
+    ap.add_argument("--keep", action="store_true", help="keep the zoos; a later run with --keep reuses them")
     args = ap.parse_args()
     py = [sys.executable, "-m", "pizoo"]
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
         root = Path(args.out) / f"zoo-{n}"
-        shutil.rmtree(root, ignore_errors=True)
         start = time.perf_counter()
-        build(root, n, families=max(2, n // args.family_size))
-        built = time.perf_counter() - start
+        if args.keep and (root / "zoo.toml").is_file() and (root / "index.h5").is_file():
+            built = float("nan")  # reused from an earlier --keep run
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            build(root, n, families=max(2, n // args.family_size))
+            built = time.perf_counter() - start
         target = "task-00000"
         zoo = ["--zoo", str(root)]
         row = {"tasks": n, "build s": round(built, 1)}
@@ -149,6 +154,9 @@ def main() -> None:
                            ("graph --around --k 50", [*py, *zoo, "graph", "--around", target, "--k", "50",
                                                       "--out", str(root.parent / f"g{n}.png")]),
                            ("verify", [*py, *zoo, "verify", "--json"])):
+            if label == "verify" and n > args.verify_max:
+                row[label] = "not run"
+                continue
             wall, peak, code = timed(cmd, repeat=1 if label == "verify" else 3)
             row[label] = f"{wall:.2f} s, {peak:.0f} MB" + ("" if code == 0 else f" (exit {code})")
             print(f"  {n} tasks: {label}: {row[label]}", file=sys.stderr, flush=True)
@@ -157,7 +165,9 @@ def main() -> None:
         agree = agreement(root, picks, k=5)
         row["top-5 = exact (cosine / normalized)"] = f"{agree['cosine']:.2f} / {agree['normalized']:.2f}"
         rows.append(row)
-        shutil.rmtree(root, ignore_errors=True)
+        print(f"  {n} tasks: {row}", file=sys.stderr, flush=True)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
     cols = list(rows[0])
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))

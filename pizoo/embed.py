@@ -20,7 +20,7 @@ from pizoo.zoo import FISHER, Zoo
 GROUPS = ("expert", "probe")
 # Exact rerank of the sketch's best candidates: RERANK per wanted neighbour, at least MIN_CANDIDATES
 # (measured in benchmarks/scale.py: top-k agreement with the exact ranking).
-RERANK, MIN_CANDIDATES = 8, 40
+RERANK, MIN_CANDIDATES = 5, 25
 EXACT_MATRIX_LIMIT = 300  # beyond this many tasks `graph` compares sketches, not full vectors
 MATRIX_LIMIT = 3000  # beyond this a full matrix is refused: draw a neighbourhood (--around) instead
 

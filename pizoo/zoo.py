@@ -232,10 +232,13 @@ class Zoo:
 
     def task_names(self) -> list[str]:
         self.spec  # a folder that is not a zoo has no tasks: say so
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.is_symlink() and _NAME.match(p.name)
-                      and p.name.lower() not in _RESERVED and not p.name.startswith("_")
-                      and (p / MANIFEST).is_file())
+        # os.scandir reads each entry's type from the directory itself: one stat per task, for its
+        # task.json (a zoo of 10,000 tasks is listed in tens of milliseconds)
+        with os.scandir(self.root) as entries:
+            return sorted(e.name for e in entries
+                          if e.is_dir(follow_symlinks=False) and _NAME.match(e.name)
+                          and e.name.lower() not in _RESERVED and not e.name.startswith("_")
+                          and os.path.isfile(os.path.join(e.path, MANIFEST)))
 
     def has_task(self, name: str) -> bool:
         path = self.task_dir(name)
