@@ -309,7 +309,8 @@ def verify(ctx: typer.Context,
                                                                "re-hash, no content check.")] = False,
            json_: JsonOpt = False):
     """Re-hash every file and check its content; report missing, corrupt, foreign and non-finite
-    files and a stale index (which it rebuilds); exit 1 if any.
+    files, experts without exactly the kind's tensors, and a stale index (which it rebuilds); exit 1
+    if any.
 
     Example:
 
@@ -317,8 +318,10 @@ def verify(ctx: typer.Context,
 
       pizoo verify --quick
     """
+    from pizoo.tasks import expert_tensor_problems
+
     zoo = zoo_of(ctx)
-    problems = zoo.verify(quick=quick)
+    problems = zoo.verify(quick=quick) + ([] if quick else expert_tensor_problems(zoo))
     n = len(zoo.task_names())
     record = {"ok": not problems, "tasks": n, "schema_version": zoo.spec.schema_version,
               "problems": [p.as_dict() for p in problems]}

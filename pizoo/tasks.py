@@ -364,3 +364,39 @@ def evaluate_task(zoo: Zoo, name: str, *, data: str | None = None, columns: Colu
     em, _ = load_task_model(zoo, name, device, labels=labels)
     rows = em.encode(ex, ids)
     return {"task": name, "accuracy": em.accuracy(rows), "n": len(rows), "data": where, "labels": list(labels)}
+
+
+def expert_tensor_problems(zoo: Zoo) -> list:
+    """Every stored expert has exactly the tensors (names and shapes) of the zoo's kind on its base
+    model, read from the safetensors headers. Needs the base model; without it, nothing is checked
+    (and the log says so)."""
+    from safetensors import safe_open
+
+    from pizoo.errors import PizooError
+    from pizoo.zoo import Problem
+
+    try:
+        em = ExpertModel(zoo.spec, ())
+    except PizooError as e:
+        log.warning(f"note: expert tensor names not checked: {e.message}")
+        return []
+    want = {n: tuple(p.shape) for n, p in em.expert.items()}
+    per_task = get_head(zoo.spec.head).per_task
+    problems = []
+    for name in zoo.task_names():
+        try:
+            manifest = zoo.manifest(name)
+        except PizooError:
+            continue  # reported by the zoo's own checks
+        if EXPERT not in manifest.files or not (zoo.task_dir(name) / EXPERT).is_file():
+            continue
+        try:
+            with safe_open(str(zoo.task_dir(name) / EXPERT), "numpy") as f:
+                got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception:  # unreadable: reported by the content check
+            continue
+        expert = {k: v for k, v in got.items() if not k.startswith("head.")}
+        has_head = any(k.startswith("head.") for k in got)
+        if expert != want or has_head != per_task:
+            problems.append(Problem(name, EXPERT, "wrong tensors"))
+    return problems

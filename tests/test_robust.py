@@ -161,7 +161,8 @@ def test_a_file_rewritten_with_its_hash_is_still_checked(z):
     rewrite("c", "fisher.h5", lambda p: p.write_bytes(b"\x80\x04\x95pickle bytes"))
     found = {(p["task"], p["file"], p["issue"]) for p in json.loads(cli(z, "verify", "--json").stdout)["problems"]}
     assert found == {("a", "expert.safetensors", "not finite"), ("b", "fisher.h5", "mismatch"),
-                     ("c", "fisher.h5", "unreadable"), ("", "index.h5", "stale (rebuilt)")}
+                     ("b", "expert.safetensors", "wrong tensors"), ("c", "fisher.h5", "unreadable"),
+                     ("", "index.h5", "stale (rebuilt)")}
     for args in (["eval", "a"], ["export", "a", "--out", z.parent / "out"]):
         r = cli(z, *args)
         assert r.exit_code == 1 and "NaN" in r.stderr, args
@@ -198,3 +199,18 @@ def test_verify_quick_checks_presence_and_the_index_without_rehashing(z):
     r = cli(z, "verify", "--quick", "--json")
     assert r.exit_code == 1
     assert ("b", "fisher.h5", "missing") in {(p["task"], p["file"], p["issue"]) for p in json.loads(r.stdout)["problems"]}
+
+
+def test_verify_only_reports_when_it_cannot_take_the_lock(z):
+    """A zoo verify cannot write (a read-only mount; here: a lock path it cannot create) is checked
+    without the lock: problems and crash leftovers are reported, nothing is repaired or rebuilt."""
+    (z / ".pizoo.lock").unlink(missing_ok=True)
+    (z / ".pizoo.lock").mkdir()  # filelock cannot open it
+    (z / ".tmp-half-0123abcd").mkdir()
+    (z / "index.h5").unlink()
+    before = helpers.tree(z)
+    r = cli(z, "verify", "--json")
+    assert r.exit_code == 1 and "unexpected" not in r.stderr, r.output
+    found = {(p["task"], p["file"], p["issue"]) for p in json.loads(r.stdout)["problems"]}
+    assert found == {("", ".tmp-half-0123abcd", "stale"), ("", "index.h5", "stale")}
+    assert helpers.tree(z) == before and (z / ".tmp-half-0123abcd").is_dir()
