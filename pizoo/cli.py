@@ -475,7 +475,8 @@ def graph(ctx: typer.Context,
     """The task-similarity matrix as a clustered heatmap (the paper's Fig. 1) and CSV.
 
     Up to 300 tasks the matrix compares the exact Fisher vectors, beyond that the zoo index's
-    sketches; past 60 tasks the figure drops per-task labels (the CSV keeps them).
+    sketches, and past 3,000 clusters of tasks (the JSON names each cluster's tasks); past 60 rows
+    the figure drops its labels (the CSV keeps them).
 
     Example:
 
@@ -486,12 +487,13 @@ def graph(ctx: typer.Context,
     from pizoo.embed import similarity_matrix
     from pizoo.plots import heatmap, write_matrix_csv
 
-    names, sim, exact = similarity_matrix(zoo_of(ctx), metric, which, tasks=_csv(tasks), around=around, k=k)
-    order = heatmap(names, sim, out, f"task similarity ({which} Fisher, {metric}{'' if exact else ', sketches'})")
+    names, sim, exact, clusters = similarity_matrix(zoo_of(ctx), metric, which, tasks=_csv(tasks), around=around, k=k)
+    kind = "exact" if exact else "sketches" if clusters is None else f"{sum(map(len, clusters.values()))} tasks in clusters"
+    order = heatmap(names, sim, out, f"task similarity ({which} Fisher, {metric}, {kind})")
     if csv:
         write_matrix_csv(names, sim, csv)
     record = {"png": str(out), "csv": str(csv) if csv else None, "order": order, "metric": metric, "exact": exact,
-              "tasks": names, "matrix": sim.round(6).tolist() if len(names) <= 300 else None}
+              "tasks": names, "matrix": sim.round(6).tolist() if len(names) <= 300 else None, "clusters": clusters}
     if json_:
         return render.emit_json(record)
     render.log(f"wrote {out}" + (f" and {csv}" if csv else "") + f" ({len(names)} tasks, clustered order: "

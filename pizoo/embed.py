@@ -22,7 +22,7 @@ GROUPS = ("expert", "probe")
 # (measured in benchmarks/scale.py: top-k agreement with the exact ranking).
 RERANK, MIN_CANDIDATES = 5, 25
 EXACT_MATRIX_LIMIT = 300  # beyond this many tasks `graph` compares sketches, not full vectors
-MATRIX_LIMIT = 3000  # beyond this a full matrix is refused: draw a neighbourhood (--around) instead
+MATRIX_LIMIT = 3000  # beyond this the matrix is one of clusters of tasks (or draw a neighbourhood: --around)
 
 
 def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0, data: str | None = None,
@@ -175,27 +175,50 @@ def similar_to_data(zoo: Zoo, data: str, columns: Columns, **kwargs) -> list[dic
 
 
 def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert", tasks: list[str] | None = None,
-                      around: str | None = None, k: int = 50) -> tuple[list[str], np.ndarray, bool]:
+                      around: str | None = None, k: int = 50
+                      ) -> tuple[list[str], np.ndarray, bool, dict[str, list[str]] | None]:
     """The similarity matrix of the zoo's tasks, of `tasks`, or of `around` and its k nearest.
 
-    Returns (names, matrix, exact): over EXACT_MATRIX_LIMIT tasks the matrix compares the index's
-    sketches (exact is False); over MATRIX_LIMIT it is refused in favour of a neighbourhood."""
+    Returns (names, matrix, exact, clusters): over EXACT_MATRIX_LIMIT tasks the matrix compares the
+    index's sketches (exact False); over MATRIX_LIMIT the rows are clusters of tasks (k-means on
+    the sketches), and `clusters` names the tasks of each."""
     check_metric(metric)
     if around is not None:
         tasks = [around] + [r["task"] for r in similar(zoo, around, k=k, metric=metric, group=group)]
     names = sorted(tasks) if tasks else [n for n in zoo.task_names()]
-    if len(names) > MATRIX_LIMIT:
-        raise UsageError(f"the zoo has {len(names)} tasks: a {len(names)}x{len(names)} matrix is too large to draw "
-                         "or read", "draw a neighbourhood: pizoo graph --around NAME --k 50, or --tasks A,B,...")
     if len(names) > EXACT_MATRIX_LIMIT:
-        idx = Index.read(zoo.root / INDEX, keys=[f"{group}/{VIEW_OF_METRIC[metric]}"])
+        key = f"{group}/{VIEW_OF_METRIC[metric]}"
+        idx = Index.read(zoo.root / INDEX, keys=[key])
         if idx is None:
             raise MissingEmbedding("the zoo has no current index for a matrix this large", "pizoo verify")
-        names = [n for n in names if n in idx.row and idx.arrays[f"{group}/{VIEW_OF_METRIC[metric]}"][idx.row[n]].any()]
-        return names, idx.matrix(names, group, metric), False
+        names = [n for n in names if n in idx.row and idx.arrays[key][idx.row[n]].any()]
+        if len(names) <= MATRIX_LIMIT:
+            return names, idx.matrix(names, group, metric), False, None
+        return cluster_matrix(names, idx.arrays[key][[idx.row[n] for n in names]])
     vecs = _embeddings(zoo, names, group) if tasks else embedded_tasks(zoo, group)
     if len(vecs) < 2:
         raise MissingEmbedding(f"{len(vecs)} embedded task(s): a similarity matrix needs two or more",
                                "pizoo add-task NAME --data FILE")
     names, m = matrix(vecs, metric)
-    return names, m, True
+    return names, m, True, None
+
+
+def cluster_matrix(names: list[str], rows: np.ndarray, clusters: int = 200, iterations: int = 20, seed: int = 0
+                   ) -> tuple[list[str], np.ndarray, bool, dict[str, list[str]]]:
+    """Spherical k-means of unit sketch rows; the matrix of the clusters' mean directions."""
+    rng = np.random.default_rng(seed)
+    c = min(clusters, len(names))
+    centres = rows[rng.choice(len(names), size=c, replace=False)]
+    for _ in range(iterations):
+        assign = np.argmax(rows @ centres.T, axis=1)
+        for j in range(c):
+            members = rows[assign == j]
+            if len(members):
+                centre = members.sum(0)
+                centres[j] = centre / max(float(np.linalg.norm(centre)), 1e-12)
+    assign = np.argmax(rows @ centres.T, axis=1)
+    used = [j for j in range(c) if (assign == j).any()]
+    groups = {f"cluster-{i:03d}": [n for n, a in zip(names, assign) if a == j] for i, j in enumerate(used)}
+    m = np.clip(centres[used] @ centres[used].T, -1.0, 1.0).astype(np.float64)
+    np.fill_diagonal(m, 1.0)
+    return list(groups), m, False, groups

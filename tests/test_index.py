@@ -107,3 +107,17 @@ def test_a_task_the_index_does_not_know_is_still_ranked(five, tmp_path):
     r = cli(root, "similar", "t3", "--k", "1", "--json")
     assert r.exit_code == 0 and "stale" in r.stderr
     assert json.loads(r.stdout)["task"] == "t9" and json.loads(r.stdout)["similarity"] == pytest.approx(1.0)
+
+
+def test_graph_of_a_zoo_too_large_for_a_matrix_draws_clusters(five, tmp_path, monkeypatch):
+    """Past MATRIX_LIMIT tasks the rows are clusters of tasks (sketch k-means); every task is in one."""
+    import pizoo.embed
+
+    monkeypatch.setattr(pizoo.embed, "EXACT_MATRIX_LIMIT", 2)
+    monkeypatch.setattr(pizoo.embed, "MATRIX_LIMIT", 3)
+    r = cli(five.root, "graph", "--out", tmp_path / "c.png", "--csv", tmp_path / "c.csv", "--json")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert not rec["exact"] and sorted(t for ts in rec["clusters"].values() for t in ts) == five.task_names()
+    assert rec["tasks"] == sorted(rec["clusters"]) and (tmp_path / "c.png").stat().st_size > 1000
+    assert len((tmp_path / "c.csv").read_text().splitlines()) == len(rec["clusters"]) + 1
