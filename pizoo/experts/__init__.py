@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from pizoo.errors import UsageError
 from pizoo.experts.base import ExpertKind
+from pizoo.registry import Registry
 
-KINDS: dict[str, ExpertKind] = {}
-
-
-def register(cls: type[ExpertKind]) -> type[ExpertKind]:
-    KINDS[cls.name] = cls()
-    return cls
-
-
-def get_kind(name: str) -> ExpertKind:
-    try:
-        return KINDS[name]
-    except KeyError:
-        raise UsageError(f"--kind {name!r} is not a known expert kind; choose one of {', '.join(sorted(KINDS))}")
+KINDS: Registry[ExpertKind] = Registry("expert kind", "--kind")
+register = KINDS.register
+get_kind = KINDS.get_one
 
 
 from pizoo.experts import adalink, adapter, lora, prompt  # noqa: E402,F401  (each registers itself)

@@ -8,22 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pizoo.errors import UsageError
 from pizoo.heads.base import Head
+from pizoo.registry import Registry
 
-HEADS: dict[str, Head] = {}
-
-
-def register(cls: type[Head]) -> type[Head]:
-    HEADS[cls.name] = cls()
-    return cls
-
-
-def get_head(name: str) -> Head:
-    try:
-        return HEADS[name]
-    except KeyError:
-        raise UsageError(f"--head {name!r} is not a known head; choose one of {', '.join(sorted(HEADS))}")
+HEADS: Registry[Head] = Registry("head", "--head")
+register = HEADS.register
+get_head = HEADS.get_one
 
 
 def default_head(config: dict[str, Any]) -> str:

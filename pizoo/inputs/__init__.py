@@ -6,22 +6,12 @@ heads, through the zoo's templates)."""
 
 from __future__ import annotations
 
-from pizoo.errors import UsageError
 from pizoo.inputs.base import InputType
+from pizoo.registry import Registry
 
-INPUTS: dict[str, InputType] = {}
-
-
-def register(cls: type[InputType]) -> type[InputType]:
-    INPUTS[cls.name] = cls()
-    return cls
-
-
-def get_input(name: str) -> InputType:
-    try:
-        return INPUTS[name]
-    except KeyError:
-        raise UsageError(f"input type {name!r} is not known; choose one of {', '.join(sorted(INPUTS))}")
+INPUTS: Registry[InputType] = Registry("input type", "input type")
+register = INPUTS.register
+get_input = INPUTS.get_one
 
 
 from pizoo.inputs import text, text_pair  # noqa: E402,F401  (each registers itself)
