@@ -167,11 +167,10 @@ class Index:
         """The `count` tasks whose sketches are closest to `name`'s (one matrix product)."""
         arr = self.arrays[f"{group}/{VIEW_OF_METRIC[metric]}"]
         scores = arr @ arr[self.row[name]]
-        banned = {self.row[n] for n in (name, *exclude) if n in self.row}
-        banned |= {i for i in range(len(self.names)) if not arr[i].any()}  # no embedding of this group
-        if banned:
-            scores[list(banned)] = -np.inf
-        count = min(count, len(self.names) - len(banned))
+        banned = ~arr.any(axis=1)  # tasks without an embedding of this group
+        banned[[self.row[n] for n in (name, *exclude) if n in self.row]] = True
+        scores[banned] = -np.inf
+        count = min(count, int((~banned).sum()))
         if count <= 0:
             return []
         top = np.argpartition(-scores, count - 1)[:count]

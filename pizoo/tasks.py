@@ -35,6 +35,7 @@ from pizoo.errors import (
 from pizoo.experts import get_kind
 from pizoo.heads import default_head, get_head
 from pizoo.models import (
+    HEAD_PREFIX,
     ExpertModel,
     default_base_model,
     fingerprint,
@@ -381,7 +382,7 @@ def expert_tensor_problems(zoo: Zoo) -> list:
         log.warning(f"note: expert tensor names not checked: {e.message}")
         return []
     want = {n: tuple(p.shape) for n, p in em.expert.items()}
-    per_task = get_head(zoo.spec.head).per_task
+    head_names = set(em.head)  # a per-task head's tensors: their shapes follow each task's labels
     problems = []
     for name in zoo.task_names():
         try:
@@ -395,8 +396,7 @@ def expert_tensor_problems(zoo: Zoo) -> list:
                 got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception:  # unreadable: reported by the content check
             continue
-        expert = {k: v for k, v in got.items() if not k.startswith("head.")}
-        has_head = any(k.startswith("head.") for k in got)
-        if expert != want or has_head != per_task:
+        expert = {k: v for k, v in got.items() if not k.startswith(HEAD_PREFIX)}
+        if expert != want or set(got) - set(expert) != head_names:
             problems.append(Problem(name, EXPERT, "wrong tensors"))
     return problems

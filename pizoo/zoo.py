@@ -7,6 +7,7 @@ so readers see a task whole or not at all. Changes happen under one file lock.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -403,24 +404,18 @@ class Zoo:
         from pizoo.index import INDEX
 
         self.spec
-        try:
-            lock = self.lock()
-            lock.__enter__()
-        except (PermissionError, OSError) as e:
-            if isinstance(e, PizooError):
-                raise
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.lock())
+                locked = True
+            except OSError:  # cannot create or take the lock: a read-only zoo, checked as it is
+                locked = False
             problems = self._problems(quick)
             if not self.index_is_current():
-                problems.append(Problem("", INDEX, "stale"))
+                problems.append(Problem("", INDEX, "stale (rebuilt)" if locked else "stale"))
+                if locked:
+                    atomic_write(self.root / INDEX, self.build_index().covering(self.task_names()).write)
             return problems
-        try:
-            problems = self._problems(quick)
-            if not self.index_is_current():
-                problems.append(Problem("", INDEX, "stale (rebuilt)"))
-                atomic_write(self.root / INDEX, self.build_index().covering(self.task_names()).write)
-            return problems
-        finally:
-            lock.__exit__(None, None, None)
 
     def _problems(self, quick: bool = False) -> list[Problem]:
         problems: list[Problem] = []
