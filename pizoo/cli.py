@@ -504,7 +504,8 @@ def graph(ctx: typer.Context,
 @command("interpolate")
 def interpolate(ctx: typer.Context,
                 target: Annotated[str, typer.Option(help="The task to build a better expert for.")],
-                k: Annotated[int, typer.Option(help="Mix with the top-k most similar tasks.")] = 2,
+                k: Annotated[str, typer.Option(help="How many sources: a number (the top-k most similar) or auto "
+                                               "(short probes pick how many and which).")] = "2",
                 with_: Annotated[Optional[str], typer.Option("--with", help="Mix with these tasks instead (A,B).")] = None,
                 mode: Annotated[str, typer.Option(help="full: train α and all experts | alpha: α only")] = "full",
                 granularity: Annotated[str, typer.Option(help="expert: one α | layer: one α per insertion site")] = "expert",
@@ -514,6 +515,8 @@ def interpolate(ctx: typer.Context,
                 steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
                 lr: Annotated[Optional[float], typer.Option(help="Learning rate of the experts (default: per kind).")] = None,
                 alpha_lr: Annotated[float, typer.Option(help="Learning rate of α.")] = 0.05,
+                keep_best: Annotated[bool, typer.Option(help="Save the target's own expert instead when it scores "
+                                                        "better on the eval split.")] = True,
                 batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
                 shots: Annotated[Optional[int], typer.Option(help="Tune on N examples per class (default: the target's).")] = None,
                 seed: Annotated[int, typer.Option(help="Seed for shots and data order.")] = 0,
@@ -530,10 +533,15 @@ def interpolate(ctx: typer.Context,
     """Build a better expert for TARGET: learn softmax(α) over its expert and its most similar tasks' (π-Tuning).
 
     The result is saved as a new task (TARGET-pi, or --as) of one expert's size; the original is kept.
+    It is compared with the target's own expert on the target's eval split, and unless
+    --no-keep-best the better of the two is saved (the summary and JSON say which). --k auto runs
+    short probes of the candidate sources and picks how many and which (k = 0: none helped).
 
     Example:
 
       pizoo interpolate --target refcocog --k 2
+
+      pizoo interpolate --target refcocog --k auto --json
 
       pizoo interpolate --target sst2 --with imdb,yelp --mode alpha --granularity layer --as sst2-mix
 
@@ -552,7 +560,8 @@ def interpolate(ctx: typer.Context,
         return render.emit_json(result) if json_ else render.zero_shot(result)
     cfg = _train_config(zoo, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
     manifest = interpolate_task(zoo, target, cfg, with_=_csv(with_), k=k, metric=metric,
-                                spec=MixSpec(mode, granularity, init), shots=shots, alpha_lr=alpha_lr, name=as_)
+                                spec=MixSpec(mode, granularity, init), shots=shots, alpha_lr=alpha_lr, name=as_,
+                                keep_best=keep_best)
     if manifest is None:  # a non-main process of a distributed launch
         return
     record = {"task": manifest.name, **manifest.provenance["interpolation"], "metrics": manifest.metrics}
@@ -586,6 +595,44 @@ def curve(ctx: typer.Context,
         render.table(pts, ["t", "accuracy"], title=f"{target} → {with_}")
         if out:
             render.log(f"wrote {out}")
+
+
+@command("landscape")
+def landscape(ctx: typer.Context,
+              target: Annotated[str, typer.Option(help="Task whose eval split scores the plane.")],
+              with_: Annotated[Optional[str], typer.Option("--with", help="The two other experts (B,C; default: "
+                                                           "the target's top 2).")] = None,
+              out: Annotated[Path, typer.Option(help="PNG to write (loss and accuracy side by side).")] = Path("plane.png"),
+              resolution: Annotated[int, typer.Option(help="Grid points per unit of each axis.")] = 8,
+              margin: Annotated[float, typer.Option(help="How far the grid reaches past the experts.")] = 0.25,
+              samples: Annotated[int, typer.Option(help="Eval examples scored per point (0: all).")] = 256,
+              pi: Annotated[Optional[str], typer.Option(help="π result to mark (default: the target's "
+                                                        "interpolation with these two, if any).")] = None,
+              metric: MetricOpt = "cosine",
+              device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+              json_: JsonOpt = False):
+    """Loss and accuracy over the plane through three experts (the paper's Fig. 3c).
+
+    Point (a, b) is (1-a-b)·φ_target + a·φ_B + b·φ_C on the target's eval split; the three experts,
+    their uniform soup and the π result are marked. --json prints the grid.
+
+    Example:
+
+      pizoo landscape --target sst2 --with imdb,yelp --out plane.png
+
+      pizoo landscape --target sst2 --resolution 4 --json > plane.json
+    """
+    from pizoo.landscape import landscape as run_landscape
+    from pizoo.plots import plane
+
+    result = run_landscape(zoo_of(ctx), target, _csv(with_), resolution=resolution, margin=margin,
+                           samples=samples or None, pi=pi, metric=metric, device=device)
+    plane(result, out)
+    if json_:
+        return render.emit_json({**result, "png": str(out)})
+    render.table(result["points"], ["name", "role", "a", "b", "accuracy", "loss"],
+                 title=f"plane through {target}, {', '.join(result['with'])} ({len(result['grid'])} points)")
+    render.log(f"wrote {out}")
 
 
 # -- export -----------------------------------------------------------------------------------

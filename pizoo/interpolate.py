@@ -12,9 +12,10 @@ from pizoo.errors import UsageError
 from pizoo.mixture import MixSpec, Mixture, lerp
 
 
-def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: int = 2, metric: str = "cosine"
-                   ) -> list[tuple[str, float | None]]:
-    """The tasks to mix with `target`: the explicit list, or its top-k by Fisher similarity.
+def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: int | None = 2,
+                   metric: str = "cosine") -> list[tuple[str, float | None]]:
+    """The tasks to mix with `target`: the explicit list, or its top-k by Fisher similarity (k None:
+    all of them, best first).
 
     Sources are distinct tasks: a task made by interpolation counts as the task it was made for
     (its root), so neither the target's own derivatives nor a second version of one source are
@@ -45,8 +46,24 @@ def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: i
         if roots[name] not in seen:  # one version per root task: the most similar
             seen.add(roots[name])
             ranked.append((name, sim))
+    if k is None:
+        return ranked
     check_k(k, len(ranked))
     return ranked[:k]
+
+
+def parse_k(k: int | str) -> int | None:
+    """--k: a count of sources, or "auto" (None): pizoo.choose picks how many and which."""
+    if isinstance(k, str):
+        if k.strip().lower() == "auto":
+            return None
+        try:
+            k = int(k)
+        except ValueError:
+            raise UsageError(f"--k must be a number of sources or 'auto', got {k!r}") from None
+    if k < 1:
+        raise UsageError(f"--k must be at least 1 (or 'auto'), got {k}")
+    return k
 
 
 def root_of(zoo, name: str) -> str:
@@ -78,67 +95,109 @@ def load_expert_part(zoo, name: str, em) -> dict[str, torch.Tensor]:
     return expert
 
 
-def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = None, k: int = 2,
+def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = None, k: int | str = 2,
                      metric: str = "cosine", spec: MixSpec = MixSpec(), shots: int | None = None,
-                     alpha_lr: float = 0.05, name: str | None = None, embed: bool = True):
-    """Learn the softmax(α) mixture of `target` and its sources on the target's data; save it as a task."""
+                     alpha_lr: float = 0.05, name: str | None = None, embed: bool = True, keep_best: bool = True):
+    """Learn the softmax(α) mixture of `target` and its sources on the target's data; save it as a task.
+
+    k "auto": pizoo.choose picks how many and which sources (k = 0 keeps the target's expert).
+    keep_best: the result is compared with the target's own expert on the target's eval split
+    (data neither was tuned on) and the better of the two is saved; the record says which."""
     import dataclasses
 
+    from pizoo.choose import AUTO_CANDIDATES, Probe, choose, probe_steps
     from pizoo.config import TaskManifest
     from pizoo.fisher import embedding_writer
     from pizoo.models import save_tensors
     from pizoo.progress import log
-    from pizoo.tasks import (
-        load_task_model,
-        provenance,
-        refuse_existing,
-        split_writers,
-        task_data,
-    )
-    from pizoo.train import device_for, fit
+    from pizoo.tasks import load_task_model, provenance, refuse_existing, split_writers, task_data
+    from pizoo.train import device_for, planned_steps
     from pizoo.zoo import EXPERT
 
     out_name = name or f"{target}-pi"
     refuse_existing(zoo, out_name)
     if alpha_lr <= 0:
         raise UsageError(f"--alpha-lr must be positive, got {alpha_lr}")
-    sources = choose_sources(zoo, target, with_=with_, k=k, metric=metric)
+    n_sources = parse_k(k)
+    sources = choose_sources(zoo, target, with_=with_, k=n_sources, metric=metric)
+    if n_sources is None and not with_:
+        sources = sources[:AUTO_CANDIDATES]
     em, manifest = load_task_model(zoo, target, device_for(cfg))
     data = task_data(zoo, target, manifest, shots)
     train_rows = em.encode(data.train, data.label_ids(data.train))
     eval_rows = em.encode(data.eval, data.label_ids(data.eval))
-    experts = [load_expert_part(zoo, s, em) for s, _ in sources]
-    acc_target = em.accuracy(eval_rows)
-    mixture = Mixture(em, experts, spec)
-    with torch.no_grad():
-        acc_init = em.accuracy(eval_rows, params=mixture.mixed())
-    log.info(f"interpolating {target} with {', '.join(s for s, _ in sources)}: target alone {acc_target:.3f}, "
-        f"{spec.init} mixture before tuning {acc_init:.3f}")
-    result = fit(mixture, train_rows, em.collate, cfg, desc=f"interpolating {target}",
-                 lr_overrides={id(mixture.alpha): alpha_lr})
-    tensors = mixture.result()
-    alpha = mixture.alpha_record()
-    em.load_state(tensors, where="interpolated expert")
-    acc = em.accuracy(eval_rows)
-    if not result.is_main_process:
-        return None
-    log.info(f"{out_name}: accuracy {acc:.3f} (target alone {acc_target:.3f}) after {result.steps} steps")
+    experts = {s: load_expert_part(zoo, s, em) for s, _ in sources}
+    own_state, own = em.state(), em.score(eval_rows)
+    run_steps = planned_steps(cfg, len(train_rows))
+    choice = None
+    if n_sources is None:
+        def probe(names):
+            mixture, result = _run(em, [experts[n] for n in names], spec, train_rows,
+                                   dataclasses.replace(cfg, epochs=None, steps=probe_steps(run_steps)), alpha_lr,
+                                   f"probing {target} with {', '.join(names)}")
+            s = em.score(eval_rows, params=mixture.mixed())
+            em.load_state(own_state, where="target expert")  # a full-mode probe trains it in place
+            return Probe(tuple(names), s.accuracy, s.log_likelihood, result.steps)
+
+        choice = choose([s for s, _ in sources], own, probe)
+        sims = dict(sources)
+        sources = [(s, sims[s]) for s in choice.sources]
+        log.info(f"--k auto for {target}: {choice.reason}")
+    record = {"target": target, "root": root_of(zoo, target),
+              "sources": [{"task": s, "similarity": sim, "root": root_of(zoo, s)} for s, sim in sources],
+              "mode": spec.mode, "granularity": spec.granularity, "init": spec.init, "metric": metric,
+              "alpha_lr": alpha_lr, "k": len(sources)}
+    metrics = {"accuracy_target": own.accuracy, "log_likelihood_target": own.log_likelihood,
+               "n_train": len(train_rows), "n_eval": len(eval_rows)}
+    if sources:
+        mixture = Mixture(em, [experts[s] for s, _ in sources], spec)
+        with torch.no_grad():
+            metrics[f"accuracy_{spec.init}_mixture"] = em.accuracy(eval_rows, params=mixture.mixed())
+        log.info(f"interpolating {target} with {', '.join(s for s, _ in sources)}: target alone {own.accuracy:.3f}, "
+                 f"{spec.init} mixture before tuning {metrics[f'accuracy_{spec.init}_mixture']:.3f}")
+        result = _fit(mixture, train_rows, cfg, alpha_lr, f"interpolating {target}")
+        if not result.is_main_process:
+            return None
+        tensors = mixture.result()
+        em.load_state(tensors, where="interpolated expert")
+        mixed = em.score(eval_rows)
+        record.update(alpha=mixture.alpha_record(), steps=result.steps)
+        metrics.update(accuracy_interpolated=mixed.accuracy, log_likelihood_interpolated=mixed.log_likelihood,
+                       steps=result.steps, loss_first=result.first_loss,
+                       loss_last=result.last_loss, train_seconds=round(result.seconds, 2))
+    else:
+        mixed = None
+        record.update(alpha={}, steps=0)
+        metrics["steps"] = 0
+    kept = "interpolated" if mixed is not None and not (keep_best and own > mixed) else "target"
+    if kept == "target":
+        tensors = own_state
+        em.load_state(tensors, where="target expert")
+    record.update(kept=kept, keep_best=keep_best, compared_on="eval split")
+    if choice is not None:
+        record["auto"] = choice.record(run_steps)
+    metrics["accuracy"] = own.accuracy if kept == "target" else mixed.accuracy
+    log.info(f"{out_name}: kept the {kept} expert, accuracy {metrics['accuracy']:.3f} on the eval split (target "
+             f"alone {own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
     files = {EXPERT: lambda p: save_tensors(tensors, p), **split_writers(data)}
     if embed:
         files.update(embedding_writer(em, train_rows, seed=cfg.seed))
-    record = {"target": target, "root": root_of(zoo, target),
-              "sources": [{"task": s, "similarity": sim, "root": root_of(zoo, s)} for s, sim in sources],
-              "alpha": alpha, "mode": spec.mode, "granularity": spec.granularity, "init": spec.init,
-              "metric": metric, "steps": result.steps, "alpha_lr": alpha_lr}
-    metrics = {"accuracy": acc, "accuracy_target": acc_target, f"accuracy_{spec.init}_mixture": acc_init,
-               "n_train": len(train_rows), "n_eval": len(eval_rows), "steps": result.steps,
-               "loss_first": result.first_loss, "loss_last": result.last_loss,
-               "train_seconds": round(result.seconds, 2)}
     training = {**dataclasses.asdict(cfg), "max_length": em.max_length}
     out = TaskManifest(name=out_name, labels=manifest.labels, source={**data.source, "derived_from": target},
                        metrics=metrics,
                        provenance=provenance(zoo.spec, how="interpolate", training=training, interpolation=record))
     return zoo.write_task(out, files)
+
+
+def _fit(mixture: Mixture, rows, cfg, alpha_lr: float, desc: str):
+    from pizoo.train import fit
+
+    return fit(mixture, rows, mixture.em.collate, cfg, desc=desc, lr_overrides={id(mixture.alpha): alpha_lr})
+
+
+def _run(em, experts, spec: MixSpec, rows, cfg, alpha_lr: float, desc: str):
+    mixture = Mixture(em, experts, spec)
+    return mixture, _fit(mixture, rows, cfg, alpha_lr, desc)
 
 
 def curve(zoo, target: str, other: str, points: int = 21, device: str = "cpu") -> list[dict]:

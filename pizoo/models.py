@@ -10,6 +10,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -250,22 +251,41 @@ class ExpertModel:
         return self.head_type.log_probs(self, batch, params)
 
     @torch.no_grad()
-    def predict(self, rows: Sequence[dict], batch_size: int = 64,
-                params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def class_scores(self, rows: Sequence[dict], batch_size: int = 64,
+                     params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """One score per (example, label): the head's prediction scores, in eval mode."""
         was_training = self.wrapped.training
         self.wrapped.eval()
         try:
-            scores = self.head_type.scores(self, rows, params, batch_size)
+            return self.head_type.scores(self, rows, params, batch_size).float().cpu()
         finally:
             self.wrapped.train(was_training)
-        return scores.argmax(-1) if len(rows) else torch.empty(0, dtype=torch.long)
+
+    def predict(self, rows: Sequence[dict], batch_size: int = 64,
+                params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        if not rows:
+            return torch.empty(0, dtype=torch.long)
+        return self.class_scores(rows, batch_size, params).argmax(-1)
 
     def accuracy(self, rows: Sequence[dict], params: dict[str, torch.Tensor] | None = None) -> float:
+        return self.score(rows, params).accuracy
+
+    def score(self, rows: Sequence[dict], params: dict[str, torch.Tensor] | None = None) -> "Score":
+        """Accuracy and the mean log-likelihood of the gold label over the label set (softmax of the
+        prediction scores): the second breaks ties of the first and is far less noisy."""
         if not rows:
-            return float("nan")
-        preds = self.predict(rows, params=params)
+            return Score(float("nan"), float("nan"))
+        scores = self.class_scores(rows, params=params)
         gold = torch.tensor([r["label"] for r in rows])
-        return float((preds == gold).float().mean())
+        ll = scores.log_softmax(-1).gather(1, gold[:, None]).mean()
+        return Score(float((scores.argmax(-1) == gold).float().mean()), float(ll))
+
+
+@dataclass(frozen=True, order=True)
+class Score:
+    """How well an expert does on a split; compared by accuracy, then log-likelihood."""
+    accuracy: float
+    log_likelihood: float
 
 
 REMOTE_CODE_ENV = "PIZOO_TRUST_REMOTE_CODE"

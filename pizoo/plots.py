@@ -1,5 +1,6 @@
-"""The two figures the paper explains itself with: the task-similarity heatmap (Fig. 1) and the
-accuracy along the linear path between two experts (Fig. 3a). PNGs written atomically."""
+"""The figures the paper explains itself with: the task-similarity heatmap (Fig. 1), the accuracy
+along the linear path between two experts (Fig. 3a) and the landscape over the plane through three
+experts (Fig. 3c). PNGs written atomically."""
 
 from __future__ import annotations
 
@@ -81,6 +82,34 @@ def curve(ts: Sequence[float], accs: Sequence[float], out: Path, target: str, ot
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(f"linear path {target} → {other}")
+    fig.tight_layout()
+    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+
+
+MARKERS = {"target": ("*", 260), "source": ("o", 110), "soup": ("s", 90), "pi": ("P", 170)}
+
+
+def plane(result: dict, out: Path) -> None:
+    """Loss and accuracy over the plane (pizoo.landscape), the experts, soup and π result marked."""
+    plt = _pyplot()
+    n = len(result["values"])
+    X, Y = (np.array([g[c] for g in result["grid"]]).reshape(n, n) for c in ("x", "y"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, key, cmap in ((axes[0], "loss", "viridis_r"), (axes[1], "accuracy", "viridis")):
+        Z = np.array([g[key] for g in result["grid"]]).reshape(n, n)
+        cs = ax.contourf(X, Y, Z, levels=14, cmap=cmap)
+        fig.colorbar(cs, ax=ax, fraction=0.046, pad=0.04)
+        for p in result["points"]:
+            marker, size = MARKERS[p["role"]]
+            ax.scatter([p["x"]], [p["y"]], marker=marker, s=size, c="white", edgecolors="black", zorder=3)
+            ax.annotate(f"{p['name']}\n{p[key]:.3f}", (p["x"], p["y"]), textcoords="offset points", xytext=(6, 6),
+                        fontsize=8, color="black", bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.7})
+        ax.set_aspect("equal")
+        ax.set_title(f"{key} on {result['target']} (eval split, {result['n']} examples)", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"plane through {result['target']}, {result['with'][0]}, {result['with'][1]}", fontsize=11)
     fig.tight_layout()
     atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)

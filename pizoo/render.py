@@ -91,15 +91,27 @@ def zero_shot(result: dict) -> None:
 
 
 def interpolation(record: dict) -> None:
-    """An interpolate result: its sources, softmax(α) and the accuracies."""
+    """An interpolate result: how its sources were chosen, softmax(α), the accuracies, what was kept."""
     m, init = record["metrics"], record["init"]
-    table([{"source": s["task"], "similarity": s["similarity"]} for s in record["sources"]],
-          ["source", "similarity"], title=f"{record['task']}: {record['target']} mixed with")
+    auto = record.get("auto")
+    if auto:
+        table([{"sources": ", ".join(p["sources"]), "accuracy": p["accuracy"], "log-likelihood": p["log_likelihood"],
+                "steps": p["steps"]} for p in auto["probes"]], ["sources", "accuracy", "log-likelihood", "steps"],
+              title=f"--k auto for {record['target']}: probes on the eval split")
+        log(f"{auto['reason']} (cost: {auto['cost_interpolations']} interpolations)")
+    if record["sources"]:
+        table([{"source": s["task"], "similarity": s["similarity"]} for s in record["sources"]],
+              ["source", "similarity"], title=f"{record['task']}: {record['target']} mixed with")
     alpha = "; ".join(f"{site}: {', '.join(f'{x:.3f}' for x in w)}" for site, w in list(record["alpha"].items())[:4])
-    key_values({"alpha (softmax)": alpha + (" …" if len(record["alpha"]) > 4 else ""),
-                "accuracy, target alone": m["accuracy_target"],
-                f"accuracy, {init} mixture before tuning": m[f"accuracy_{init}_mixture"],
-                "accuracy, interpolated": m["accuracy"], "steps": m["steps"]}, title="result")
+    rows = {"alpha (softmax)": alpha + (" …" if len(record["alpha"]) > 4 else "") if alpha else "–",
+            "accuracy, target alone": m["accuracy_target"]}
+    if f"accuracy_{init}_mixture" in m:
+        rows[f"accuracy, {init} mixture before tuning"] = m[f"accuracy_{init}_mixture"]
+    if "accuracy_interpolated" in m:
+        rows["accuracy, interpolated"] = m["accuracy_interpolated"]
+    kept = "interpolated expert" if record["kept"] == "interpolated" else "target's own expert"
+    rows.update({"steps": m["steps"], "saved": f"{kept} (accuracy {m['accuracy']:.3f} on the eval split)"})
+    key_values(rows, title="result")
 
 
 @contextmanager

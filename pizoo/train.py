@@ -83,6 +83,15 @@ def device_for(cfg: TrainConfig) -> torch.device:
     return accelerator(cfg).device
 
 
+DEFAULT_EPOCHS = 10
+
+
+def planned_steps(cfg: TrainConfig, n_rows: int, processes: int = 1) -> int:
+    """The optimizer steps `fit` will take on `n_rows` examples."""
+    batches = math.ceil(math.ceil(n_rows / cfg.batch_size) / processes)
+    return cfg.steps or max(1, (cfg.epochs or DEFAULT_EPOCHS) * math.ceil(batches / cfg.grad_accum))
+
+
 def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dict]], dict], cfg: TrainConfig,
         *, desc: str = "train", log_every: int = 10, lr_overrides: dict[int, float] | None = None
         ) -> TrainResult:
@@ -104,7 +113,7 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     module, opt, loader = acc.prepare(module, opt, loader)
     # Epochs count this process's share of the batches (accelerate shards them over processes).
-    total = cfg.steps or max(1, (cfg.epochs or 10) * math.ceil(len(loader) / cfg.grad_accum))
+    total = cfg.steps or max(1, (cfg.epochs or DEFAULT_EPOCHS) * math.ceil(len(loader) / cfg.grad_accum))
     # accelerate steps a prepared scheduler once per process per optimizer step
     n = acc.num_processes
     sched = acc.prepare(get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total) * n, total * n))

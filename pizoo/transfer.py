@@ -8,7 +8,7 @@ from pizoo.interpolate import load_expert_part
 from pizoo.mixture import uniform
 
 
-def zero_shot(zoo, name: str, data: str, columns, *, k: int = 1, metric: str = "cosine",
+def zero_shot(zoo, name: str, data: str, columns, *, k: int | str = 1, metric: str = "cosine",
               samples: int | None = None, device: str = "cpu") -> dict:
     """A task with data but no expert: use its nearest task's expert by probe embedding (or the
     uniform mixture of the top-k) and report the accuracy on the data."""
@@ -17,6 +17,12 @@ def zero_shot(zoo, name: str, data: str, columns, *, k: int = 1, metric: str = "
     from pizoo.models import load_tensors, split_head
     from pizoo.zoo import EXPERT
 
+    from pizoo.errors import UsageError
+    from pizoo.interpolate import parse_k
+
+    k = parse_k(k)
+    if k is None:
+        raise UsageError("--k auto needs the target's own expert to compare with; with --zero-shot give a number")
     em, rows, top = rank_by_probe(zoo, data, columns, k=k, metric=metric, samples=samples, device=device)
     labels = em.labels
     experts = [load_expert_part(zoo, t, em) for t, _ in top]

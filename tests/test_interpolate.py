@@ -85,9 +85,10 @@ def test_alpha_mode_leaves_experts_unchanged_and_result_is_their_mixture(small_z
     zoo = small_zoo
     before = {n: load_file(zoo.task_dir(n) / EXPERT) for n in ("t", "s", "u")}
     r = cli(zoo.root, "interpolate", "--target", "t", "--with", "s,u", "--mode", "alpha", "--steps", "15",
-            "--as", "t-alpha", "--device", "cpu", "--json")
+            "--as", "t-alpha", "--device", "cpu", "--no-keep-best", "--json")
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
+    assert rec["kept"] == "interpolated" and not rec["keep_best"]
     w = rec["alpha"]["expert"]
     assert len(w) == 3 and sum(w) == pytest.approx(1.0, abs=1e-5) and w != [1 / 3] * 3
     result = load_file(zoo.task_dir("t-alpha") / EXPERT)

@@ -1,0 +1,168 @@
+"""--k auto (how many and which sources), --keep-best (never save a result worse than the target's
+own expert) and the landscape over the plane through three experts, on a tiny match-head zoo:
+one related source (the target's rule, more data), and unrelated ones (the opposite labels, an
+unrelated rule)."""
+
+import json
+import shutil
+
+import helpers
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from pizoo.cli import app
+from pizoo.interpolate import choose_sources, interpolate_task
+from pizoo.landscape import axis, landscape
+from pizoo.tasks import evaluate_task
+from pizoo.train import TrainConfig
+from pizoo.zoo import EXPERT, Zoo
+
+runner = CliRunner()
+CFG = TrainConfig(epochs=10, seed=0, lr=5e-3, device="cpu")
+
+
+def cli(root, *args):
+    return runner.invoke(app, ["--zoo", str(root), *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, bert_dir):
+    tmp = tmp_path_factory.mktemp("choose")
+    z = helpers.new_zoo(tmp / "zoo", bert_dir, head="match")
+
+    def files(name, rule, seed, labels=("neg", "pos")):
+        train = helpers.write_rows(helpers.make_rows(rule, 200, seed, labels=labels), tmp / f"{name}.csv")
+        held = helpers.write_rows(helpers.make_rows(rule, 60, seed + 1000, labels=labels), tmp / f"{name}-eval.csv")
+        return train, held
+
+    for name, rule, seed, labels in (("related", "a", 1, ("neg", "pos")), ("opposite", "a", 2, ("pos", "neg")),
+                                     ("other-rule", "b", 3, ("neg", "pos"))):
+        helpers.train(z, name, *files(name, rule, seed, labels), epochs=20, seed=seed)
+    train, held = files("t", "a", 0)
+    helpers.train(z, "few", train, held, epochs=20, seed=0, shots=8)  # 8 per class: near chance alone
+    helpers.train(z, "full", train, held, epochs=20, seed=0)
+    return z
+
+
+def _clone(zoo, dest, drop=()):
+    shutil.copytree(zoo.root, dest)
+    z = Zoo(dest)
+    for name in drop:
+        z.remove_task(name)
+    return z
+
+
+def test_k_auto_picks_the_related_source_not_the_most_similar(zoo, tmp_path):
+    z = _clone(zoo, tmp_path / "z", drop=["full"])  # one related task: `related`
+    ranked = [s for s, _ in choose_sources(z, "few", k=None)]
+    out = interpolate_task(z, "few", CFG, k="auto", name="few-auto")
+    rec = out.provenance["interpolation"]
+    auto = rec["auto"]
+    assert [s["task"] for s in rec["sources"]] == ["related"], auto
+    assert rec["k"] == auto["k"] == 1 and rec["kept"] == "interpolated"
+    assert auto["candidates"] == ranked and ranked[0] != "related"  # similarity alone would have picked another
+    assert {tuple(p["sources"]) for p in auto["probes"]} >= {(c,) for c in ranked}  # one probe per candidate
+    assert all(p["steps"] == 3 for p in auto["probes"])  # a quarter of the run's 10 steps, rounded up
+    assert auto["cost_interpolations"] == pytest.approx(1 + 3 * len(auto["probes"]) / 10)
+    assert out.metrics["accuracy"] > out.metrics["accuracy_target"]
+
+
+def test_k_auto_with_only_unrelated_sources_keeps_the_own_expert_and_says_so(zoo, tmp_path):
+    z = _clone(zoo, tmp_path / "z", drop=["related", "few"])  # left: tasks of another rule or the opposite labels
+    own = load_file(z.task_dir("full") / EXPERT)
+    r = cli(z.root, "interpolate", "--target", "full", "--k", "auto", "--device", "cpu", "--epochs", "10",
+            "--lr", "5e-3", "--json")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["k"] == rec["auto"]["k"] == 0 and rec["sources"] == [] and rec["kept"] == "target"
+    assert "k = 0" in rec["auto"]["reason"] and "own expert" in rec["auto"]["reason"]
+    assert sorted(rec["auto"]["candidates"]) == ["opposite", "other-rule"]
+    saved = load_file(z.task_dir("full-pi") / EXPERT)
+    assert saved.keys() == own.keys() and all(torch.equal(saved[n], own[n]) for n in own)
+    assert rec["metrics"]["accuracy"] == rec["metrics"]["accuracy_target"]
+    r = cli(z.root, "interpolate", "--target", "full", "--k", "auto", "--as", "again", "--device", "cpu", "--epochs", "10",
+            "--lr", "5e-3")
+    assert r.exit_code == 0 and "k = 0" in r.output and "own expert" in r.output
+
+
+@pytest.mark.parametrize("target, source, kept", [("few", "related", "interpolated"), ("full", "opposite", "target")])
+def test_keep_best_never_saves_a_result_worse_than_the_own_expert(zoo, tmp_path, target, source, kept):
+    z = _clone(zoo, tmp_path / "z")
+    own = load_file(z.task_dir(target) / EXPERT)
+    out = interpolate_task(z, target, CFG, with_=[source], k=1, name="kept")
+    raw = interpolate_task(z, target, CFG, with_=[source], k=1, name="raw", keep_best=False)
+    m, rec = out.metrics, out.provenance["interpolation"]
+    assert rec["kept"] == kept and raw.provenance["interpolation"]["kept"] == "interpolated"
+    assert m["accuracy"] >= m["accuracy_target"]
+    assert m["accuracy_interpolated"] == raw.metrics["accuracy"]  # the same run, seeded; only the choice differs
+    assert m["accuracy"] == max(m["accuracy_target"], m["accuracy_interpolated"])
+    assert evaluate_task(z, "kept")["accuracy"] == m["accuracy"]  # what was saved is what was scored
+    saved = load_file(z.task_dir("kept") / EXPERT)
+    assert all(torch.equal(saved[n], own[n]) for n in own) == (kept == "target")
+    if kept == "target":  # the raw result was worse, and --no-keep-best saved it all the same
+        worse = (raw.metrics["accuracy"], raw.metrics["log_likelihood_interpolated"])
+        assert worse < (m["accuracy_target"], m["log_likelihood_target"])
+
+
+def test_bad_k_is_one_line_and_changes_nothing(zoo, tmp_path):
+    z = _clone(zoo, tmp_path / "z")
+    before = helpers.tree(z.root)
+    for args, words in ((["--k", "many"], "number of sources or 'auto'"), (["--k", "0"], "at least 1"),
+                        (["--k", "auto", "--zero-shot", "--data", tmp_path / "x.csv"], "--k auto needs")):
+        r = cli(z.root, "interpolate", "--target", "few", *args)
+        assert r.exit_code == 2 and words in r.output, r.output
+    assert helpers.tree(z.root) == before
+
+
+def test_k_auto_among_the_with_tasks(zoo, tmp_path):
+    z = _clone(zoo, tmp_path / "z", drop=["full"])
+    out = interpolate_task(z, "few", CFG, k="auto", with_=["opposite", "related"], name="among")
+    auto = out.provenance["interpolation"]["auto"]
+    assert auto["candidates"] == ["opposite", "related"]
+    assert [s["task"] for s in out.provenance["interpolation"]["sources"]] == ["related"]
+
+
+def test_axis_has_the_experts_on_it():
+    assert axis(4, 0.25) == [-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
+    assert axis(3, 0.0) == [0.0, 1 / 3, 2 / 3, 1.0]
+
+
+def test_landscape_corners_are_the_three_experts_exactly(zoo, tmp_path):
+    z = _clone(zoo, tmp_path / "z")
+    interpolate_task(z, "few", CFG, with_=["related", "opposite"], name="few-pi", keep_best=False)
+    res = landscape(z, "few", ["related", "opposite"], resolution=2, margin=0.5, samples=None)
+    assert len(res["grid"]) == len(res["values"]) ** 2 == 25 and res["n"] == 60
+    grid = {(g["a"], g["b"]): g for g in res["grid"]}
+    for (a, b), name in (((0.0, 0.0), "few"), ((1.0, 0.0), "related"), ((0.0, 1.0), "opposite")):
+        assert grid[a, b]["accuracy"] == evaluate_task(z, name, on="few")["accuracy"], name
+    points = {p["role"]: p for p in res["points"] if p["role"] != "source"}
+    assert points["target"]["x"] == points["target"]["y"] == 0.0
+    assert points["soup"]["a"] == points["soup"]["b"] == pytest.approx(1 / 3)
+    pi = points["pi"]  # found by itself: the target's interpolation with exactly these two
+    assert pi["name"] == "few-pi" and pi["accuracy"] == evaluate_task(z, "few-pi")["accuracy"]
+    assert 0 <= pi["off_plane"] < 1
+    # the distances in the plane are the true distances between the experts
+    flat = {n: torch.cat([t.double().flatten() for _, t in sorted(
+        {k: v for k, v in load_file(z.task_dir(n) / EXPERT).items()}.items())]) for n in ("few", "related")}
+    src = next(p for p in res["points"] if p["name"] == "related")
+    assert (src["x"] ** 2 + src["y"] ** 2) ** 0.5 == pytest.approx(float((flat["related"] - flat["few"]).norm()))
+
+
+def test_landscape_cli_writes_the_png_and_json_and_refuses_bad_input(zoo, tmp_path):
+    z = _clone(zoo, tmp_path / "z")
+    before = helpers.tree(z.root)
+    out = tmp_path / "plane.png"
+    r = cli(z.root, "landscape", "--target", "few", "--resolution", "1", "--margin", "0", "--samples", "20",
+            "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(rec["grid"]) == 4 and rec["n"] == 20
+    assert len(rec["with"]) == 2 and "few" not in rec["with"]
+    for args, words in ((["--with", "related"], "two others"), (["--with", "related,nope"], "nope"),
+                        (["--resolution", "0"], "at least 1"), (["--with", "few,related"], "target")):
+        r = cli(z.root, "landscape", "--target", "few", "--out", tmp_path / "bad.png", *args)
+        assert r.exit_code != 0 and words in r.output, r.output
+        assert not (tmp_path / "bad.png").exists()
+    assert helpers.tree(z.root) == before
