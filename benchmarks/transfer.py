@@ -146,24 +146,61 @@ def hubness(records) -> dict:
     return out
 
 
+def source_zoo(args, init_zoo):
+    """The zoo of source experts, kept between invocations (benchmarks/.cache, one per setting):
+    training them is the first quarter of an hour of every run. Tasks other than the sources are
+    leftovers of a run that was cut short, and go."""
+    from pizoo.zoo import Zoo
+
+    path = ROOT / "benchmarks" / ".cache" / f"sources-{args.head}-e{args.source_epochs}-lr{args.lr:g}"
+    if not (path / "zoo.toml").exists():
+        return init_zoo(path, head=args.head)
+    zoo = Zoo(path)
+    for name in zoo.task_names():
+        if not name.startswith("src-"):
+            zoo.remove_task(name)
+    return zoo
+
+
+def train_sources(zoo, files, args, cfg, log) -> None:
+    """The zoo: one expert per task on its whole training pool (those the cache lacks)."""
+    from pizoo.data import Columns
+    from pizoo.tasks import DataArgs, train_task
+
+    for f in files:
+        if zoo.has_task(f"src-{f.stem}"):
+            continue
+        with quiet():
+            m = train_task(zoo, f"src-{f.stem}", DataArgs(data=str(f), columns=Columns(), seed=0),
+                           cfg(0, epochs=args.source_epochs), max_length=64, fisher_samples=128)
+        log(f"source {f.stem}: accuracy {m.metrics['accuracy']:.3f} on {m.metrics['n_eval']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shots", default="16,64")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--k", default="2", help="k of the own/soup/alpha/full comparison; a list such as 1,2,4,auto "
+                    "compares k = auto with fixed k instead (benchmarks/choose_k.py)")
     ap.add_argument("--epochs", type=int, default=15, help="epochs of the few-shot target and of interpolation")
     ap.add_argument("--source-epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--corr-steps", type=int, default=15, help="steps of each k=1 alpha interpolation")
     ap.add_argument("--tasks", default=None, help="comma list of recipe names [default: all]")
     ap.add_argument("--targets", default=None, help="comma list of tasks to use as targets [default: all tasks]")
-    ap.add_argument("--records", default=str(ROOT / "benchmarks" / "results" / "transfer-runs.jsonl"),
-                    help="JSON-lines file of finished runs, read to resume and appended to")
+    ap.add_argument("--records", default=None, help="JSON-lines file of finished runs, read to resume and appended "
+                    "to [default: benchmarks/results/transfer-runs.jsonl, or choose-k-runs.jsonl with a list of k]")
     ap.add_argument("--head", default="match", help="the zoo's head (classification: the old per-task heads)")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: tabulate the runs the record file holds for these settings")
     args = ap.parse_args()
+    if "," in args.k or args.k == "auto":
+        import choose_k
+
+        return choose_k.run(args, args.k.split(","))
+    args.k = int(args.k)
+    args.records = args.records or str(ROOT / "benchmarks" / "results" / "transfer-runs.jsonl")
     shots = [int(s) for s in args.shots.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -224,17 +261,14 @@ def main() -> None:
         write(args, results, pairs, f"Tabulated from the record file `{shown}` "
               f"({len(wanted) - len(todo)} of {len(wanted)} runs).", done=not todo, hubs=hubs(wanted))
         return
-    zoo = init_zoo(work / "zoo", head=args.head)
+    zoo = source_zoo(args, init_zoo)
     cfg = lambda seed, **kw: TrainConfig(lr=args.lr, seed=seed, device="cpu", **kw)  # noqa: E731
 
     def log(msg):
         print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    for f in files if todo else []:  # the zoo: one expert per task on its whole training pool
-        with quiet():
-            m = train_task(zoo, f"src-{f.stem}", DataArgs(data=str(f), columns=Columns(), seed=0),
-                           cfg(0, epochs=args.source_epochs), max_length=64, fisher_samples=128)
-        log(f"source {f.stem}: accuracy {m.metrics['accuracy']:.3f} on {m.metrics['n_eval']}")
+    if todo:
+        train_sources(zoo, files, args, cfg, log)
 
     for f in targets:
         sources = [f"src-{g.stem}" for g in files if g != f]

@@ -2,7 +2,7 @@
 
 Runs the `pizoo` command a user would run, printing each command first:
   prepare the real tasks (zoo/recipes/*.toml) -> init (the shared label space: `match` head) ->
-  add-task (few shots) for each -> similar -> graph -> cross-task eval -> interpolate -> export ->
+  add-task (few shots) for each -> similar -> graph -> cross-task eval -> interpolate -> landscape -> export ->
   import the export back -> summary.
 Everything lands in demo-out/ (recreated on every run). Set DEMO_SHOTS / DEMO_EPOCHS to change
 the regime; the defaults keep the run well under 15 minutes on 2 CPU cores."""
@@ -62,6 +62,8 @@ def main() -> None:
              for src in ("clothing-recommended", "clothing-rating") if src in tasks}
     pi = pizoo("interpolate", "--target", TARGET, "--k", "2", "--epochs", EPOCHS, "--lr", LR, "--json",
                json_out=True)
+    # the paper's Fig. 3c: loss and accuracy over the plane through the target and its two sources
+    pizoo("landscape", "--target", TARGET, "--out", str(OUT / "plane.png"), "--resolution", "4", "--samples", "200")
     export_dir = OUT / "export" / f"{TARGET}-pi"
     pizoo("export", f"{TARGET}-pi", "--out", str(export_dir))
     labels = ",".join(trained[TARGET]["labels"])
@@ -91,9 +93,11 @@ def main() -> None:
           f"(softmax α = {', '.join(f'{w:.3f}' for w in pi['alpha']['expert'])}):")
     print(f"  target expert alone      {m['accuracy_target']:.3f}")
     print(f"  uniform mixture (untuned) {m['accuracy_uniform_mixture']:.3f}")
-    print(f"  interpolated ({TARGET}-pi) {m['accuracy']:.3f}   on {m['n_eval']} held-out examples")
+    print(f"  interpolated             {m['accuracy_interpolated']:.3f}   on {m['n_eval']} held-out examples")
+    print(f"  saved as {TARGET}-pi: the {pi['kept']} expert ({m['accuracy']:.3f}; --keep-best keeps the better)")
     print(f"  exported PEFT folder re-imported, accuracy on all of {TARGET}.csv: {reimported['accuracy']:.3f}")
     print(f"\nheatmap: {OUT / 'graph.png'} (normalized metric: {OUT / 'graph-normalized.png'})")
+    print(f"plane:   {OUT / 'plane.png'} (loss and accuracy through {TARGET} and its two sources)")
     print(f"matrix:  {OUT / 'graph.csv'}")
     print(f"export:  {export_dir} (PEFT adapter + README.md model card + pizoo_provenance.json)")
     print(f"zoo:     {ZOO}")

@@ -37,8 +37,10 @@ class ExpertKind:
     peft_type: ClassVar[str | None] = None  # set when peft can load the expert as an adapter
     foldable: ClassVar[bool] = False  # exactly foldable into the base weights (merged export)
     unmergeable: ClassVar[str] = "it cannot be folded into the base weights exactly"  # why not, if not
-    # The kind's options: a frozen dataclass of `option(...)` fields. `pizoo init` generates its
-    # flags from it, and errors name the flag the user typed.
+    # The kind's options: a frozen dataclass of `option(...)` fields. `pizoo init` has a flag for
+    # each field that names one, with its help (a contract test checks both; the flags are not
+    # generated at import, which would import torch into every command), and errors name the flag
+    # the user typed.
     Options: ClassVar[type]
     default_lr: ClassVar[float] = 1e-3  # AdamW learning rate when --lr is not given
 

@@ -1,0 +1,219 @@
+"""How many sources, and does interpolation ever make a target worse? `--k auto` against fixed k.
+
+Run through transfer.py with a list of k:
+
+    .venv/bin/python benchmarks/transfer.py --k 1,2,4,auto --shots 16 --seeds 0,1,2
+
+For every packaged task as target, shot count and seed, on the packaged MiniLM (head `match`):
+the target's data is split once (seed 0, per class) into a pool (80%) and a held-out part; per
+seed, `shots` per class come from the pool for training, `shots` per class of the held-out part
+are the target's eval split (what pizoo chooses on: keep-best and the --k auto probes), and the
+rest of the held-out part is a test split that nothing is chosen on, where every number below is
+measured. Each k runs `interpolate --mode full` with --no-keep-best, so that both the raw result
+and what --keep-best would have saved (the better on the eval split, exactly the tool's rule) are
+known. Sources are the other tasks' experts, trained on their whole pools (cached between runs).
+Records go to a JSON-lines file, one line per (target, shots, seed); a rerun measures only what
+is missing, and --report-only tabulates the file."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def splits(path: Path, out: Path, shots: int, seed: int) -> tuple[Path, Path, Path]:
+    """pool / eval / test files for one target, shot count and seed (see the module text)."""
+    df = pd.read_csv(path)
+    pool, held = [], []
+    for _, g in df.groupby("label", sort=True):
+        g = g.sample(frac=1.0, random_state=0)
+        cut = max(1, round(0.2 * len(g)))
+        held.append(g.iloc[:cut])
+        pool.append(g.iloc[cut:])
+    evals, tests = [], []
+    for h in held:
+        h = h.sample(frac=1.0, random_state=seed)
+        evals.append(h.iloc[:shots])
+        tests.append(h.iloc[shots:])
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for part, frames in (("pool", pool), ("eval", evals), ("test", tests)):
+        f = out / f"{path.stem}-{part}-{shots}-s{seed}.csv"
+        pd.concat(frames).to_csv(f, index=False)
+        files.append(f)
+    return tuple(files)
+
+
+def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cfg, log) -> dict:
+    from pizoo.data import Columns
+    from pizoo.interpolate import interpolate_task
+    from pizoo.mixture import MixSpec
+    from pizoo.tasks import DataArgs, evaluate_task, train_task
+
+    from transfer import quiet
+
+    pool, held, test = splits(f, work / "splits", n, seed)
+    name = f"{f.stem}-{n}-s{seed}"
+    with quiet():
+        own = train_task(zoo, name, DataArgs(data=str(pool), eval_data=str(held), columns=Columns(), shots=n,
+                                             seed=seed), cfg(seed, epochs=args.epochs), max_length=64,
+                         fisher_samples=128)
+        own_test = evaluate_task(zoo, name, data=str(test))
+    rec = {"target": f.stem, "shots": n, "seed": seed, "n_eval": own.metrics["n_eval"], "n_test": own_test["n"],
+           "own": {"eval": own.metrics["accuracy"], "test": own_test["accuracy"]}, "k": {}}
+    for k in ks:
+        t0 = time.perf_counter()
+        with quiet():
+            r = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), k=k, spec=MixSpec(mode="full"),
+                                 name=f"{name}-k{k}", embed=False, keep_best=False)
+            test_acc = evaluate_task(zoo, r.name, data=str(test))["accuracy"]
+        m, ip = r.metrics, r.provenance["interpolation"]
+        rec["own"]["eval_ll"] = m["log_likelihood_target"]
+        rec["k"][k] = {"sources": [s["task"] for s in ip["sources"]], "test": test_acc,
+                       "eval": m.get("accuracy_interpolated", m["accuracy_target"]),
+                       "eval_ll": m.get("log_likelihood_interpolated", m["log_likelihood_target"]),
+                       "chosen_k": ip["k"], "seconds": round(time.perf_counter() - t0, 1),
+                       "cost": ip["auto"]["cost_interpolations"] if "auto" in ip else 1.0}
+        zoo.remove_task(r.name)
+    zoo.remove_task(name)
+    cells = " ".join(f"k={k} {v['test']:.3f}" + (f" (k={v['chosen_k']})" if k == "auto" else "")
+                     for k, v in rec["k"].items())
+    log(f"{name}: own {rec['own']['test']:.3f} {cells}")
+    return rec
+
+
+def kept(rec: dict, k: str) -> float:
+    """Test accuracy of what --keep-best saves: the result unless the own expert scored higher on
+    the eval split (accuracy, then log-likelihood), the tool's own rule."""
+    r, own = rec["k"][k], rec["own"]
+    return own["test"] if (own["eval"], own["eval_ll"]) > (r["eval"], r["eval_ll"]) else r["test"]
+
+
+def table(args, records: list[dict], ks: list[str], footer: str, done: bool) -> str:
+    from scipy.stats import binomtest
+
+    n_runs = len(records)
+    lines = [("" if done else f"**Partial run** ({n_runs} runs so far): ")
+             + f"Head `{args.head}`; targets: the {len({r['target'] for r in records})} packaged tasks; shots per "
+             f"class {args.shots}; seeds {args.seeds}; {args.epochs} epochs for the target's expert and for each "
+             f"interpolation (mode full); sources trained {args.source_epochs} epochs on each other task's pool. "
+             "Test accuracy on each target's test split (mean over seeds); the eval split the tool chooses on "
+             "has as many examples per class as the shots.", "",
+             "| target | shots | own | " + " | ".join(f"k={k}" for k in ks) + " | auto chose k |",
+             "| --- | --- | --- |" + " --- |" * len(ks) + " --- |"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["target"], r["shots"]), []).append(r)
+    for (target, n), rs in groups.items():
+        cells = [f"{statistics.mean(kept(r, k) for r in rs):.3f}" for k in ks]
+        chosen = ", ".join(str(r["k"]["auto"]["chosen_k"]) for r in rs) if "auto" in ks else "–"
+        lines.append(f"| {target} | {n} | {statistics.mean(r['own']['test'] for r in rs):.3f} | "
+                     + " | ".join(cells) + f" | {chosen} |")
+    lines += ["", "Over all runs, with --keep-best (the default) and without it (the raw interpolation). "
+              "\"Below own\": runs whose test accuracy fell below the own expert's; \"beyond noise\": by more than "
+              "one binomial standard error of the own expert's test accuracy. Cost: interpolation runs per "
+              "target (auto: the probes' steps over one run's, plus the final run).", "",
+              "| k | keep-best | mean acc | mean gain over own | wins / ties / losses | sign test p | below own "
+              "| beyond noise | worst | cost |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    best_fixed = None
+    for k in ks:
+        for keep in (True, False):
+            accs = [kept(r, k) if keep else r["k"][k]["test"] for r in records]
+            d = [a - r["own"]["test"] for a, r in zip(accs, records)]
+            se = [math.sqrt(max(r["own"]["test"] * (1 - r["own"]["test"]), 1e-12) / r["n_test"]) for r in records]
+            w, l_ = sum(x > 1e-9 for x in d), sum(x < -1e-9 for x in d)
+            p = binomtest(w, w + l_).pvalue if w + l_ else 1.0
+            beyond = sum(x < -s for x, s in zip(d, se))
+            cost = statistics.mean(r["k"][k]["cost"] for r in records)
+            lines.append(f"| {k} | {'yes' if keep else 'no'} | {statistics.mean(accs):.3f} | {statistics.mean(d):+.3f} "
+                         f"| {w} / {len(d) - w - l_} / {l_} | {p:.3f} | {l_} | {beyond} | {min(d):+.3f} | {cost:.2f} |")
+            if keep and k != "auto":
+                best_fixed = max(best_fixed or (-1, ""), (statistics.mean(accs), k))
+    if "auto" in ks and best_fixed:
+        auto = statistics.mean(kept(r, "auto") for r in records)
+        lines += ["", f"k = auto against the best fixed k (k = {best_fixed[1]}, both with keep-best): "
+                  f"{auto - best_fixed[0]:+.4f} mean accuracy (goal: no worse than −0.005)."]
+        chosen = [r["k"]["auto"]["chosen_k"] for r in records]
+        lines.append("Chosen k: " + ", ".join(f"{c}: {chosen.count(c)} runs" for c in sorted(set(chosen))) + ".")
+    lines += ["", footer]
+    return "\n".join(lines)
+
+
+def run(args, ks: list[str]) -> None:
+    sys.path.insert(0, str(ROOT / "demo"))
+    import prepare
+    from _common import tmpdir
+
+    from pizoo.tasks import init_zoo
+    from pizoo.train import TrainConfig
+    from transfer import quiet, source_zoo, train_sources
+
+    shots = [int(s) for s in args.shots.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    start = time.perf_counter()
+    settings = {"epochs": args.epochs, "source_epochs": args.source_epochs, "lr": args.lr, "head": args.head,
+                "protocol": "choose-k"}
+    path = Path(args.records if args.records else ROOT / "benchmarks" / "results" / "choose-k-runs.jsonl")
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["settings"] == settings and all(k in rec["k"] for k in ks):
+                done[(rec["target"], rec["shots"], rec["seed"])] = rec
+    work = tmpdir()
+    with quiet():
+        files = prepare.main(str(work / "data"))
+    if args.tasks:
+        files = [f for f in files if f.stem in args.tasks.split(",")]
+    targets = [f for f in files if not args.targets or f.stem in args.targets.split(",")]
+    wanted = [(f.stem, n, s) for n in shots for s in seeds for f in targets]
+    todo = [w for w in wanted if w not in done]
+    print(f"{len(wanted) - len(todo)} of {len(wanted)} runs already in {path}", file=sys.stderr)
+
+    def log(msg):
+        print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    def report(final: bool):
+        recs = [done[w] for w in wanted if w in done]
+        if not recs:
+            return
+        shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+        text = table(args, recs, ks, f"Records: `{shown}` ({len(recs)} of {len(wanted)} runs); wall time of the "
+                     f"invocation that wrote this: {time.perf_counter() - start:.0f} s.", final)
+        print(text)
+        if not args.no_write:
+            cmd = "python benchmarks/transfer.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+            bench = ROOT / "BENCHMARKS.md"
+            block = f"<!-- choose-k:start -->\n```\n{cmd.strip()}\n```\n\n{text}\n<!-- choose-k:end -->"
+            md = bench.read_text()
+            if "<!-- choose-k:start -->" in md:
+                md = re.sub(r"<!-- choose-k:start -->.*<!-- choose-k:end -->", lambda _: block, md, flags=re.S)
+            else:
+                md += "\n## Choosing k, and never a worse expert\n\n" + block + "\n"
+            bench.write_text(md)
+
+    if args.report_only:
+        return report(len(done) == len(wanted))
+    zoo = source_zoo(args, init_zoo)
+    cfg = lambda seed, **kw: TrainConfig(lr=args.lr, seed=seed, device="cpu", **kw)  # noqa: E731
+    train_sources(zoo, files, args, cfg, log)
+    for stem, n, seed in todo:
+        f = next(g for g in targets if g.stem == stem)
+        rec = one_run(zoo, f, work, n, seed, ks, args, cfg, log)
+        rec["settings"] = settings
+        done[(stem, n, seed)] = rec
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        report(len(done) == len(wanted))
+    if not todo:
+        report(True)
