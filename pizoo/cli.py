@@ -35,8 +35,9 @@ def report(e: PizooError) -> None:
     sys.stderr.write(line + "\n")
 
 
-def command(name: str):
-    """Register a command whose PizooErrors become one line on stderr and exit code 1 (2 for usage)."""
+def command(name: str, on: typer.Typer | None = None):
+    """Register a command (on `app`, or on a command group) whose PizooErrors become one line on
+    stderr and exit code 1 (2 for usage)."""
 
     def deco(fn):
         @functools.wraps(fn)
@@ -61,7 +62,7 @@ def command(name: str):
                                  "for the traceback and report it; the zoo is unchanged\n")
                 raise typer.Exit(1)
 
-        return app.command(name)(run)
+        return (on or app).command(name)(run)
 
     return deco
 
@@ -633,6 +634,101 @@ def landscape(ctx: typer.Context,
     render.table(result["points"], ["name", "role", "a", "b", "accuracy", "loss"],
                  title=f"plane through {target}, {', '.join(result['with'])} ({len(result['grid'])} points)")
     render.log(f"wrote {out}")
+
+
+# -- hyper ------------------------------------------------------------------------------------
+hyper_app = typer.Typer(help="HyperPELT: one hypernetwork that generates every task's expert from its task "
+                        "embedding (train it over the zoo, generate experts for new data, show its size).",
+                        no_args_is_help=True)
+app.add_typer(hyper_app, name="hyper")
+
+
+@command("train", on=hyper_app)
+def hyper_train(ctx: typer.Context,
+                tasks: Annotated[Optional[str], typer.Option(help="Train over these tasks (A,B,...; default: every "
+                                                             "task trained on its own data).")] = None,
+                epochs: Annotated[Optional[int], typer.Option(help="Epochs over all tasks' batches (default: 10).")] = None,
+                steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
+                lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+                batch_size: Annotated[int, typer.Option(help="Examples per batch (one task per batch).")] = 16,
+                z_dim: Annotated[int, typer.Option(help="Size of the task embedding z.")] = 32,
+                hidden: Annotated[int, typer.Option(help="Size of the hyper-embedding I.")] = 32,
+                max_length: Annotated[int, typer.Option(help="Max tokens per example.")] = 128,
+                seed: Annotated[int, typer.Option(help="Seed of the hypernetwork and the data order.")] = 0,
+                device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+                json_: JsonOpt = False):
+    """Train the zoo's hypernetwork over its tasks (multi-task, base model frozen); stored in <zoo>/_hyper/.
+
+    Example:
+
+      pizoo hyper train --epochs 10
+
+      pizoo hyper train --tasks sst2,imdb,yelp --steps 500 --json
+    """
+    from pizoo.hyper import HyperSpec, train_hyper
+    from pizoo.train import TrainConfig
+
+    cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
+    record = train_hyper(zoo_of(ctx), cfg, tasks=_csv(tasks), spec=HyperSpec((), z_dim=z_dim, hidden=hidden, seed=seed),
+                         max_length=max_length)
+    if json_:
+        return render.emit_json(record)
+    render.table([{"task": t, "accuracy": a} for t, a in record["accuracy"].items()], ["task", "accuracy"],
+                 title=f"hypernetwork: generated experts on each task's eval split ({record['steps']} steps)")
+    render.key_values(record["parameters"], title="parameters")
+
+
+@command("generate", on=hyper_app)
+def hyper_generate(ctx: typer.Context,
+                   name: Annotated[str, typer.Argument(help="Name of the new task.")],
+                   data: Annotated[Path, typer.Option(help="The new task's data: csv, tsv, json, jsonl or parquet.")],
+                   eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation data (default: a held-out 20%).")] = None,
+                   text: Annotated[str, typer.Option(help="Text column.")] = "text",
+                   text_pair: Annotated[Optional[str], typer.Option(help="Second text column (pairs).")] = None,
+                   label: Annotated[str, typer.Option(help="Label column.")] = "label",
+                   verbalizer: VerbalizerOpt = None,
+                   label_template: LabelTemplateOpt = None,
+                   shots: Annotated[Optional[int], typer.Option(help="Tune on N examples per class.")] = None,
+                   tune: Annotated[str, typer.Option(help="none | task-embedding (z only: HyperPELT TaskEmbed) | all")] = "task-embedding",
+                   epochs: Annotated[Optional[int], typer.Option(help="Tuning epochs (default: 10).")] = None,
+                   lr: Annotated[float, typer.Option(help="Tuning learning rate.")] = 1e-2,
+                   seed: Annotated[int, typer.Option(help="Seed for the eval split, the shots and the data order.")] = 0,
+                   device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+                   json_: JsonOpt = False):
+    """A new task whose expert the hypernetwork generates from the data's probe embedding, then tunes.
+
+    The expert is saved as plain tensors of the zoo's kind: eval, embed, similar, interpolate and
+    export treat the task like any other. Its accuracy before tuning is kept as accuracy_generated.
+
+    Example:
+
+      pizoo hyper generate new-task --data new.csv --shots 16 --tune task-embedding
+    """
+    from pizoo.hyper import generate_task
+    from pizoo.tasks import DataArgs
+    from pizoo.train import TrainConfig
+
+    zoo = zoo_of(ctx)
+    args = DataArgs(data=str(data), eval_data=str(eval_data) if eval_data else None,
+                    columns=_columns(text, text_pair, label, verbalizer, label_template), shots=shots, seed=seed)
+    manifest = generate_task(zoo, name, args, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=device), tune=tune)
+    _show(zoo, manifest.name, json_)
+
+
+@command("show", on=hyper_app)
+def hyper_show(ctx: typer.Context, json_: JsonOpt = False):
+    """The hypernetwork's tasks, sizes and parameter count against one expert per task.
+
+    Example:
+
+      pizoo hyper show --json
+    """
+    from pizoo.hyper import show
+
+    info = show(zoo_of(ctx))
+    if json_:
+        return render.emit_json(info)
+    render.key_values({k: v for k, v in info.items() if k != "accuracy"}, title="hypernetwork")
 
 
 # -- export -----------------------------------------------------------------------------------

@@ -216,6 +216,17 @@ class ExpertModel:
                     raise CorruptFile(f"{where}: tensor {name} has NaN or infinite values", "pizoo verify")
                 p.copy_(value.to(p.device, p.dtype))
 
+    @contextmanager
+    def using_labels(self, labels: Sequence[str]):
+        """Score another label set for a while (a shared-space head: any task's labels)."""
+        saved = self.labels, self.cache
+        self.labels, self.cache = tuple(labels), {}
+        self.head_type.prepare(self)
+        try:
+            yield self
+        finally:
+            self.labels, self.cache = saved
+
     def live_name(self, param: torch.Tensor) -> str:
         return self._live[id(param)]
 

@@ -213,7 +213,7 @@ class DataArgs:
                        labels=labels)
 
 
-def _data_fingerprints(args: DataArgs) -> dict[str, str]:
+def data_fingerprints(args: DataArgs) -> dict[str, str]:
     return {str(Path(p).resolve()): sha256_file(Path(p)) for p in (args.data, args.eval_data) if p}
 
 
@@ -249,7 +249,7 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
                "train_seconds": round(result.seconds, 2)}
     training = {**dataclasses.asdict(cfg), "max_length": max_length}
     manifest = TaskManifest(name=name, labels=data.labels,
-                            source={**data.source, "sha256": _data_fingerprints(args)},
+                            source={**data.source, "sha256": data_fingerprints(args)},
                             metrics=metrics, provenance=provenance(spec, how="train", training=training))
     if embed:
         from pizoo.fisher import embedding_writer

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -43,6 +44,8 @@ MAX_NAME = 100
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 # Top-level entries of a zoo folder that are not tasks but belong there; no task may take their names.
 _KNOWN_TOP = {ZOO_FILE, LOCK_FILE, "README.md", "recipes", "index.h5"}
+# The zoo's internal folders (names start with '_') and the record in each that hashes its files.
+INTERNAL = {"_hyper": "hyper.json"}
 _RESERVED = {n.lower() for n in _KNOWN_TOP}
 
 Writer = Callable[[Path], None]
@@ -327,6 +330,54 @@ class Zoo:
             self._reindex(name, manifest)
         return manifest
 
+    def write_internal(self, dirname: str, files: dict[str, Writer], record_name: str, record: dict) -> None:
+        """Replace one of the zoo's internal folders (INTERNAL) as write_task replaces a task: built
+        under a temporary name, its record written last with every file's sha256, moved into place
+        in one rename under the lock."""
+        if INTERNAL.get(dirname) != record_name:
+            raise ValueError(f"{dirname}/{record_name} is not an internal folder of the zoo")
+        self.spec
+        final = self.root / dirname
+        with self.lock():
+            tmp = self.root / f".tmp-{dirname}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                shas = {}
+                for fname, writer in files.items():
+                    writer(tmp / fname)
+                    with open(tmp / fname, "rb+") as f:
+                        os.fsync(f.fileno())
+                    shas[fname] = sha256_file(tmp / fname)
+                atomic_write(tmp / record_name, json.dumps({**record, "sha256": shas}, indent=2, sort_keys=True) + "\n")
+                _fsync_dir(tmp)
+                if final.exists():
+                    old = self.root / f".old-{dirname}-{uuid.uuid4().hex[:8]}"
+                    os.rename(final, old)
+                    os.rename(tmp, final)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.rename(tmp, final)
+                _fsync_dir(self.root)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+    def read_internal(self, dirname: str, record_name: str) -> dict | None:
+        """An internal folder's record, its files checked against their hashes (None: no such folder)."""
+        path = self.root / dirname / record_name
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            shas = record["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CorruptFile(f"{path} is not a readable record ({e})", "pizoo verify") from e
+        for fname, digest in shas.items():
+            f = path.parent / fname
+            if not safe_relative(fname) or not f.is_file() or sha256_file(f) != digest:
+                raise CorruptFile(f"{f} is missing or does not match its recorded sha256", "pizoo verify")
+        return record
+
     def update_task(self, name: str, files: dict[str, Writer], change: Callable[[TaskManifest], TaskManifest]
                     ) -> TaskManifest:
         """Rewrite some files of a task (and its manifest) as one atomic swap."""
@@ -417,6 +468,30 @@ class Zoo:
                     atomic_write(self.root / INDEX, self.build_index().covering(self.task_names()).write)
             return problems
 
+    def _internal_problems(self, entry: Path, quick: bool) -> list[Problem]:
+        record_name = INTERNAL[entry.name]
+        try:
+            shas = json.loads((entry / record_name).read_text())["sha256"]
+            assert isinstance(shas, dict)
+        except (OSError, ValueError, KeyError, TypeError, AssertionError):
+            return [Problem(entry.name, record_name, "unreadable")]
+        problems = []
+        for fname, digest in shas.items():
+            path = entry / fname
+            if not safe_relative(fname):
+                problems.append(Problem(entry.name, fname, "outside"))
+            elif path.is_symlink() or not path.is_file():
+                problems.append(Problem(entry.name, fname, "missing"))
+            elif not quick and sha256_file(path) != digest:
+                problems.append(Problem(entry.name, fname, "corrupt"))
+            elif not quick and check_content(path):
+                problems.append(Problem(entry.name, fname, check_content(path)))
+        for f in sorted(entry.rglob("*")):
+            rel = f.relative_to(entry).as_posix()
+            if (f.is_file() or f.is_symlink()) and rel != record_name and rel not in shas:
+                problems.append(Problem(entry.name, rel, "foreign"))
+        return problems
+
     def _problems(self, quick: bool = False) -> list[Problem]:
         problems: list[Problem] = []
         for entry in sorted(self.root.iterdir()):
@@ -430,6 +505,9 @@ class Zoo:
                 continue
             if entry.is_symlink():
                 problems.append(Problem("", entry.name, "symlink"))
+                continue
+            if entry.name in INTERNAL and entry.is_dir():
+                problems += self._internal_problems(entry, quick)
                 continue
             if not entry.is_dir() or not (entry / MANIFEST).is_file() or entry.name.startswith("_"):
                 problems.append(Problem("", entry.name, "foreign"))

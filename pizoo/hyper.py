@@ -1,0 +1,316 @@
+"""HyperPELT: one hypernetwork that generates every task's expert from its task embedding.
+
+For each task τ a task embedding z_τ; for each layer i a layer embedding l_i; for each kind of
+expert tensor j (a LoRA query A, an adapter's up projection, ...) a block-type embedding b_j. A
+task projector (two linear layers with a ReLU) maps [z_τ, l_i, b_j] to a hyper-embedding I, and one
+linear hypernetwork per block type maps I to that tensor (Zhang et al., HyperPELT). The generated
+tensor is the zoo's shared initial expert plus that output, so an untrained hypernetwork generates
+the expert every task starts from, and what it generates is an ordinary expert of the zoo's kind.
+
+What pizoo adds: z_τ = P·s_τ + o_τ, where s_τ is the sketch of the task's probe Fisher embedding
+(a data-only fingerprint every task has, and any new data set gets) and o_τ a learned per-task
+offset. A task that has data but no expert gets an expert generated from its probe alone, before
+any training; few-shot tuning starts from there (the task embedding only, or everything).
+
+The hypernetwork lives in <zoo>/_hyper/ (hyper.safetensors + hyper.json, written atomically under
+the zoo's lock; hyper.json records the weights' sha256, which verify checks)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, UsageError
+
+HYPER_DIR = "_hyper"
+WEIGHTS = "hyper.safetensors"
+RECORD = "hyper.json"
+TUNES = ("none", "task-embedding", "all")
+_LAYER = re.compile(r"\.(\d+)\.")
+
+
+def block_of(name: str) -> tuple[str, int]:
+    """(block type, layer) of an expert tensor: 'x.layer.3.attn.lora_A' -> ('x.layer.*.attn.lora_A', 3)."""
+    m = _LAYER.search(name)
+    if not m:
+        return name, 0
+    return name[: m.start()] + ".*." + name[m.end():], int(m.group(1))
+
+
+@dataclass(frozen=True)
+class HyperSpec:
+    """The sizes of the hypernetwork and the tasks it was trained on (in order: offset rows)."""
+    tasks: tuple[str, ...]
+    z_dim: int = 32
+    layer_dim: int = 8
+    block_dim: int = 8
+    hidden: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        for f in ("z_dim", "layer_dim", "block_dim", "hidden"):
+            if getattr(self, f) < 1:
+                raise UsageError(f"--{f.replace('_', '-')} must be at least 1, got {getattr(self, f)}")
+
+
+class HyperNet(nn.Module):
+    """[z, l_i, b_j] -> projector -> I -> per-block-type linear map -> the tensor's offset from the
+    zoo's initial expert."""
+
+    def __init__(self, spec: HyperSpec, init: dict[str, torch.Tensor], sketch_dim: int):
+        super().__init__()
+        self.spec, self.names = spec, list(init)
+        blocks = [block_of(n) for n in self.names]
+        self.block_types = list(dict.fromkeys(b for b, _ in blocks))
+        layers = sorted({i for _, i in blocks})
+        self.register_buffer("block_index", torch.tensor([self.block_types.index(b) for b, _ in blocks]))
+        self.register_buffer("layer_index", torch.tensor([layers.index(i) for _, i in blocks]))
+        for b in self.block_types:  # a block type has one shape across layers
+            shapes = {tuple(init[n].shape) for n, (bb, _) in zip(self.names, blocks) if bb == b}
+            if len(shapes) != 1:
+                raise IncompatibleExperts(f"expert tensors {b} differ in shape across layers: {sorted(shapes)}")
+        gen = torch.Generator().manual_seed(spec.seed)
+        self.project_task = nn.Linear(sketch_dim, spec.z_dim)
+        self.task_offset = nn.Parameter(torch.zeros(len(spec.tasks), spec.z_dim))
+        self.layer_emb = nn.Parameter(torch.randn(len(layers), spec.layer_dim, generator=gen) * 0.1)
+        self.block_emb = nn.Parameter(torch.randn(len(self.block_types), spec.block_dim, generator=gen) * 0.1)
+        self.projector = nn.Sequential(nn.Linear(spec.z_dim + spec.layer_dim + spec.block_dim, spec.hidden),
+                                       nn.ReLU(), nn.Linear(spec.hidden, spec.hidden))
+        self.generators = nn.ModuleList(nn.Linear(spec.hidden, init[next(n for n, (bb, _) in zip(self.names, blocks)
+                                                                         if bb == b)].numel())
+                                        for b in self.block_types)
+        with torch.no_grad():
+            for g in self.generators:  # start at the initial expert exactly
+                g.weight.zero_()
+                g.bias.zero_()
+        for j, name in enumerate(self.names):
+            self.register_buffer(f"init_{j}", init[name].detach().clone().float())
+
+    def z(self, sketch: torch.Tensor, task: int | None = None) -> torch.Tensor:
+        z = self.project_task(sketch)
+        return z + self.task_offset[task] if task is not None else z
+
+    def generate(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = len(self.names)
+        hyper_in = torch.cat([z.expand(n, -1), self.layer_emb[self.layer_index], self.block_emb[self.block_index]], 1)
+        hyper = self.projector(hyper_in)
+        out = {}
+        for j, name in enumerate(self.names):
+            base = getattr(self, f"init_{j}")
+            out[name] = base + self.generators[int(self.block_index[j])](hyper[j]).view_as(base)
+        return out
+
+    def trained_parameters(self) -> int:
+        """What training learns (the initial expert it adds to is a fixed buffer)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+class _MultiTask(nn.Module):
+    """The multi-task objective: each batch is one task's, scored with that task's generated expert."""
+
+    def __init__(self, em, net: HyperNet, sketches: torch.Tensor):
+        super().__init__()
+        self.em, self.net, self.model = em, net, em.wrapped
+        self.register_buffer("sketches", sketches)
+
+    def forward(self, batch):
+        t = int(batch["task"])
+        params = self.net.generate(self.net.z(self.sketches[t], t))
+        return -self.em.log_probs({k: v for k, v in batch.items() if k != "task"}, params).mean()
+
+
+class _Tune(nn.Module):
+    """Few-shot tuning of a generated expert: the task embedding z alone, or z and the hypernetwork."""
+
+    def __init__(self, em, net: HyperNet, z: torch.Tensor, tune: str):
+        super().__init__()
+        self.em, self.net, self.model = em, net, em.wrapped
+        self.z = nn.Parameter(z.detach().clone())
+        for p in net.parameters():
+            p.requires_grad_(tune == "all")
+
+    def forward(self, batch):
+        return -self.em.log_probs(batch, self.net.generate(self.z)).mean()
+
+
+def _check_head(zoo) -> None:
+    from pizoo.heads import get_head
+
+    if get_head(zoo.spec.head).per_task:
+        raise IncompatibleExperts(f"HyperPELT generates experts for one shared label space; this zoo's "
+                                  f"{zoo.spec.head!r} head has tensors of its own per task",
+                                  "use a zoo with a shared-space head (pizoo init --head match)")
+
+
+def _probe_sketch(zoo, name: str) -> torch.Tensor:
+    from pizoo.index import sketches_of
+    from pizoo.zoo import FISHER
+
+    s = sketches_of(zoo.file(name, FISHER)).get("probe")
+    if s is None:
+        from pizoo.errors import MissingEmbedding
+
+        raise MissingEmbedding(f"task {name!r} has no probe embedding", f"pizoo embed {name}")
+    return torch.tensor(s["cosine"], dtype=torch.float32)
+
+
+def default_tasks(zoo) -> list[str]:
+    """The tasks trained on data of their own (not imported, interpolated or generated)."""
+    return [n for n in zoo.task_names() if zoo.manifest(n).provenance.get("how") == "train"]
+
+
+def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec | None = None,
+                max_length: int = 128) -> dict:
+    """Train the hypernetwork over the zoo's tasks on the splits the zoo keeps; store it in _hyper/."""
+    from pizoo.models import ExpertModel, save_tensors
+    from pizoo.progress import log
+    from pizoo.tasks import task_data
+    from pizoo.train import device_for, fit
+
+    _check_head(zoo)
+    tasks = list(tasks or default_tasks(zoo))
+    if len(tasks) < 2:
+        raise UsageError(f"a hypernetwork is trained over several tasks; {len(tasks)} given",
+                         "add tasks (pizoo add-task) or name them: --tasks A,B,...")
+    if len(set(tasks)) != len(tasks):
+        raise UsageError(f"--tasks names a task twice: {','.join(tasks)}")
+    spec = dataclasses.replace(spec or HyperSpec(()), tasks=tuple(tasks))
+    sketches = torch.stack([_probe_sketch(zoo, t) for t in tasks])
+    datas = [task_data(zoo, t) for t in tasks]
+    em = ExpertModel(zoo.spec, datas[0].labels, device=device_for(cfg), max_length=max_length)
+    for p in em.expert.values():
+        p.requires_grad_(False)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batches = []
+    for i, td in enumerate(datas):
+        with em.using_labels(td.labels):
+            rows = em.encode(td.train, td.label_ids(td.train))
+            order = torch.randperm(len(rows), generator=gen).tolist()
+            for s in range(0, len(rows), cfg.batch_size):
+                batches.append({**em.collate([rows[j] for j in order[s: s + cfg.batch_size]]),
+                                "task": torch.tensor(i)})
+    net = HyperNet(spec, em.state(), sketches.shape[1]).to(em.device)
+    result = fit(_MultiTask(em, net, sketches.to(em.device)), batches, lambda items: items[0],
+                 dataclasses.replace(cfg, batch_size=1), desc=f"hyper train ({len(tasks)} tasks)")
+    accuracy = {}
+    with torch.no_grad():
+        for i, (t, td) in enumerate(zip(tasks, datas)):
+            with em.using_labels(td.labels):
+                rows = em.encode(td.eval, td.label_ids(td.eval))
+                accuracy[t] = em.accuracy(rows, params=net.generate(net.z(sketches[i].to(em.device), i)))
+    if not result.is_main_process:
+        return {}
+    expert_size = sum(p.numel() for p in em.expert.values())
+    record = {"spec": dataclasses.asdict(spec), "sketch_dim": int(sketches.shape[1]), "names": net.names, "kind": zoo.spec.kind,
+              "expert_space": zoo.spec.expert_space, "training": dataclasses.asdict(cfg), "steps": result.steps,
+              "train_seconds": round(result.seconds, 2), "loss_first": result.first_loss, "loss_last": result.last_loss,
+              "accuracy": accuracy, "parameters": {"hypernetwork": net.trained_parameters(), "one_expert": expert_size,
+                                                   "experts_of_these_tasks": expert_size * len(tasks)}}
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    state["task_sketches"] = sketches.cpu()
+    log.info(f"hypernetwork over {len(tasks)} tasks: {result.steps} steps, mean accuracy of the generated experts "
+             f"{sum(accuracy.values()) / len(accuracy):.3f}")
+    zoo.write_internal(HYPER_DIR, {WEIGHTS: lambda p: save_tensors(state, p)}, RECORD, record)
+    return record
+
+
+def load_hyper(zoo, device="cpu") -> tuple[HyperNet, dict, torch.Tensor]:
+    """The zoo's hypernetwork, checked against its record and the zoo's expert space."""
+    from pizoo.models import load_tensors
+
+    record = zoo.read_internal(HYPER_DIR, RECORD)
+    if record is None:
+        from pizoo.errors import PizooError
+
+        raise PizooError(f"{zoo.root} has no hypernetwork", "pizoo hyper train")
+    if record.get("expert_space") != json.loads(json.dumps(zoo.spec.expert_space)):
+        raise IncompatibleExperts("the zoo's hypernetwork was trained for another expert space", "pizoo hyper train")
+    state = load_tensors(zoo.root / HYPER_DIR / WEIGHTS)
+    spec = HyperSpec(**{**record["spec"], "tasks": tuple(record["spec"]["tasks"])})
+    init = {name: state[f"init_{j}"] for j, name in enumerate(record["names"]) if f"init_{j}" in state}
+    if len(init) != len(record["names"]):
+        raise CorruptFile(f"{zoo.root / HYPER_DIR / WEIGHTS} lacks initial expert tensors", "pizoo hyper train")
+    net = HyperNet(spec, init, record["sketch_dim"])
+    sketches = state.pop("task_sketches", None)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise CorruptFile(f"{zoo.root / HYPER_DIR / WEIGHTS} does not fit its record: {str(e)[:200]}",
+                          "pizoo hyper train") from e
+    return net.to(device), record, sketches
+
+
+def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding", max_length: int = 128,
+                  fisher_samples: int | None = None):
+    """A new task whose expert the hypernetwork generates from the data's probe embedding, tuned
+    on its training split (`tune`: none, task-embedding, all); saved as an ordinary task."""
+    from pizoo.config import TaskManifest
+    from pizoo.fisher import choose, embedding_writer, probe_fisher
+    from pizoo.index import sketch
+    from pizoo.models import ExpertModel, save_tensors
+    from pizoo.tasks import data_fingerprints, provenance, refuse_existing, split_writers
+    from pizoo.train import device_for, fit
+
+    if tune not in TUNES:
+        raise UsageError(f"--tune {tune!r} is not one of {', '.join(TUNES)}")
+    _check_head(zoo)
+    refuse_existing(zoo, name)
+    net, record, _ = load_hyper(zoo)
+    data = data_args.prepare()
+    em = ExpertModel(zoo.spec, data.labels, device=device_for(cfg), max_length=max_length)
+    if set(em.expert) != set(net.names):
+        raise IncompatibleExperts("the hypernetwork generates other tensors than this zoo's experts have",
+                                  "pizoo hyper train")
+    net.to(em.device)
+    train_rows = em.encode(data.train, data.label_ids(data.train))
+    eval_rows = em.encode(data.eval, data.label_ids(data.eval))
+    probe = probe_fisher(em, choose(train_rows, fisher_samples, cfg.seed))
+    s = torch.tensor(sketch({n: t.numpy() for n, t in probe.items()})["cosine"], dtype=torch.float32, device=em.device)
+    with torch.no_grad():
+        z0 = net.z(s)
+        before = em.accuracy(eval_rows, params=net.generate(z0))
+    module = _Tune(em, net, z0, tune)
+    steps = 0
+    if tune != "none":
+        for p in em.expert.values():
+            p.requires_grad_(False)
+        result = fit(module, train_rows, em.collate, cfg, desc=f"hyper generate {name} (tune {tune})")
+        steps = result.steps
+    with torch.no_grad():
+        tensors = {n: t.detach().cpu() for n, t in net.generate(module.z).items()}
+    em.load_state(tensors, where="generated expert")
+    after = em.accuracy(eval_rows)
+    files = {"expert.safetensors": lambda p: save_tensors(tensors, p), **split_writers(data),
+             **embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples)}
+    metrics = {"accuracy": after, "accuracy_generated": before, "n_train": len(train_rows), "n_eval": len(eval_rows),
+               "steps": steps}
+    hyper = {"tune": tune, "hyper_sha256": record.get("sha256", {}).get(WEIGHTS), "trained_on": list(net.spec.tasks),
+             "z": [round(float(x), 6) for x in module.z.detach().cpu()]}
+    manifest = TaskManifest(name=name, labels=data.labels,
+                            source={**data.source, "sha256": data_fingerprints(data_args)},
+                            metrics=metrics, provenance=provenance(zoo.spec, how="hyper", hyper=hyper,
+                                                                   training={**dataclasses.asdict(cfg),
+                                                                             "max_length": max_length}))
+    return zoo.write_task(manifest, files)
+
+
+def show(zoo) -> dict:
+    """What `hyper show` prints: the tasks, the sizes and the parameter counts (read from the record)."""
+    from pizoo.errors import PizooError
+
+    record = zoo.read_internal(HYPER_DIR, RECORD)
+    if record is None:
+        raise PizooError(f"{zoo.root} has no hypernetwork", "pizoo hyper train")
+    p = record["parameters"]
+    return {"tasks": ", ".join(record["spec"]["tasks"]), "kind": record["kind"],
+            "hypernetwork parameters": p["hypernetwork"], "one expert": p["one_expert"],
+            f"one expert per task (x{len(record['spec']['tasks'])})": p["experts_of_these_tasks"],
+            "hypernetwork / experts": round(p["hypernetwork"] / p["experts_of_these_tasks"], 4),
+            "tasks it pays off at": -(-p["hypernetwork"] // p["one_expert"]),
+            "steps": record["steps"], "accuracy": record["accuracy"]}
