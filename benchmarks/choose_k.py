@@ -54,12 +54,12 @@ def splits(path: Path, out: Path, shots: int, seed: int) -> tuple[Path, Path, Pa
 
 
 def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cfg, log) -> dict:
+    from transfer import quiet
+
     from pizoo.data import Columns
     from pizoo.interpolate import interpolate_task
     from pizoo.mixture import MixSpec
     from pizoo.tasks import DataArgs, evaluate_task, train_task
-
-    from transfer import quiet
 
     pool, held, test = splits(f, work / "splits", n, seed)
     name = f"{f.stem}-{n}-s{seed}"
@@ -152,10 +152,10 @@ def run(args, ks: list[str]) -> None:
     sys.path.insert(0, str(ROOT / "demo"))
     import prepare
     from _common import tmpdir
+    from transfer import quiet, source_zoo, train_sources
 
     from pizoo.tasks import init_zoo
     from pizoo.train import TrainConfig
-    from transfer import quiet, source_zoo, train_sources
 
     shots = [int(s) for s in args.shots.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -196,7 +196,7 @@ def run(args, ks: list[str]) -> None:
             block = f"<!-- choose-k:start -->\n```\n{cmd.strip()}\n```\n\n{text}\n<!-- choose-k:end -->"
             md = bench.read_text()
             if "<!-- choose-k:start -->" in md:
-                md = re.sub(r"<!-- choose-k:start -->.*<!-- choose-k:end -->", lambda _: block, md, flags=re.S)
+                md = re.sub(r"<!-- choose-k:start -->.*<!-- choose-k:end -->", lambda _: block, md, flags=re.DOTALL)
             else:
                 md += "\n## Choosing k, and never a worse expert\n\n" + block + "\n"
             bench.write_text(md)
@@ -204,7 +204,7 @@ def run(args, ks: list[str]) -> None:
     if args.report_only:
         return report(len(done) == len(wanted))
     zoo = source_zoo(args, init_zoo)
-    cfg = lambda seed, **kw: TrainConfig(lr=args.lr, seed=seed, device="cpu", **kw)  # noqa: E731
+    cfg = lambda seed, **kw: TrainConfig(lr=args.lr, seed=seed, device="cpu", **kw)
     train_sources(zoo, files, args, cfg, log)
     for stem, n, seed in todo:
         f = next(g for g in targets if g.stem == stem)

@@ -67,7 +67,7 @@ def choose(candidates: Sequence[str], own, probe: Callable[[Sequence[str]], Prob
     expert on the eval split, `probe(sources)` runs and scores a short interpolation."""
     if not candidates:
         return Choice((), "no other embedded task to mix with: kept the target's own expert (k = 0)")
-    beats = lambda p: (p.accuracy, p.log_likelihood) > (own.accuracy, own.log_likelihood)  # noqa: E731
+    beats = lambda p: (p.accuracy, p.log_likelihood) > (own.accuracy, own.log_likelihood)
     singles = [probe([c]) for c in candidates]
     helpful = sorted((p for p in singles if beats(p)), key=lambda p: (-p.accuracy, -p.log_likelihood))
     probes = list(singles)

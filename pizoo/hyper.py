@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, UsageError
+from pizoo.errors import CorruptFile, IncompatibleExperts, UsageError
 
 HYPER_DIR = "_hyper"
 WEIGHTS = "hyper.safetensors"
@@ -254,7 +254,12 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
     from pizoo.fisher import choose, embedding_writer, probe_fisher
     from pizoo.index import sketch
     from pizoo.models import ExpertModel, save_tensors
-    from pizoo.tasks import data_fingerprints, provenance, refuse_existing, split_writers
+    from pizoo.tasks import (
+        data_fingerprints,
+        provenance,
+        refuse_existing,
+        split_writers,
+    )
     from pizoo.train import device_for, fit
 
     if tune not in TUNES:
