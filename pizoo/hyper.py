@@ -32,6 +32,7 @@ HYPER_DIR = "_hyper"
 WEIGHTS = "hyper.safetensors"
 RECORD = "hyper.json"
 TUNES = ("none", "task-embedding", "all")
+ALL_LR_SHARE = 0.1  # --tune all: the hypernetwork's learning rate as a share of z's
 _LAYER = re.compile(r"\.(\d+)\.")
 
 
@@ -285,7 +286,10 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
     if tune != "none":
         for p in em.expert.values():
             p.requires_grad_(False)
-        result = fit(module, train_rows, em.collate, cfg, desc=f"hyper generate {name} (tune {tune})")
+        # the shared hypernetwork moves at a tenth of z's learning rate: z is 32 numbers, it is most of a model
+        slow = {id(p): cfg.lr * ALL_LR_SHARE for p in net.parameters()} if tune == "all" else None
+        result = fit(module, train_rows, em.collate, cfg, desc=f"hyper generate {name} (tune {tune})",
+                     lr_overrides=slow)
         steps = result.steps
     with torch.no_grad():
         tensors = {n: t.detach().cpu() for n, t in net.generate(module.z).items()}

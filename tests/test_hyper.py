@@ -107,7 +107,12 @@ def test_generate_writes_a_task_every_command_accepts(hzoo, tmp_path):
             "--device", "cpu", "--json")
     m = json.loads(r.stdout)["metrics"]
     assert r.exit_code == 0 and m["steps"] == 0 and m["accuracy"] == m["accuracy_generated"]
-    for t in ("gen", "gen-none", "gen-pi"):
+    hyper_before = helpers.tree(zoo.root / HYPER_DIR)
+    r = cli(zoo.root, "hyper", "generate", "gen-all", "--data", new, "--shots", "8", "--tune", "all", "--epochs", "2",
+            "--device", "cpu", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["provenance"]["hyper"]["tune"] == "all", r.output
+    assert helpers.tree(zoo.root / HYPER_DIR) == hyper_before  # tuning all of it tunes a copy, not the zoo's
+    for t in ("gen", "gen-none", "gen-all", "gen-pi"):
         zoo.remove_task(t)
 
 
