@@ -9,8 +9,9 @@ the expert every task starts from, and what it generates is an ordinary expert o
 
 What pizoo adds: z_τ = P·s_τ + o_τ, where s_τ is the sketch of the task's probe Fisher embedding
 (a data-only fingerprint every task has, and any new data set gets) and o_τ a learned per-task
-offset. A task that has data but no expert gets an expert generated from its probe alone, before
-any training; few-shot tuning starts from there (the task embedding only, or everything).
+offset, left out on half of the training batches so that P·s alone must work. A task that has data
+but no expert gets an expert generated from its probe alone, before any training; few-shot tuning
+starts from there (the task embedding only, or everything).
 
 The hypernetwork lives in <zoo>/_hyper/ (hyper.safetensors + hyper.json, written atomically under
 the zoo's lock; hyper.json records the weights' sha256, which verify checks)."""
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ WEIGHTS = "hyper.safetensors"
 RECORD = "hyper.json"
 TUNES = ("none", "task-embedding", "all")
 ALL_LR_SHARE = 0.1  # --tune all: the hypernetwork's learning rate as a share of z's
+OFFSET_DROPOUT = 0.5  # share of training batches whose z comes from the probe sketch alone
 _LAYER = re.compile(r"\.(\d+)\.")
 
 
@@ -113,16 +116,22 @@ class HyperNet(nn.Module):
 
 
 class _MultiTask(nn.Module):
-    """The multi-task objective: each batch is one task's, scored with that task's generated expert."""
+    """The multi-task objective: each batch is one task's, scored with that task's generated expert.
 
-    def __init__(self, em, net: HyperNet, sketches: torch.Tensor):
+    On a share of the batches (OFFSET_DROPOUT) the task's offset is left out and z comes from its
+    probe sketch alone: that is the z a new task gets, so the projection P must carry what tells
+    tasks apart instead of leaving it all to the per-task offsets."""
+
+    def __init__(self, em, net: HyperNet, sketches: torch.Tensor, seed: int):
         super().__init__()
         self.em, self.net, self.model = em, net, em.wrapped
         self.register_buffer("sketches", sketches)
+        self.coin = torch.Generator().manual_seed(seed)
 
     def forward(self, batch):
         t = int(batch["task"])
-        params = self.net.generate(self.net.z(self.sketches[t], t))
+        alone = self.training and float(torch.rand((), generator=self.coin)) < OFFSET_DROPOUT
+        params = self.net.generate(self.net.z(self.sketches[t], None if alone else t))
         return -self.em.log_probs({k: v for k, v in batch.items() if k != "task"}, params).mean()
 
 
@@ -158,7 +167,14 @@ def _probe_sketch(zoo, name: str) -> torch.Tensor:
         from pizoo.errors import MissingEmbedding
 
         raise MissingEmbedding(f"task {name!r} has no probe embedding", f"pizoo embed {name}")
-    return torch.tensor(s["cosine"], dtype=torch.float32)
+    return scaled(s["cosine"])
+
+
+def scaled(sketch_view) -> torch.Tensor:
+    """A sketch of a unit vector has entries of about 1/sqrt(width): scaled to about 1, so that P·s
+    is of the size of the offsets and the layer and block embeddings beside it."""
+    t = torch.as_tensor(sketch_view, dtype=torch.float32)
+    return t * math.sqrt(t.numel())
 
 
 def default_tasks(zoo) -> list[str]:
@@ -197,7 +213,7 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
                 batches.append({**em.collate([rows[j] for j in order[s: s + cfg.batch_size]]),
                                 "task": torch.tensor(i)})
     net = HyperNet(spec, em.state(), sketches.shape[1]).to(em.device)
-    result = fit(_MultiTask(em, net, sketches.to(em.device)), batches, lambda items: items[0],
+    result = fit(_MultiTask(em, net, sketches.to(em.device), cfg.seed), batches, lambda items: items[0],
                  dataclasses.replace(cfg, batch_size=1), desc=f"hyper train ({len(tasks)} tasks)")
     accuracy = {}
     with torch.no_grad():
@@ -277,7 +293,7 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
     train_rows = em.encode(data.train, data.label_ids(data.train))
     eval_rows = em.encode(data.eval, data.label_ids(data.eval))
     probe = probe_fisher(em, choose(train_rows, fisher_samples, cfg.seed))
-    s = torch.tensor(sketch({n: t.numpy() for n, t in probe.items()})["cosine"], dtype=torch.float32, device=em.device)
+    s = scaled(sketch({n: t.numpy() for n, t in probe.items()})["cosine"]).to(em.device)
     with torch.no_grad():
         z0 = net.z(s)
         before = em.accuracy(eval_rows, params=net.generate(z0))
