@@ -113,13 +113,13 @@ def _project(A, B, C, phi) -> tuple[float, float, float]:
 
 
 def _pi_task(zoo, target: str, others: Sequence[str]) -> str | None:
-    """The task made by interpolating the target with exactly these two sources, if the zoo has one."""
+    """The task made by interpolating the target with these two sources (or one of them), if any."""
     for name in zoo.task_names():
         try:
             rec = zoo.manifest(name).provenance.get("interpolation") or {}
         except Exception:
             continue
         if (rec.get("target") == target and rec.get("kept", "interpolated") == "interpolated"
-                and sorted(s["task"] for s in rec.get("sources", [])) == sorted(others)):
+                and rec.get("sources") and {s["task"] for s in rec["sources"]} <= set(others)):
             return name
     return None
