@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 AUTO_CANDIDATES = 4
 PROBE_SHARE = 0.25
@@ -47,8 +47,6 @@ class Choice:
     reason: str
     probes: tuple[Probe, ...] = ()
     candidates: tuple[str, ...] = ()
-    probe_steps: int = 0
-    extra: dict = field(default_factory=dict)
 
     def record(self, run_steps: int) -> dict:
         spent = sum(p.steps for p in self.probes)
