@@ -60,9 +60,9 @@ def main() -> None:
     # one label space: every expert scores every task; here each sentiment expert on the target's split
     cross = {src: pizoo("eval", src, "--on", TARGET, "--json", json_out=True)
              for src in ("clothing-recommended", "clothing-rating") if src in tasks}
-    pi = pizoo("interpolate", "--target", TARGET, "--k", "2", "--epochs", EPOCHS, "--lr", LR, "--json",
+    pi = pizoo("interpolate", "--target", TARGET, "--epochs", EPOCHS, "--lr", LR, "--json",
                json_out=True)
-    # the paper's Fig. 3c: loss and accuracy over the plane through the target and its two sources
+    # the paper's Fig. 3c: loss and accuracy over the plane through the target and its two nearest tasks
     pizoo("landscape", "--target", TARGET, "--out", str(OUT / "plane.png"), "--resolution", "4", "--samples", "200")
     export_dir = OUT / "export" / f"{TARGET}-pi"
     pizoo("export", f"{TARGET}-pi", "--out", str(export_dir))
@@ -89,15 +89,18 @@ def main() -> None:
         print(f"\n{src}'s expert on {TARGET}'s held-out split (no {TARGET} data seen): {r['accuracy']:.3f}", end="")
     print()
     m = pi["metrics"]
-    print(f"\nπ-Tuning on {TARGET} with {', '.join(s['task'] for s in pi['sources'])} "
-          f"(softmax α = {', '.join(f'{w:.3f}' for w in pi['alpha']['expert'])}):")
+    auto = pi["auto"]
+    print(f"\nπ-Tuning on {TARGET}, --k auto: {auto['reason']} (cost {auto['cost_interpolations']} interpolations)")
     print(f"  target expert alone      {m['accuracy_target']:.3f}")
-    print(f"  uniform mixture (untuned) {m['accuracy_uniform_mixture']:.3f}")
-    print(f"  interpolated             {m['accuracy_interpolated']:.3f}   on {m['n_eval']} held-out examples")
+    if pi["sources"]:
+        print(f"  with {', '.join(s['task'] for s in pi['sources'])}, softmax α = "
+              f"{', '.join(f'{w:.3f}' for w in pi['alpha']['expert'])}")
+        print(f"  uniform mixture (untuned) {m['accuracy_uniform_mixture']:.3f}")
+        print(f"  interpolated             {m['accuracy_interpolated']:.3f}   on {m['n_eval']} held-out examples")
     print(f"  saved as {TARGET}-pi: the {pi['kept']} expert ({m['accuracy']:.3f}; --keep-best keeps the better)")
     print(f"  exported PEFT folder re-imported, accuracy on all of {TARGET}.csv: {reimported['accuracy']:.3f}")
     print(f"\nheatmap: {OUT / 'graph.png'} (normalized metric: {OUT / 'graph-normalized.png'})")
-    print(f"plane:   {OUT / 'plane.png'} (loss and accuracy through {TARGET} and its two sources)")
+    print(f"plane:   {OUT / 'plane.png'} (loss and accuracy over the plane through {TARGET} and its two nearest tasks)")
     print(f"matrix:  {OUT / 'graph.csv'}")
     print(f"export:  {export_dir} (PEFT adapter + README.md model card + pizoo_provenance.json)")
     print(f"zoo:     {ZOO}")

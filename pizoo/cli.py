@@ -505,8 +505,9 @@ def graph(ctx: typer.Context,
 @command("interpolate")
 def interpolate(ctx: typer.Context,
                 target: Annotated[str, typer.Option(help="The task to build a better expert for.")],
-                k: Annotated[str, typer.Option(help="How many sources: a number (the top-k most similar) or auto "
-                                               "(short probes pick how many and which).")] = "2",
+                k: Annotated[Optional[str], typer.Option(help="How many sources: a number (the top-k most similar) or "
+                                                        "auto (short probes pick how many and which; the default, "
+                                                        "except with --with: all of those).")] = None,
                 with_: Annotated[Optional[str], typer.Option("--with", help="Mix with these tasks instead (A,B).")] = None,
                 mode: Annotated[str, typer.Option(help="full: train α and all experts | alpha: α only")] = "full",
                 granularity: Annotated[str, typer.Option(help="expert: one α | layer: one α per insertion site")] = "expert",
@@ -535,14 +536,14 @@ def interpolate(ctx: typer.Context,
 
     The result is saved as a new task (TARGET-pi, or --as) of one expert's size; the original is kept.
     It is compared with the target's own expert on the target's eval split, and unless
-    --no-keep-best the better of the two is saved (the summary and JSON say which). --k auto runs
-    short probes of the candidate sources and picks how many and which (k = 0: none helped).
+    --no-keep-best the better of the two is saved (the summary and JSON say which). By default
+    (--k auto) short probes of the candidate sources pick how many and which (k = 0: none helped).
 
     Example:
 
-      pizoo interpolate --target refcocog --k 2
+      pizoo interpolate --target refcocog
 
-      pizoo interpolate --target refcocog --k auto --json
+      pizoo interpolate --target refcocog --k 2 --json
 
       pizoo interpolate --target sst2 --with imdb,yelp --mode alpha --granularity layer --as sst2-mix
 
@@ -557,7 +558,7 @@ def interpolate(ctx: typer.Context,
         raise UsageError("--zero-shot and --data go together")
     if zero_shot:
         result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template),
-                               k=k, metric=metric, device="cpu" if device == "auto" else device)
+                               k=k or 1, metric=metric, device="cpu" if device == "auto" else device)
         return render.emit_json(result) if json_ else render.zero_shot(result)
     cfg = _train_config(zoo, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
     manifest = interpolate_task(zoo, target, cfg, with_=_csv(with_), k=k, metric=metric,

@@ -95,12 +95,13 @@ def load_expert_part(zoo, name: str, em) -> dict[str, torch.Tensor]:
     return expert
 
 
-def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = None, k: int | str = 2,
+def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = None, k: int | str | None = None,
                      metric: str = "cosine", spec: MixSpec = MixSpec(), shots: int | None = None,
                      alpha_lr: float = 0.05, name: str | None = None, embed: bool = True, keep_best: bool = True):
     """Learn the softmax(α) mixture of `target` and its sources on the target's data; save it as a task.
 
-    k "auto": pizoo.choose picks how many and which sources (k = 0 keeps the target's expert).
+    k "auto" (the default without `with_`; with it, all of `with_`): pizoo.choose picks how many
+    and which sources (k = 0 keeps the target's expert); a number: the top-k by similarity.
     keep_best: the result is compared with the target's own expert on the target's eval split
     (data neither was tuned on) and the better of the two is saved; the record says which."""
     import dataclasses
@@ -118,7 +119,7 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     refuse_existing(zoo, out_name)
     if alpha_lr <= 0:
         raise UsageError(f"--alpha-lr must be positive, got {alpha_lr}")
-    n_sources = parse_k(k)
+    n_sources = parse_k(k if k is not None else len(with_) if with_ else "auto")
     sources = choose_sources(zoo, target, with_=with_, k=n_sources, metric=metric)
     if n_sources is None and not with_:
         sources = sources[:AUTO_CANDIDATES]

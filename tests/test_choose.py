@@ -166,3 +166,15 @@ def test_landscape_cli_writes_the_png_and_json_and_refuses_bad_input(zoo, tmp_pa
         assert r.exit_code != 0 and words in r.output, r.output
         assert not (tmp_path / "bad.png").exists()
     assert helpers.tree(z.root) == before
+
+
+def test_k_auto_is_the_default_and_with_means_all_of_those(zoo, tmp_path):
+    z = _clone(zoo, tmp_path / "z")
+    r = cli(z.root, "interpolate", "--target", "few", "--steps", "4", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert "auto" in rec and rec["k"] == rec["auto"]["k"]
+    r = cli(z.root, "interpolate", "--target", "few", "--with", "opposite,related", "--steps", "4", "--as", "w",
+            "--device", "cpu", "--json")
+    rec = json.loads(r.stdout)
+    assert r.exit_code == 0 and "auto" not in rec and [s["task"] for s in rec["sources"]] == ["opposite", "related"]
