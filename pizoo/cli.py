@@ -693,6 +693,7 @@ def hyper_generate(ctx: typer.Context,
                    tune: Annotated[str, typer.Option(help="none | task-embedding (z only: HyperPELT TaskEmbed) | all")] = "task-embedding",
                    epochs: Annotated[Optional[int], typer.Option(help="Tuning epochs (default: 10).")] = None,
                    lr: Annotated[float, typer.Option(help="Tuning learning rate.")] = 1e-2,
+                   max_length: Annotated[int, typer.Option(help="Max tokens per example.")] = 128,
                    seed: Annotated[int, typer.Option(help="Seed for the eval split, the shots and the data order.")] = 0,
                    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
                    json_: JsonOpt = False):
@@ -712,7 +713,8 @@ def hyper_generate(ctx: typer.Context,
     zoo = zoo_of(ctx)
     args = DataArgs(data=str(data), eval_data=str(eval_data) if eval_data else None,
                     columns=_columns(text, text_pair, label, verbalizer, label_template), shots=shots, seed=seed)
-    manifest = generate_task(zoo, name, args, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=device), tune=tune)
+    manifest = generate_task(zoo, name, args, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=device), tune=tune,
+                             max_length=max_length)
     _show(zoo, manifest.name, json_)
 
 

@@ -272,6 +272,7 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
     from pizoo.index import sketch
     from pizoo.models import ExpertModel, save_tensors
     from pizoo.tasks import (
+        check_max_length,
         data_fingerprints,
         provenance,
         refuse_existing,
@@ -283,6 +284,7 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
         raise UsageError(f"--tune {tune!r} is not one of {', '.join(TUNES)}")
     _check_head(zoo)
     refuse_existing(zoo, name)
+    check_max_length(max_length)
     net, record, _ = load_hyper(zoo)
     data = data_args.prepare()
     em = ExpertModel(zoo.spec, data.labels, device=device_for(cfg), max_length=max_length)

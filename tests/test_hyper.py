@@ -137,6 +137,7 @@ def test_bad_input_changes_nothing(hzoo, tmp_path, bert_dir):
     for args, words in ((["generate", "x", "--data", new, "--tune", "some"], "--tune 'some'"),
                         (["generate", "a1", "--data", new], "already exists"),
                         (["generate", "x", "--data", tmp_path / "nope.csv"], "nope.csv"),
+                        (["generate", "x", "--data", new, "--max-length", "2"], "--max-length must be at least 4"),
                         (["train", "--tasks", "a1"], "several tasks"),
                         (["train", "--tasks", "a1,a1"], "twice"),
                         (["train", "--tasks", "a1,zz"], "zz")):
