@@ -289,9 +289,11 @@ def main() -> None:
                 top = sorted(sources, key=lambda s: -sims[s][0])[: args.k]
                 with quiet():
                     a = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), with_=top,
-                                         spec=MixSpec(mode="alpha"), name=f"{name}-alpha", embed=False)
+                                         spec=MixSpec(mode="alpha"), name=f"{name}-alpha", embed=False,
+                                         keep_best=False)
                     b = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), with_=top,
-                                         spec=MixSpec(mode="full"), name=f"{name}-full", embed=False)
+                                         spec=MixSpec(mode="full"), name=f"{name}-full", embed=False,
+                                         keep_best=False)
                 rec = {"settings": settings, "target": f.stem, "shots": n, "seed": seed, "top": top,
                        "base": own.metrics["accuracy_zero_shot"], "own": own.metrics["accuracy"],
                        "own2x": own2x.metrics["accuracy"], "soup": a.metrics["accuracy_uniform_mixture"],
@@ -303,7 +305,8 @@ def main() -> None:
                 for s in sources:  # Fig. 3b: similarity against the gain of mixing with that source alone
                     with quiet():
                         one = interpolate_task(zoo, name, cfg(seed, steps=args.corr_steps), with_=[s],
-                                               spec=MixSpec(mode="alpha"), name=f"{name}-with-{s}", embed=False)
+                                               spec=MixSpec(mode="alpha"), name=f"{name}-with-{s}", embed=False,
+                                               keep_best=False)
                     rec["pairs"].append([*sims[s], one.metrics["accuracy"] - own.metrics["accuracy"]])
                     zoo.remove_task(one.name)
                 for t in (a.name, b.name, name, own2x.name):

@@ -11,7 +11,6 @@ Both carry a README.md model card and pizoo_provenance.json."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from pizoo import __version__
 from pizoo.errors import ExportError, UsageError
 from pizoo.heads import get_head
-from pizoo.zoo import Zoo
+from pizoo.zoo import Zoo, replace_dir
 
 FORMATS = ("peft", "merged")
 PROVENANCE = "pizoo_provenance.json"
@@ -140,13 +139,7 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
                       "expert_sha256": manifest.files.get("expert.safetensors")}
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(card(manifest, spec, fmt, out))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        replace_dir(tmp, out, out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

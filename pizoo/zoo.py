@@ -165,6 +165,29 @@ class Problem:
         return {"task": self.task, "file": self.file, "issue": self.issue}
 
 
+def write_files(folder: Path, files: dict[str, Writer]) -> dict[str, str]:
+    """Run each writer into `folder`, flush it to disk; return every file's sha256."""
+    shas = {}
+    for fname, writer in files.items():
+        (folder / fname).parent.mkdir(parents=True, exist_ok=True)
+        writer(folder / fname)
+        with open(folder / fname, "rb+") as f:
+            os.fsync(f.fileno())
+        shas[fname] = sha256_file(folder / fname)
+    return shas
+
+
+def replace_dir(new: Path, final: Path, aside: Path) -> None:
+    """Move the finished folder `new` to `final`; an existing `final` is renamed to `aside` first
+    and removed after (a crash in between is undone by Zoo._recover for zoo folders)."""
+    if final.exists():
+        os.rename(final, aside)
+        os.rename(new, final)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.rename(new, final)
+
+
 class Zoo:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -304,25 +327,14 @@ class Zoo:
                         (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(final / fname, tmp / fname)
                         shas[fname] = sha256_file(tmp / fname)
-                for fname, writer in files.items():
-                    (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
-                    writer(tmp / fname)
-                    with open(tmp / fname, "rb+") as f:
-                        os.fsync(f.fileno())
-                    shas[fname] = sha256_file(tmp / fname)
+                shas.update(write_files(tmp, files))
                 manifest = manifest.replace(files=dict(sorted(shas.items())))
                 atomic_write(tmp / MANIFEST, manifest.to_json())
                 _fsync_dir(tmp)
-                if exists:
-                    old = self.root / f".old-{name}-{uuid.uuid4().hex[:8]}"
-                    os.rename(final, old)
-                    os.rename(tmp, final)
-                    shutil.rmtree(old, ignore_errors=True)
-                elif final.exists():
+                if not exists and final.exists():
                     # A folder without task.json: not ours to delete silently.
                     raise TaskExists(f"{final} exists but is not a task", f"move or delete {final} first")
-                else:
-                    os.rename(tmp, final)
+                replace_dir(tmp, final, self.root / f".old-{name}-{uuid.uuid4().hex[:8]}")
                 _fsync_dir(self.root)
             finally:
                 if tmp.exists():
@@ -342,21 +354,10 @@ class Zoo:
             tmp = self.root / f".tmp-{dirname}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             try:
-                shas = {}
-                for fname, writer in files.items():
-                    writer(tmp / fname)
-                    with open(tmp / fname, "rb+") as f:
-                        os.fsync(f.fileno())
-                    shas[fname] = sha256_file(tmp / fname)
+                shas = write_files(tmp, files)
                 atomic_write(tmp / record_name, json.dumps({**record, "sha256": shas}, indent=2, sort_keys=True) + "\n")
                 _fsync_dir(tmp)
-                if final.exists():
-                    old = self.root / f".old-{dirname}-{uuid.uuid4().hex[:8]}"
-                    os.rename(final, old)
-                    os.rename(tmp, final)
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    os.rename(tmp, final)
+                replace_dir(tmp, final, self.root / f".old-{dirname}-{uuid.uuid4().hex[:8]}")
                 _fsync_dir(self.root)
             finally:
                 if tmp.exists():

@@ -207,3 +207,28 @@ def auto_model(head_name: str, path, **kwargs):
     from pizoo.heads import get_head
 
     return getattr(transformers, get_head(head_name).auto_class).from_pretrained(path, **kwargs)
+
+
+def ctrl_c_while_training(zoo_root: Path, *args: str) -> tuple[int, str]:
+    """Run `pizoo --zoo ROOT ARGS...`, press Ctrl-C once its training loop has started; return the
+    exit code and stderr."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "pizoo", "--zoo", str(zoo_root), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:  # wait until the training loop announces itself
+            lines.append(line)
+            if "steps over" in line:
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        return proc.returncode, "".join(lines) + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -3,10 +3,6 @@ reproduces its multi-task predictions after a reload, and writes generated tasks
 command accepts; bad input and Ctrl-C leave the zoo as it was."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import helpers
 import pytest
@@ -162,21 +158,6 @@ def test_bad_input_changes_nothing(hzoo, tmp_path, bert_dir):
 def test_ctrl_c_during_hyper_train_leaves_the_zoo_as_it_was(hzoo):
     zoo, _, _ = hzoo
     before = helpers.tree(zoo.root)
-    proc = subprocess.Popen([sys.executable, "-m", "pizoo", "--zoo", str(zoo.root), "hyper", "train",
-                             "--steps", "100000", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        lines = []
-        for line in proc.stderr:
-            lines.append(line)
-            if "steps over" in line:
-                break
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        err = "".join(lines) + err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    code, err = helpers.ctrl_c_while_training(zoo.root, "hyper", "train", "--steps", "100000", "--device", "cpu")
+    assert code == 130 and "interrupted" in err, err[-2000:]
     assert helpers.tree(zoo.root) == before

@@ -2,10 +2,6 @@
 and bad input that must write nothing."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import helpers
 import pytest
@@ -238,24 +234,8 @@ def test_verbalizer_renames_labels_and_is_reused_on_new_data(llama_dir, tmp_path
 def test_ctrl_c_during_training_leaves_the_zoo_as_it_was(zoo_root, tmp_path):
     good = helpers.write_rows(helpers.make_rows("a", 200, 0), tmp_path / "good.csv")
     before = helpers.tree(zoo_root)
-    proc = subprocess.Popen([sys.executable, "-m", "pizoo", "--zoo", str(zoo_root), "add-task", "t",
-                             "--data", str(good), "--steps", "100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        # wait until the training loop announces itself, then press Ctrl-C
-        lines = []
-        for line in proc.stderr:
-            lines.append(line)
-            if "steps over" in line:
-                break
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        err = "".join(lines) + err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err[-2000:]
+    code, err = helpers.ctrl_c_while_training(zoo_root, "add-task", "t", "--data", good, "--steps", "100000")
+    assert code == 130, err[-2000:]
     assert "interrupted" in err
     assert helpers.tree(zoo_root) == before
 
