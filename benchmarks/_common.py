@@ -62,3 +62,20 @@ def timed(fn, repeat: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def put_block(tag: str, title: str, script: str, table: str) -> None:
+    """Put `table`, with the command that made it (this invocation's, less --report-only), into
+    BENCHMARKS.md between the <!-- tag:start/end --> markers; a new section `title` if none."""
+    import re
+
+    cmd = f"python benchmarks/{script} " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    block = f"<!-- {tag}:start -->\n```\n{cmd.strip()}\n```\n\n{table}\n<!-- {tag}:end -->"
+    bench = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+    md = bench.read_text()
+    if f"<!-- {tag}:start -->" in md:
+        md = re.sub(rf"<!-- {re.escape(tag)}:start -->.*<!-- {re.escape(tag)}:end -->", lambda _: block, md,
+                    flags=re.DOTALL)
+    else:
+        md += f"\n## {title}\n\n" + block + "\n"
+    bench.write_text(md)

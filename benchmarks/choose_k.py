@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 import sys
 import time
@@ -151,7 +150,7 @@ def table(args, records: list[dict], ks: list[str], footer: str, done: bool) -> 
 def run(args, ks: list[str]) -> None:
     sys.path.insert(0, str(ROOT / "demo"))
     import prepare
-    from _common import tmpdir
+    from _common import put_block, tmpdir
     from transfer import quiet, source_zoo, train_sources
 
     from pizoo.tasks import init_zoo
@@ -191,15 +190,7 @@ def run(args, ks: list[str]) -> None:
                      f"invocation that wrote this: {time.perf_counter() - start:.0f} s.", final)
         print(text)
         if not args.no_write:
-            cmd = "python benchmarks/transfer.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
-            bench = ROOT / "BENCHMARKS.md"
-            block = f"<!-- choose-k:start -->\n```\n{cmd.strip()}\n```\n\n{text}\n<!-- choose-k:end -->"
-            md = bench.read_text()
-            if "<!-- choose-k:start -->" in md:
-                md = re.sub(r"<!-- choose-k:start -->.*<!-- choose-k:end -->", lambda _: block, md, flags=re.DOTALL)
-            else:
-                md += "\n## Choosing k, and never a worse expert\n\n" + block + "\n"
-            bench.write_text(md)
+            put_block("choose-k", "Choosing k, and never a worse expert", "transfer.py", text)
 
     if args.report_only:
         return report(len(done) == len(wanted))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -171,15 +170,9 @@ def write(args, recs: list[dict], complete: bool, seconds: float) -> None:
     print(table)
     if args.no_write:
         return
-    cmd = "python benchmarks/hyper.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
-    block = f"<!-- hyper:start -->\n```\n{cmd.strip()}\n```\n\n{table}\n<!-- hyper:end -->"
-    bench = ROOT / "BENCHMARKS.md"
-    md = bench.read_text()
-    if "<!-- hyper:start -->" in md:
-        md = re.sub(r"<!-- hyper:start -->.*<!-- hyper:end -->", lambda _: block, md, flags=re.DOTALL)
-    else:
-        md += "\n## HyperPELT on the packaged tasks\n\n" + block + "\n"
-    bench.write_text(md)
+    from _common import put_block
+
+    put_block("hyper", "HyperPELT on the packaged tasks", "hyper.py", table)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import io
 import json
-import re
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "demo"))
 
-from _common import tmpdir  # noqa: E402
+from _common import put_block, tmpdir  # noqa: E402
 
 
 def quiet():
@@ -116,16 +115,8 @@ def write(args, results, pairs, footer: str, done: bool, hubs=None) -> None:
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        cmd = "python benchmarks/transfer.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
-        bench = ROOT / "BENCHMARKS.md"
-        text = bench.read_text()
         tag = "transfer" if args.head == "classification" else f"transfer-{args.head}"
-        block = f"<!-- {tag}:start -->\n```\n{cmd.strip()}\n```\n\n{table}\n<!-- {tag}:end -->"
-        if f"<!-- {tag}:start -->" in text:
-            text = re.sub(rf"<!-- {tag}:start -->.*<!-- {tag}:end -->", lambda _: block, text, flags=re.S)
-        else:
-            text += f"\n## Transfer on real tasks, head `{args.head}`\n\n" + block + "\n"
-        bench.write_text(text)
+        put_block(tag, f"Transfer on real tasks, head `{args.head}`", "transfer.py", table)
 
 
 def hubness(records) -> dict:
