@@ -115,11 +115,11 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     from pizoo.train import device_for, planned_steps
     from pizoo.zoo import EXPERT
 
-    out_name = name or f"{target}-pi"
-    refuse_existing(zoo, out_name)
+    n_sources = parse_k(k if k is not None else len(with_) if with_ else "auto")
     if alpha_lr <= 0:
         raise UsageError(f"--alpha-lr must be positive, got {alpha_lr}")
-    n_sources = parse_k(k if k is not None else len(with_) if with_ else "auto")
+    out_name = name or f"{target}-pi"
+    refuse_existing(zoo, out_name)
     sources = choose_sources(zoo, target, with_=with_, k=n_sources, metric=metric)
     if n_sources is None and not with_:
         sources = sources[:AUTO_CANDIDATES]

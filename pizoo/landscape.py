@@ -38,7 +38,8 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
 
     values = axis(resolution, margin)
     if with_ is not None and len(with_) != 2:
-        raise UsageError(f"--with names {len(with_)} task(s); the plane goes through the target and two others")
+        raise UsageError(f"--with names {len(with_)} task(s); the plane goes through the target and two others",
+                         "pass two: --with B,C (or leave --with out for the target's top 2)")
     others = [s for s, _ in choose_sources(zoo, target, with_=with_, k=2, metric=metric)]
     em, manifest = load_task_model(zoo, target, device)
     td = task_data(zoo, target, manifest)
