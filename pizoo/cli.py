@@ -26,6 +26,9 @@ VerbalizerOpt = Annotated[Optional[str], typer.Option(
          "the label value itself). Later reads of the task's data reuse it.")]
 LabelTemplateOpt = Annotated[Optional[str], typer.Option(
     help="Describe each label in a sentence, e.g. 'a review that is {label}' (after --verbalizer).")]
+ImageOpt = Annotated[Optional[str], typer.Option(
+    help="Image column: file paths relative to the data file, or image bytes (parquet). Needs a zoo on a "
+         "model with an image side.")]
 
 
 def report(e: PizooError) -> None:
@@ -111,12 +114,14 @@ def _train_config(zoo, *, lr: float | None, **kwargs):
     return TrainConfig(lr=lr or get_kind(zoo.spec.kind).default_lr, **kwargs)
 
 
-def _columns(text: str, text_pair: str | None, label: str, verbalizer: str | None,
-             label_template: str | None = None):
-    """The column flags (and --verbalizer, --label-template) as the library's Columns."""
+def _columns(text: str | None, text_pair: str | None, label: str, verbalizer: str | None,
+             label_template: str | None = None, image: str | None = None):
+    """The column flags (and --verbalizer, --label-template) as the library's Columns; the text
+    column is "text" unless the task is an image task."""
     from pizoo.data import Columns, parse_verbalizer
 
-    return Columns(text, text_pair, label, parse_verbalizer(verbalizer), label_template)
+    text = text or (None if image else "text")
+    return Columns(text, text_pair, label, parse_verbalizer(verbalizer), label_template, image)
 
 
 # -- init -------------------------------------------------------------------------------------
@@ -183,8 +188,9 @@ def add_task(ctx: typer.Context,
              dataset: Annotated[Optional[str], typer.Option(help="A `datasets` name instead of --data (online).")] = None,
              dataset_config: Annotated[Optional[str], typer.Option(help="Its configuration.")] = None,
              split: Annotated[Optional[str], typer.Option(help="Its split.")] = None,
-             text: Annotated[str, typer.Option(help="Text column.")] = "text",
+             text: Annotated[Optional[str], typer.Option(help="Text column (default: text; none for an image task).")] = None,
              text_pair: Annotated[Optional[str], typer.Option(help="Second text column (pairs).")] = None,
+             image: ImageOpt = None,
              label: Annotated[str, typer.Option(help="Label column.")] = "label",
              verbalizer: VerbalizerOpt = None,
              label_template: LabelTemplateOpt = None,
@@ -207,6 +213,8 @@ def add_task(ctx: typer.Context,
 
       pizoo add-task sst2 --data sst2.csv --text sentence --label label --shots 16 --epochs 20
 
+      pizoo add-task digits --data digits.csv --image path --label digit --shots 16
+
       pizoo add-task imported --from-adapter ./my-lora --labels neg,pos
     """
     from pizoo.tasks import DataArgs, import_adapter, train_task
@@ -221,7 +229,7 @@ def add_task(ctx: typer.Context,
                             seed=seed, device=device, precision=precision)
         args = DataArgs(data=str(data) if data else None, eval_data=str(eval_data) if eval_data else None,
                         dataset=dataset, dataset_config=dataset_config, split=split,
-                        columns=_columns(text, text_pair, label, verbalizer, label_template), shots=shots, seed=seed)
+                        columns=_columns(text, text_pair, label, verbalizer, label_template, image), shots=shots, seed=seed)
         manifest = train_task(zoo, name, args, cfg, max_length=max_length, embed=embed, fisher_samples=fisher_samples)
         if manifest is None:  # a non-main process of a distributed launch
             return
@@ -345,6 +353,7 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
           data: Annotated[Optional[Path], typer.Option(help="Evaluate on this file (default: the eval split).")] = None,
           text: Annotated[Optional[str], typer.Option(help="Text column (default: the task's).")] = None,
           text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+          image: ImageOpt = None,
           label: Annotated[Optional[str], typer.Option(help="Label column (default: the task's).")] = None,
           verbalizer: VerbalizerOpt = None,
           label_template: LabelTemplateOpt = None,
@@ -366,10 +375,10 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
 
     zoo = zoo_of(ctx)
     columns = None
-    if any((text, text_pair, label, verbalizer, label_template)):  # what is not given stays the task's
+    if any((text, text_pair, label, verbalizer, label_template, image)):  # what is not given stays the task's
         own = task_columns(zoo.manifest(name))
         columns = _columns(text or own.text, text_pair or own.text_pair, label or own.label, verbalizer,
-                           label_template)
+                           label_template, image or own.image)
     result = evaluate_task(zoo, name, data=str(data) if data else None, columns=columns, on=on, device=device)
     if json_:
         render.emit_json(result)
@@ -389,8 +398,9 @@ def embed(ctx: typer.Context,
           samples: Annotated[Optional[int], typer.Option(help="Examples to use (default: 256).")] = None,
           seed: Annotated[int, typer.Option(help="Seed that picks the examples.")] = 0,
           data: Annotated[Optional[Path], typer.Option(help="Data for a task without its own (imports).")] = None,
-          text: Annotated[str, typer.Option(help="Text column (with --data).")] = "text",
+          text: Annotated[Optional[str], typer.Option(help="Text column (with --data; default: text, none for images).")] = None,
           text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+          image: ImageOpt = None,
           label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
           verbalizer: VerbalizerOpt = None,
           label_template: LabelTemplateOpt = None,
@@ -409,7 +419,7 @@ def embed(ctx: typer.Context,
     zoo = zoo_of(ctx)
     if all_ == (name is not None):
         raise UsageError("give a task NAME or --all")
-    columns = _columns(text, text_pair, label, verbalizer, label_template) if data else None
+    columns = _columns(text, text_pair, label, verbalizer, label_template, image) if data else None
     results = embed_tasks(zoo, zoo.task_names() if all_ else [name], keep_going=all_, samples=samples, seed=seed,
                           data=str(data) if data else None, columns=columns, device=device)
     if json_:
@@ -428,8 +438,9 @@ def similar(ctx: typer.Context,
             metric: MetricOpt = "cosine",
             which: WhichOpt = "expert",
             data: Annotated[Optional[Path], typer.Option(help="Zero-shot: rank tasks against this data (probe).")] = None,
-            text: Annotated[str, typer.Option(help="Text column (with --data).")] = "text",
+            text: Annotated[Optional[str], typer.Option(help="Text column (with --data; default: text, none for images).")] = None,
             text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+            image: ImageOpt = None,
             label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
             verbalizer: VerbalizerOpt = None,
             label_template: LabelTemplateOpt = None,
@@ -451,7 +462,7 @@ def similar(ctx: typer.Context,
     if (name is None) == (data is None):
         raise UsageError("give a task NAME or --data FILE")
     if data is not None:
-        rows = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template), k=k, metric=metric,
+        rows = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template, image), k=k, metric=metric,
                                samples=samples, device=device)
         title = f"tasks most similar to {data} (probe, {metric})"
     else:
@@ -525,8 +536,9 @@ def interpolate(ctx: typer.Context,
                 as_: Annotated[Optional[str], typer.Option("--as", help="Name of the new task (default: TARGET-pi).")] = None,
                 data: Annotated[Optional[Path], typer.Option(help="Zero-shot: data of a task that has no expert.")] = None,
                 zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Use the nearest task's expert on --data.")] = False,
-                text: Annotated[str, typer.Option(help="Text column (with --data).")] = "text",
+                text: Annotated[Optional[str], typer.Option(help="Text column (with --data; default: text, none for images).")] = None,
                 text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+                image: ImageOpt = None,
                 label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
                 verbalizer: VerbalizerOpt = None,
                 label_template: LabelTemplateOpt = None,
@@ -557,7 +569,7 @@ def interpolate(ctx: typer.Context,
     if zero_shot != (data is not None):
         raise UsageError("--zero-shot and --data go together")
     if zero_shot:
-        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template),
+        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template, image),
                                k=k or 1, metric=metric, device="cpu" if device == "auto" else device)
         return render.emit_json(result) if json_ else render.zero_shot(result)
     cfg = _train_config(zoo, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
@@ -684,8 +696,9 @@ def hyper_generate(ctx: typer.Context,
                    name: Annotated[str, typer.Argument(help="Name of the new task.")],
                    data: Annotated[Path, typer.Option(help="The new task's data: csv, tsv, json, jsonl or parquet.")],
                    eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation data (default: a held-out 20%).")] = None,
-                   text: Annotated[str, typer.Option(help="Text column.")] = "text",
+                   text: Annotated[Optional[str], typer.Option(help="Text column (default: text; none for an image task).")] = None,
                    text_pair: Annotated[Optional[str], typer.Option(help="Second text column (pairs).")] = None,
+                   image: ImageOpt = None,
                    label: Annotated[str, typer.Option(help="Label column.")] = "label",
                    verbalizer: VerbalizerOpt = None,
                    label_template: LabelTemplateOpt = None,
@@ -712,7 +725,7 @@ def hyper_generate(ctx: typer.Context,
 
     zoo = zoo_of(ctx)
     args = DataArgs(data=str(data), eval_data=str(eval_data) if eval_data else None,
-                    columns=_columns(text, text_pair, label, verbalizer, label_template), shots=shots, seed=seed)
+                    columns=_columns(text, text_pair, label, verbalizer, label_template, image), shots=shots, seed=seed)
     manifest = generate_task(zoo, name, args, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=device), tune=tune,
                              max_length=max_length)
     _show(zoo, manifest.name, json_)

@@ -1,7 +1,8 @@
 """Task data through `datasets`: local csv/tsv/json/jsonl/parquet files, or a hub dataset by name.
 
-A task's data becomes a list of (text, text_pair, label) examples, a label set, a seeded
-stratified held-out evaluation split and, with --shots, N training examples per class."""
+A task's data becomes a list of (text, text_pair, image, label) examples, a label set, a seeded
+stratified held-out evaluation split and, with --shots, N training examples per class. Images are
+read once, checked, and kept as their encoded bytes (a task folder never points at image files)."""
 
 from __future__ import annotations
 
@@ -21,17 +22,24 @@ FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".pa
 
 @dataclass(frozen=True)
 class Columns:
-    """Which columns hold the text, the second text and the label, and how a data label becomes the
-    label text the head reads: an optional verbalizer (the word each data label is renamed to) and
-    an optional template around it ('a review that is {label}')."""
+    """Which columns hold the text, the second text, the image and the label, and how a data label
+    becomes the label text the head reads: an optional verbalizer (the word each data label is
+    renamed to) and an optional template around it ('a review that is {label}').
 
-    text: str = "text"
+    An image task has `image` set and `text` None (or a text beside the image)."""
+
+    text: str | None = "text"
     text_pair: str | None = None
     label: str = "label"
     verbalizer: tuple[tuple[str, str], ...] = ()
     label_template: str | None = None
+    image: str | None = None
 
     def __post_init__(self):
+        if self.text is None and self.image is None:
+            raise UsageError("a task needs a --text or an --image column")
+        if self.text_pair is not None and self.text is None:
+            raise UsageError("--text-pair needs --text as well")
         if self.label_template is not None and "{label}" not in self.label_template:
             raise UsageError(f"--label-template {self.label_template!r} must contain {{label}}",
                              "e.g. --label-template 'a review that is {label}'")
@@ -49,6 +57,8 @@ class Columns:
             out["verbalizer"] = dict(self.verbalizer)
         if self.label_template:
             out["label_template"] = self.label_template
+        if self.image:
+            out["image"] = self.image
         return out
 
 
@@ -73,35 +83,37 @@ def parse_verbalizer(spec: str | None) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True)
 class Examples:
-    texts: list[str]
+    texts: list[str] | None
     pairs: list[str] | None
     labels: list[str]
+    images: list[bytes] | None = None  # encoded image files (png, jpeg, ...), as read
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.labels)
 
     @property
     def input_type(self) -> str:
         """The registered input type these examples' columns make (pizoo.inputs)."""
+        if self.images is not None:
+            return "image" if self.texts is None else "image-text"
         return "text-pair" if self.pairs is not None else "text"
 
     def to_frame(self):
         import pandas as pd
 
-        cols = {"text": self.texts, **({"text_pair": self.pairs} if self.pairs is not None else {}),
-                "label": self.labels}
-        return pd.DataFrame(cols)
+        cols = {"text": self.texts, "text_pair": self.pairs, "image": self.images, "label": self.labels}
+        return pd.DataFrame({k: v for k, v in cols.items() if v is not None})
 
     @classmethod
     def from_frame(cls, df, where: str) -> "Examples":
-        if "text" not in df.columns or "label" not in df.columns:
-            raise DataError(f"{where} lacks the text or label column", "pizoo verify")
-        pairs = [str(x) for x in df["text_pair"]] if "text_pair" in df.columns else None
-        return cls([str(x) for x in df["text"]], pairs, [str(x) for x in df["label"]])
+        if "label" not in df.columns or not {"text", "image"} & set(df.columns):
+            raise DataError(f"{where} lacks the text (or image) or the label column", "pizoo verify")
+        col = (lambda c, f: [f(x) for x in df[c]] if c in df.columns else None)
+        return cls(col("text", str), col("text_pair", str), [str(x) for x in df["label"]], col("image", bytes))
 
     def subset(self, idx: list[int]) -> "Examples":
-        return Examples([self.texts[i] for i in idx], [self.pairs[i] for i in idx] if self.pairs else None,
-                        [self.labels[i] for i in idx])
+        pick = (lambda xs: [xs[i] for i in idx] if xs is not None else None)
+        return Examples(pick(self.texts), pick(self.pairs), pick(self.labels), pick(self.images))
 
 
 @dataclass(frozen=True)
@@ -180,20 +192,29 @@ def check_csv_rows(path: Path, delimiter: str) -> None:
                                 "quote fields that contain the delimiter, or fix that line")
 
 
-def read_examples(ds, cols: Columns, where: str) -> Examples:
+def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -> Examples:
+    """The examples of a dataset; image paths are relative to `base_dir` (the data file's folder)."""
     names = list(ds.column_names)
-    for flag, col in (("--text", cols.text), ("--text-pair", cols.text_pair), ("--label", cols.label)):
+    for flag, col in (("--text", cols.text), ("--text-pair", cols.text_pair), ("--image", cols.image),
+                      ("--label", cols.label)):
         if col is not None and col not in names:
             raise DataError(f"column {col!r} is not in {where}; its columns are: {', '.join(names)}",
                             f"pass {flag} COLUMN")
-    texts, pairs, labels = [], [], []
+    texts, pairs, images, labels = [], [], [], []
     dropped = 0
-    for row in ds:
-        text, label = row[cols.text], row[cols.label]
+    for i, row in enumerate(ds):
+        text = row[cols.text] if cols.text else ""
+        label = row[cols.label]
         pair = row[cols.text_pair] if cols.text_pair else ""
-        if text is None or label is None or (isinstance(text, str) and not text.strip()) or pair is None:
-            dropped += 1  # rows without text or label teach nothing
+        image = row[cols.image] if cols.image else b""
+        if (text is None or label is None or (isinstance(text, str) and cols.text and not text.strip())
+                or pair is None or image is None):
+            dropped += 1  # rows without input or label teach nothing
             continue
+        if cols.image:
+            from pizoo.inputs.image import read_image
+
+            images.append(read_image(image, base_dir, f"{where} row {i + 1}"))
         texts.append(str(text))
         pairs.append(str(pair))
         labels.append(_label_str(label))
@@ -207,11 +228,13 @@ def read_examples(ds, cols: Columns, where: str) -> Examples:
         labels = [words[lab] for lab in labels]
     if cols.label_template:
         labels = [cols.label_template.format(label=lab) for lab in labels]
-    if not texts:
-        raise DataError(f"{where} has no rows with both text and label")
+    if not labels:
+        raise DataError(f"{where} has no rows with both {'an image' if cols.image and not cols.text else 'text'} "
+                        "and label")
     if dropped:
-        log.warning(f"warning: {where}: skipped {dropped} of {dropped + len(texts)} rows with an empty text or label")
-    return Examples(texts, pairs if cols.text_pair else None, labels)
+        log.warning(f"warning: {where}: skipped {dropped} of {dropped + len(labels)} rows with an empty input or label")
+    return Examples(texts if cols.text else None, pairs if cols.text_pair else None, labels,
+                    images if cols.image else None)
 
 
 def _label_str(value) -> str:
@@ -275,9 +298,10 @@ def prepare(data: str | Path | None, cols: Columns, *, eval_data: str | Path | N
             labels: tuple[str, ...] | None = None) -> TaskData:
     """Read, check and split a task's data; `labels` pins the label set (e.g. an existing task's)."""
     where = str(data) if data is not None else f"dataset {dataset}"
-    full = read_examples(load_rows(data, dataset=dataset, config=dataset_config, split=split), cols, where)
+    full = read_examples(load_rows(data, dataset=dataset, config=dataset_config, split=split), cols, where,
+                         Path(data).parent if data is not None else None)
     if eval_data is not None:
-        train, held = full, read_examples(load_rows(eval_data), cols, str(eval_data))
+        train, held = full, read_examples(load_rows(eval_data), cols, str(eval_data), Path(eval_data).parent)
     else:
         tr, ev = stratified_split(full, eval_fraction, seed)
         train, held = full.subset(tr), full.subset(ev)

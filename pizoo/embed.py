@@ -6,6 +6,7 @@ with one matrix product and reranks the best candidates on their exact Fisher ve
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,7 @@ def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None
     check_metric(metric)
     others = embedded_tasks(zoo, "probe")
     check_k(k if k is not None else 1, len(others))
-    ex = read_examples(load_rows(data), columns, str(data))
+    ex = read_examples(load_rows(data), columns, str(data), Path(data).parent)
     labels = sorted_labels(ex.labels)
     if len(labels) < 2:
         raise DataError(f"{data} has one class only ({labels[0]!r}): a task needs two or more")

@@ -131,6 +131,8 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
                     model.config.label2id = {label: i for i, label in enumerate(manifest.labels)}
                 model.save_pretrained(str(tmp))
                 em.tokenizer.save_pretrained(str(tmp))
+                if em.image_processor is not None:
+                    em.image_processor.save_pretrained(str(tmp))
         provenance = {"pizoo_version": __version__, "task": name, "format": fmt, "labels": list(manifest.labels),
                       "base_model": spec.base_model, "base_fingerprint": spec.fingerprint, "head": spec.head,
                       "head_options": spec.head_options,

@@ -107,6 +107,13 @@ def read_model_type(path: Path) -> str:
         raise ModelError(f"cannot read model_type from {path / 'config.json'}: {e}") from e
 
 
+def tower_types(path: Path) -> tuple[str, ...]:
+    """The model's type, then its towers' (text_config, vision_config) where it has them."""
+    config = json.loads((path / "config.json").read_text())
+    subs = [config[k].get("model_type") for k in ("text_config", "vision_config") if isinstance(config.get(k), dict)]
+    return (read_model_type(path), *[t for t in subs if t])
+
+
 # -- expert files -----------------------------------------------------------------------------
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
@@ -151,6 +158,7 @@ class ExpertModel:
         self.cache: dict[str, Any] = {}
         self.owner: torch.Tensor | None = None  # which example each row of the running forward belongs to
         self.tokenizer = load_processor(path, spec.trust_remote_code)
+        self.image_processor = load_image_processor(path, spec.trust_remote_code)
         with quiet_transformers():
             hf = load_backbone(path, self.head_type, self.labels, spec.trust_remote_code)
             if getattr(hf.config, "pad_token_id", None) is None:
@@ -172,6 +180,7 @@ class ExpertModel:
         for p in self.trainable().values():
             p.requires_grad_(True)
         self._live = {id(p): n for n, p in self.wrapped.named_parameters(remove_duplicate=False)}
+        self._runner = _Runner(self.wrapped)
         self.prefix = self.kind.prefix_length(spec.options)
         self.wrapped.to(device)
         self.wrapped.eval()
@@ -243,17 +252,20 @@ class ExpertModel:
         return self.head_type.collate(self, rows, label=label, per_example=per_example)
 
     def forward(self, inputs: dict[str, torch.Tensor], params: dict[str, torch.Tensor] | None = None,
-                owner: torch.Tensor | None = None):
+                owner: torch.Tensor | None = None, via=None):
         """The backbone (with the expert) on whatever the processor made; `owner` maps each row to
-        its example for the per-example Fisher (None: every row is its own example)."""
+        its example for the per-example Fisher (None: every row is its own example). `via(inputs)`
+        runs a part of the model instead of the whole (one tower of a dual encoder); with `params`
+        that part runs on them too."""
         self.owner = owner
         if self.prefix and "token_type_ids" in inputs:  # peft drops them for prompt tuning (and warns)
             inputs = {k: v for k, v in inputs.items() if k != "token_type_ids"}
+        call = via or (lambda kw: self.wrapped(**kw))
         try:
             if params is None:
-                return self.wrapped(**inputs)
-            live = {self._live[id(self.trainable()[k])]: v for k, v in params.items()}
-            return functional_call(self.wrapped, live, args=(), kwargs=inputs, strict=False)
+                return call(inputs)
+            live = {"model." + self._live[id(self.trainable()[k])]: v for k, v in params.items()}
+            return functional_call(self._runner, live, args=(call, inputs), strict=False)
         finally:
             self.owner = None
 
@@ -292,6 +304,17 @@ class ExpertModel:
         return Score(float((scores.argmax(-1) == gold).float().mean()), float(ll))
 
 
+class _Runner(nn.Module):
+    """Holds the model so that `functional_call` can swap its parameters for any call into it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, call, inputs):
+        return call(inputs)
+
+
 @dataclass(frozen=True, order=True)
 class Score:
     """How well an expert does on a split; compared by accuracy, then log-likelihood."""
@@ -326,6 +349,19 @@ def load_processor(path: Path, trust_remote_code: bool = False):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
+
+
+def load_image_processor(path: Path, trust_remote_code: bool = False):
+    """The image processor of a model with an image side (preprocessor_config.json); else None."""
+    if not (path / "preprocessor_config.json").is_file():
+        return None
+    from transformers import AutoImageProcessor
+
+    try:
+        with quiet_transformers():  # without torchvision transformers falls back to its PIL processors, and says so
+            return AutoImageProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelError(f"cannot load the image processor of {path}: {(str(e).splitlines() or [''])[0][:300]}") from e
 
 
 def load_backbone(path: Path, head, labels: Sequence[str], trust_remote_code: bool = False) -> nn.Module:

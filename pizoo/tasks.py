@@ -41,6 +41,7 @@ from pizoo.models import (
     fingerprint,
     load_tensors,
     read_model_type,
+    tower_types,
     resolve_base,
     save_tensors,
 )
@@ -75,7 +76,7 @@ def init_zoo(root: str | Path, *, base_model: str | None = None, head: str | Non
     model_type = read_model_type(path)
     head = head or default_head(json.loads((path / "config.json").read_text()))
     head_opts = get_head(head).normalize_options(head_options or {}, path)
-    opts = get_kind(kind).normalize_options(options or {}, model_type)
+    opts = get_kind(kind).normalize_options(options or {}, tower_types(path))
     local = Path(name).expanduser()
     spec = ZooSpec(base_model=str(local.resolve()) if local.is_dir() else name, fingerprint=fingerprint(path),
                    model_type=model_type, head=head, head_options=head_opts, kind=kind, options=opts, seed=seed,
@@ -309,7 +310,7 @@ def read_labelled(path: str | Path, columns: Columns, labels: tuple[str, ...] | 
                   ) -> tuple[Examples, tuple[str, ...], list[int]]:
     """Examples from a file with their label set and label indices: `labels` pins the label set
     (a per-task head's), None takes the data's own labels."""
-    ex = read_examples(load_rows(path), columns, str(path))
+    ex = read_examples(load_rows(path), columns, str(path), Path(path).parent)
     label_set = labels or sorted_labels(ex.labels)
     return ex, label_set, TaskData(ex, ex, label_set).label_ids(ex)
 

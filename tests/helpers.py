@@ -174,7 +174,7 @@ def new_zoo(root: Path, base: Path, kind: str = "lora", head: str | None = "clas
 
 
 def train(zoo, name: str, train_file: Path, eval_file: Path | None = None, *, epochs: int = 20,
-          seed: int = 0, shots: int | None = None, embed: bool = True, lr: float | None = None):
+          seed: int = 0, shots: int | None = None, embed: bool = True, lr: float | None = None, columns=None):
     """add-task's library call, quietly."""
     import contextlib
     import io
@@ -185,7 +185,7 @@ def train(zoo, name: str, train_file: Path, eval_file: Path | None = None, *, ep
     from pizoo.train import TrainConfig
 
     cfg = TrainConfig(epochs=epochs, seed=seed, lr=lr or get_kind(zoo.spec.kind).default_lr, device="cpu")
-    args = DataArgs(data=str(train_file), eval_data=str(eval_file) if eval_file else None, columns=Columns(),
+    args = DataArgs(data=str(train_file), eval_data=str(eval_file) if eval_file else None, columns=columns or Columns(),
                     shots=shots, seed=seed)
     with contextlib.redirect_stderr(io.StringIO()):
         return train_task(zoo, name, args, cfg, embed=embed)
@@ -232,3 +232,110 @@ def ctrl_c_while_training(zoo_root: Path, *args: str) -> tuple[int, str]:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# -- image side: tiny dual encoders and synthetic image tasks --------------------------------------
+IMAGE_SIZE = 16
+
+
+def _image_processor(cls_name: str):
+    import transformers
+
+    cls = getattr(transformers, cls_name + "Pil", None) or getattr(transformers, cls_name)  # no torchvision here
+    return cls(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_resize=True,
+                                           do_center_crop=False, do_normalize=True,
+                                           image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+
+def tiny_clip(path: Path) -> Path:
+    """A CLIP (text and vision towers, projections) from a config, with the word-level tokenizer of
+    tiny_bert ([SEP] ends every text: CLIP pools the text at its end token)."""
+    import torch
+    from transformers import BertTokenizer, CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    sep = VOCAB.index("[SEP]")
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=2, max_position_embeddings=64, eos_token_id=sep,
+                                      bos_token_id=VOCAB.index("[CLS]"), pad_token_id=0, initializer_range=0.2),
+                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                        image_size=IMAGE_SIZE, patch_size=4, initializer_range=0.2),
+                     projection_dim=32)
+    CLIPModel(cfg).save_pretrained(path)
+    BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True).save_pretrained(path)
+    _image_processor("CLIPImageProcessor").save_pretrained(path)
+    return path
+
+
+def tiny_dual(path: Path) -> Path:
+    """The shape of pizoo's packaged multimodal default: a VisionTextDualEncoderModel built from a
+    DINOv2 image tower and a BERT text tower (mean pooling, as a sentence-transformers tower)."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertModel,
+        BertTokenizer,
+        Dinov2Config,
+        Dinov2Model,
+        VisionTextDualEncoderModel,
+    )
+
+    torch.manual_seed(0)
+    vision = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                      image_size=IMAGE_SIZE, patch_size=4, initializer_range=0.2))
+    text = BertModel(BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                attention_probs_dropout_prob=0.0, initializer_range=0.2))
+    model = VisionTextDualEncoderModel(vision_model=vision, text_model=text)
+    model.config.projection_dim = 32
+    model.visual_projection = torch.nn.Linear(32, 32, bias=False)
+    model.text_projection = torch.nn.Linear(32, 32, bias=False)
+    with torch.no_grad():
+        model.text_projection.weight.copy_(torch.eye(32))
+        torch.nn.init.orthogonal_(model.visual_projection.weight)
+    model.save_pretrained(path)
+    BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True).save_pretrained(path)
+    _image_processor("BitImageProcessor").save_pretrained(path)
+    return path
+
+
+# Image rules: which half of a noisy image is brighter (left/right, or top/bottom).
+IMAGE_RULES = {"lr": 1, "tb": 0}
+
+
+def image_bytes(rule: str, label_index: int, rng) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    px = rng.uniform(0, 0.5, size=(IMAGE_SIZE, IMAGE_SIZE, 3))
+    half = IMAGE_SIZE // 2
+    axis = IMAGE_RULES[rule]
+    sl = [slice(None), slice(None)]
+    sl[axis] = slice(0, half) if label_index == 0 else slice(half, None)
+    px[tuple(sl)] += 0.5
+    buf = io.BytesIO()
+    Image.fromarray((px * 255).clip(0, 255).astype("uint8")).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_columns():
+    from pizoo.data import Columns
+
+    return Columns(text=None, image="image")
+
+
+def image_task(folder: Path, rule: str, n: int, seed: int, labels=CLASS_LABELS, name: str | None = None) -> Path:
+    """A csv of image paths (relative to it) and labels, the PNG files beside it."""
+    import numpy as np
+
+    name = name or f"{rule}{seed}"
+    rng = np.random.default_rng(seed)
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        y = i % 2
+        (folder / name / f"{i}.png").write_bytes(image_bytes(rule, y, rng))
+        rows.append({"image": f"{name}/{i}.png", "label": labels[y]})
+    return write_rows(rows, folder / f"{name}.csv")

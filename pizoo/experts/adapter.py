@@ -12,15 +12,18 @@ from torch import nn
 
 from pizoo.errors import UsageError
 from pizoo.experts import register
-from pizoo.experts.base import RANK_HELP, TARGETS_HELP, HookedExpert, option
+from pizoo.experts.base import RANK_HELP, TARGETS_HELP, HookedExpert, model_types, option
 
 CHILD = "pizoo_adapter"
 # Attention output projection and feed-forward output projection, per architecture family.
 _BERT = r".*layer\.\d+\.(attention\.output|output)\.dense"
 _LLAMA = r".*layers\.\d+\.(self_attn\.o_proj|mlp\.down_proj)"
+_CLIP = r".*layers\.\d+\.(self_attn\.out_proj|mlp\.fc2)"
+_DINO = r".*layer\.\d+\.(attention\.o_proj|mlp\.fc2)"
 _T5 = r".*block\.\d+\.layer\.\d+\.(SelfAttention\.o|DenseReluDense\.wo)"
 DEFAULT_TARGETS = {"t5": _T5, "mt5": _T5, "umt5": _T5, "distilbert": r".*layer\.\d+\.(attention\.out_lin|ffn\.lin2)",
                    "bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT,
+                   "clip_text_model": _CLIP, "clip_vision_model": _CLIP, "dinov2": _DINO,
                    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA}
 
 
@@ -50,14 +53,16 @@ class Adapter(HookedExpert):
     default_lr = 2e-3
     unmergeable = "a bottleneck adapter sits behind a ReLU, so it cannot be folded into the base weights exactly"
 
-    def default_options(self, model_type: str) -> dict[str, Any]:
-        return {**super().default_options(model_type), "target_modules": DEFAULT_TARGETS.get(model_type)}
+    def default_options(self, model_type) -> dict[str, Any]:
+        """Every tower's sites: a dual encoder gets adapters in its text and its vision layers."""
+        found = sorted({DEFAULT_TARGETS[t] for t in model_types(model_type) if t in DEFAULT_TARGETS})
+        return {**super().default_options(model_type), "target_modules": "|".join(found) or None}
 
     def normalize_options(self, options, model_type):
         opts = super().normalize_options(options, model_type)
         targets = opts["target_modules"]
         if not targets:
-            raise UsageError(f"no default adapter sites for model type {model_type!r}: pass --targets "
+            raise UsageError(f"no default adapter sites for model type {model_types(model_type)[0]!r}: pass --targets "
                              "with a regex over module names, e.g. --targets '.*layers\\.\\d+\\.mlp\\.down_proj'")
         if isinstance(targets, list):
             targets = "|".join(targets)

@@ -19,6 +19,11 @@ TARGETS_HELP = ("Modules to adapt: a comma list for LoRA (default: peft's for th
                 "module names for the adapter (default: attention and feed-forward outputs).")
 
 
+def model_types(model_type) -> tuple[str, ...]:
+    """The model's type and its towers' (a dual encoder: ("clip", "clip_text_model", ...))."""
+    return (model_type,) if isinstance(model_type, str) else tuple(model_type)
+
+
 def option(default: Any, *, flag: str | None = None, help: str = "") -> Any:
     """One field of a kind's options: its default, the CLI flag that sets it, and its help text.
     Fields without a flag are kept at their default (or set by an imported adapter's config)."""

@@ -18,6 +18,7 @@ from pizoo.experts.base import (
     TARGETS_HELP,
     ExpertKind,
     option,
+    model_types,
     strip_adapter_name,
 )
 
@@ -34,6 +35,28 @@ class LoraOptions:
     bias: str = option("none")
 
 
+# Architectures peft has no default LoRA targets for, and the two towers of dual encoders: the
+# attention query and value projections, as peft picks for its own entries.
+MORE_TARGETS = {"clip": ("q_proj", "v_proj"), "clip_text_model": ("q_proj", "v_proj"),
+                "clip_vision_model": ("q_proj", "v_proj"), "siglip": ("q_proj", "v_proj"),
+                "siglip_text_model": ("q_proj", "v_proj"), "siglip_vision_model": ("q_proj", "v_proj"),
+                "dinov2": ("q_proj", "v_proj"), "vit": ("query", "value")}
+# A dual encoder's projections into its shared space: each expert may also move them (low rank).
+PROJECTIONS = ("text_projection", "visual_projection")
+
+
+def default_targets(model_types: tuple[str, ...]) -> list[str] | None:
+    """peft's targets (or ours) for the model and every tower of it; a dual encoder's projections."""
+    found = [t for mt in model_types for t in (PEFT_TARGETS.get(mt) or MORE_TARGETS.get(mt) or ())]
+    if not found:
+        return None
+    return sorted(set(found) | (set(PROJECTIONS) if is_dual(model_types) else set()))
+
+
+def is_dual(model_types: tuple[str, ...]) -> bool:
+    return model_types[0] in ("clip", "siglip", "vision-text-dual-encoder")
+
+
 def peft_task_type(head) -> TaskType:
     """peft's task type for the head (its model wrapper; SEQ_CLS also trains the task's head)."""
     return TaskType[head.peft_task_type]
@@ -48,16 +71,15 @@ class Lora(ExpertKind):
     default_lr = 2e-3  # measured on the packaged MiniLM, 32 shots: better than 5e-4, 5e-3 and 1e-2
     peft_config_keys = ("r", "lora_alpha", "target_modules", "use_dora", "use_rslora", "bias")
 
-    def default_options(self, model_type: str) -> dict[str, Any]:
-        targets = PEFT_TARGETS.get(model_type)
-        return {**super().default_options(model_type), "target_modules": list(targets) if targets else None}
+    def default_options(self, model_type) -> dict[str, Any]:
+        return {**super().default_options(model_type), "target_modules": default_targets(model_types(model_type))}
 
     def normalize_options(self, options, model_type):
         opts = super().normalize_options(options, model_type)
         if isinstance(opts["target_modules"], str):  # --targets q_proj,v_proj
             opts["target_modules"] = [t.strip() for t in opts["target_modules"].split(",") if t.strip()]
         if not opts["target_modules"]:
-            raise UsageError(f"peft has no default LoRA targets for model type {model_type!r}: "
+            raise UsageError(f"peft has no default LoRA targets for model type {model_types(model_type)[0]!r}: "
                              "pass --targets, e.g. --targets q_proj,v_proj")
         opts["target_modules"] = sorted(opts["target_modules"])
         return opts

@@ -9,6 +9,7 @@ import torch
 from peft import PromptTuningConfig, get_peft_model
 from torch import nn
 
+from pizoo.errors import UsageError
 from pizoo.experts import register
 from pizoo.experts.base import ExpertKind, option
 from pizoo.experts.lora import peft_task_type
@@ -32,6 +33,10 @@ class Prompt(ExpertKind):
     prefix_parameters = (NAME,)
 
     def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
+        if hasattr(model, "vision_model"):
+            raise UsageError("prompt tuning is not available on models with a vision tower yet "
+                             "(peft prepends the prompt to the whole model's input, which a dual encoder "
+                             "splits between its towers)", "pizoo init --kind lora (or adapter, adalink)")
         n = options["num_virtual_tokens"]
         # Prompts on the (encoder) input only, as Lester et al. tune T5: peft's default for
         # encoder-decoders would also prepend a second prompt to the decoder.

@@ -108,11 +108,15 @@ def to_device(batch: Any, device) -> Any:
 
 def input_features(em, ex) -> list[dict]:
     """What the processor makes of each example's input (input type by the examples' columns)."""
-    return get_input(ex.input_type).features(em.tokenizer, ex, em.max_length)
+    return get_input(ex.input_type).features(em, ex)
 
 
 def pad(em, features: Sequence[dict]) -> dict[str, torch.Tensor]:
-    return dict(em.tokenizer.pad(list(features), return_tensors="pt"))
+    """A batch of processor outputs: token ids padded by the tokenizer, pixel values stacked."""
+    features = list(features)
+    if features and "pixel_values" in features[0]:
+        return {"pixel_values": torch.stack([f["pixel_values"] for f in features])}
+    return dict(em.tokenizer.pad(features, return_tensors="pt"))
 
 
 def render_labels(em, encode, decode) -> list[list[int]]:

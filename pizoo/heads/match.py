@@ -3,7 +3,13 @@ is a scaled cosine between the pooled embedding of x and the pooled embedding of
 through the same expert-adapted encoder. No per-task tensors: any expert scores any task.
 
 Pooling follows how the encoder was trained: a sentence-transformers folder says so in
-1_Pooling/config.json (mean pooling for all-MiniLM-L6-v2); otherwise mean pooling.
+1_Pooling/config.json (mean pooling for all-MiniLM-L6-v2); a CLIP-style model pools as it was
+trained (its pooler: the end-of-text token); otherwise mean pooling.
+
+On a dual encoder (CLIP, SigLIP, a VisionTextDualEncoderModel: a model with a `text_model` and a
+`vision_model`) texts go through the text tower and images through the vision tower, each into the
+shared space through its projection: an image task scores its images against its label texts as
+a text task scores its texts, so image and text tasks share one label space and one expert.
 
 For the per-example Fisher every example gets its own copy of the label texts (`per_example`):
 a label embedding shared by the batch would mix the examples' gradients."""
@@ -16,17 +22,24 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pizoo.errors import UsageError
+from pizoo.errors import ModelError, UsageError
 from pizoo.heads import register
 from pizoo.heads.base import Head, input_features, pad, to_device, wide
 
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "pooler")
+POOLER_MODELS = ("clip", "siglip")  # text towers trained on their pooler output
 DEFAULT_SCALE = 20.0  # sentence-transformers' contrastive scale: cosines in [-1, 1] become usable logits
 
 
 def pooling_of(path: Path | None) -> str:
     """The pooling a sentence-transformers folder declares; mean when nothing says otherwise."""
     cfg = (path / "1_Pooling" / "config.json") if path else None
+    if path is not None and not (cfg and cfg.is_file()) and (path / "config.json").is_file():
+        try:
+            if json.loads((path / "config.json").read_text()).get("model_type") in POOLER_MODELS:
+                return "pooler"
+        except (OSError, json.JSONDecodeError):
+            pass
     if cfg is not None and cfg.is_file():
         try:
             doc = json.loads(cfg.read_text())
@@ -35,6 +48,11 @@ def pooling_of(path: Path | None) -> str:
         if doc.get("pooling_mode_cls_token") and not doc.get("pooling_mode_mean_tokens"):
             return "cls"
     return "mean"
+
+
+def is_dual(model) -> bool:
+    """A dual encoder: a text tower and a vision tower (CLIP, SigLIP, VisionTextDualEncoderModel)."""
+    return hasattr(model, "text_model") and hasattr(model, "vision_model")
 
 
 @register
@@ -56,10 +74,6 @@ class Match(Head):
         opts["scale"] = float(opts["scale"])
         return opts
 
-    def prepare(self, em):
-        enc = em.tokenizer(list(em.labels), truncation=True, max_length=em.max_length)
-        em.cache["label_features"] = [{k: enc[k][i] for k in enc} for i in range(len(em.labels))]
-
     def encode(self, em, ex, label_ids):
         return [{**f, "label": int(y)} for f, y in zip(input_features(em, ex), label_ids)]
 
@@ -75,9 +89,38 @@ class Match(Head):
             batch["label_inputs"] = pad(em, feats)
         return batch
 
+    def prepare(self, em):
+        if em.image_processor is not None and not is_dual(em.hf):
+            raise ModelError(f"the base model {em.spec.base_model} has an image processor but no text and vision "
+                             "towers: the match head needs both to score images against label texts",
+                             "use a dual encoder (CLIP-style), or --head classification")
+        enc = em.tokenizer(list(em.labels), truncation=True, max_length=em.max_length)
+        em.cache["label_features"] = [{k: enc[k][i] for k in enc} for i in range(len(em.labels))]
+
     def embed(self, em, inputs, params, owner=None):
-        hidden = wide(em.forward(inputs, params, owner=owner).last_hidden_state[:, em.prefix:])
-        if em.head_options["pooling"] == "cls":
+        if not is_dual(em.hf):
+            return self.pool(em, em.forward(inputs, params, owner=owner), inputs)
+        hf = em.hf
+        if "pixel_values" in inputs:
+            def run(kw):
+                out = hf.vision_model(pixel_values=kw["pixel_values"])
+                pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
+                proj = getattr(hf, "visual_projection", None)
+                return wide(proj(pooled) if proj is not None else pooled)
+        else:
+            def run(kw):
+                pooled = self.pool(em, hf.text_model(**kw), kw)
+                proj = getattr(hf, "text_projection", None)
+                return wide(proj(pooled.to(proj.weight.dtype))) if proj is not None else pooled
+        return em.forward(inputs, params, owner=owner, via=run)
+
+    def pool(self, em, out, inputs):
+        """One vector per row of the backbone's output, pooled as the model was trained."""
+        how = em.head_options["pooling"]
+        if how == "pooler" and getattr(out, "pooler_output", None) is not None:
+            return wide(out.pooler_output)
+        hidden = wide(out.last_hidden_state[:, em.prefix:])
+        if how == "cls":
             return hidden[:, 0]
         mask = inputs["attention_mask"][:, :, None].to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)

@@ -11,15 +11,19 @@ class InputType:
 
     `features` gives the keyword arguments of the backbone's forward for each example (whatever
     the processor returns: input_ids, attention_mask, token_type_ids, pixel_values, ...);
+    `modality` says which side of a dual encoder reads them ("text" or "image");
     `prompt` renders the example into the zoo's prompt template for generative heads."""
 
     name: ClassVar[str]
     template_key: ClassVar[str]  # which of the head's templates renders this input
+    modality: ClassVar[str] = "text"
 
     def columns(self, ex) -> tuple[Sequence[Any], ...]:
         raise NotImplementedError
 
-    def features(self, processor, ex, max_length: int) -> list[dict[str, list[int]]]:
+    def features(self, em, ex) -> list[dict]:
+        """One dict per example of what the model's processor makes of it (em.tokenizer,
+        em.image_processor, em.max_length)."""
         raise NotImplementedError
 
     def prompt(self, template: str, *values: Any) -> str:

@@ -14,8 +14,8 @@ class Text(InputType):
     def columns(self, ex):
         return (ex.texts,)
 
-    def features(self, processor, ex, max_length):
-        enc = processor(list(ex.texts), truncation=True, max_length=max_length)
+    def features(self, em, ex):
+        enc = em.tokenizer(list(ex.texts), truncation=True, max_length=em.max_length)
         return [{k: enc[k][i] for k in enc} for i in range(len(ex))]
 
     def prompt(self, template, text):

@@ -1,0 +1,286 @@
+"""Images in the zoo: image tasks beside text tasks on one dual encoder (tiny CLIP, and a tiny
+DINOv2 + BERT VisionTextDualEncoderModel: the shape of the packaged multimodal default)."""
+
+import io
+import json
+
+import helpers
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pizoo.cli import app
+from pizoo.data import Columns, Examples
+from pizoo.embed import similar
+from pizoo.errors import DataError, ModelError, UsageError
+from pizoo.experts import KINDS, get_kind
+from pizoo.fisher import fisher_diag
+from pizoo.interpolate import interpolate_task
+from pizoo.models import ExpertModel
+from pizoo.tasks import evaluate_task, load_task_model
+from pizoo.train import TrainConfig
+
+runner = CliRunner()
+DUALS = ("clip", "dual")
+IMAGE_KINDS = sorted(k for k in KINDS if k != "prompt")  # prompt tuning on a dual encoder: refused (below)
+
+
+def cli(root, *args):
+    return runner.invoke(app, ["--zoo", str(root), *map(str, args)])
+
+
+@pytest.fixture(scope="session")
+def duals(tmp_path_factory):
+    return {"clip": helpers.tiny_clip(tmp_path_factory.mktemp("tiny-clip")),
+            "dual": helpers.tiny_dual(tmp_path_factory.mktemp("tiny-dual"))}
+
+
+@pytest.fixture(scope="session")
+def image_files(tmp_path_factory):
+    """Image tasks on two rules (left/right, top/bottom), and a text task."""
+    tmp = tmp_path_factory.mktemp("image-data")
+    files = {name: (helpers.image_task(tmp, rule, 80, seed, name=name),
+                    helpers.image_task(tmp, rule, 40, seed + 1000, name=name + "-eval"))
+             for name, rule, seed in (("lr-a", "lr", 0), ("lr-b", "lr", 1), ("tb", "tb", 2))}
+    files["text"] = helpers.task_files(tmp, "a", "match", n=80, n_eval=40)
+    return tmp, files
+
+
+def image_examples(n: int, rule: str = "lr", seed: int = 0) -> tuple[Examples, list[int]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ys = [i % 2 for i in range(n)]
+    return Examples(None, None, ["?"] * n, [helpers.image_bytes(rule, y, rng) for y in ys]), ys
+
+
+def _train_image(zoo, name, files, epochs=4, seed=0):
+    train, held = files[name]
+    return helpers.train(zoo, name, train, held, epochs=epochs, seed=seed, columns=helpers.image_columns())
+
+
+# -- every kind on both dual encoders ----------------------------------------------------------------
+@pytest.mark.parametrize("kind", IMAGE_KINDS)
+@pytest.mark.parametrize("dual", DUALS)
+def test_fisher_fast_path_equals_batch1_oracle_on_images_and_texts(kind, dual, duals, tmp_path):
+    zoo = helpers.new_zoo(tmp_path / "z", duals[dual], kind, "match")
+    em = ExpertModel(zoo.spec, helpers.CLASS_LABELS)
+    probe = em.kind.probe({n: p.shape for n, p in em.expert.items()}, seed=0)
+    with torch.no_grad():
+        for n, t in probe.items():
+            em.expert[n].copy_(t)
+    images, ys = image_examples(12)
+    texts = [" ".join(r["text"].split()[: 1 + i % 8]) for i, r in enumerate(helpers.make_rows("a", 12, 0))]
+    for rows in (em.encode(images, ys), em.encode(helpers.ex(texts), ys)):
+        fast, slow = fisher_diag(em, rows, batch_size=5), fisher_diag(em, rows, method="loop")
+        assert set(fast) == set(slow) == set(em.expert)
+        for n in slow:
+            rel = float((fast[n] - slow[n]).norm() / slow[n].norm().clamp(min=1e-30))
+            assert rel <= 1e-5, (n, rel)
+    # every tensor is reached by one modality or the other (image rows reach the vision tower)
+    img = fisher_diag(em, em.encode(images, ys), batch_size=6)
+    txt = fisher_diag(em, em.encode(helpers.ex(texts), ys), batch_size=6)
+    assert all(float(img[n].abs().sum() + txt[n].abs().sum()) > 0 for n in em.expert)
+    assert any("vision_model." in n and float(img[n].abs().sum()) > 0 for n in em.expert)
+
+
+@pytest.mark.parametrize("kind", IMAGE_KINDS)
+@pytest.mark.parametrize("dual", DUALS)
+def test_every_kind_trains_reloads_interpolates_across_modalities_and_exports(kind, dual, duals, image_files,
+                                                                                tmp_path):
+    tmp, files = image_files
+    zoo = helpers.new_zoo(tmp_path / "z", duals[dual], kind, "match")
+    m = _train_image(zoo, "lr-a", files, epochs=20)  # the tiny CLIP starts with near-equal image features
+    assert m.metrics["loss_last"] < 0.9 * m.metrics["loss_first"], m.metrics
+    if kind != "adalink":  # measured: on the tiny random towers AdaLink's loss falls (CLIP 2.2 -> 0.74)
+        # but its accuracy stays at the zero-shot one within 30 steps; LoRA and adapters learn the rule
+        assert m.metrics["accuracy"] > m.metrics["accuracy_zero_shot"] or m.metrics["accuracy"] >= 0.9, m.metrics
+    # reloading gives what was measured
+    again = evaluate_task(zoo, "lr-a")
+    assert again["accuracy"] == pytest.approx(m.metrics["accuracy"], abs=1e-6)
+    # a text task in the same zoo, and an interpolation that mixes the text expert into the image one
+    train, held = files["text"]
+    helpers.train(zoo, "text", train, held, epochs=2)
+    rec = interpolate_task(zoo, "lr-a", TrainConfig(steps=4, lr=get_kind(kind).default_lr, device="cpu"),
+                           with_=["text"], keep_best=False, embed=False)
+    assert [s["task"] for s in rec.provenance["interpolation"]["sources"]] == ["text"]
+    assert 0 <= rec.metrics["accuracy"] <= 1
+    # exports that plain transformers/peft load compute the same image and text features
+    kind_obj = get_kind(kind)
+    images, ys = image_examples(4, seed=5)
+    em, _ = load_task_model(zoo, "lr-a")
+    pixels = helpers_batch(em, images, ys)
+    texts = helpers_batch(em, helpers.ex(["w1 w2 w3", "w9"]), [0, 1])
+    with torch.no_grad():
+        ours = [em.head_type.embed(em, b, None) for b in (pixels, texts)]
+    for fmt in ("peft", "merged"):
+        out = tmp_path / f"out-{fmt}"
+        r = cli(zoo.root, "export", "lr-a", "--out", out, "--format", fmt)
+        if not (kind_obj.peft_type is not None if fmt == "peft" else kind_obj.foldable):
+            assert r.exit_code == 1 and not out.exists()
+            continue
+        assert r.exit_code == 0, r.output
+        model = plain_model(duals[dual], out, fmt)
+        with torch.no_grad():
+            theirs = [plain_features(model, b, zoo.spec.head_options["pooling"]) for b in (pixels, texts)]
+        for a, b in zip(ours, theirs):
+            assert float((a - b).abs().max()) <= 1e-5 * max(1.0, float(a.abs().max()))
+
+
+def helpers_batch(em, ex, ys):
+    from pizoo.heads.base import pad
+
+    return pad(em, [{k: v for k, v in r.items() if k != "label"} for r in em.encode(ex, ys)])
+
+
+def plain_model(base, out, fmt):
+    """What a user without pizoo loads: the peft adapter on the base, or the merged folder."""
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    if fmt == "peft":
+        return PeftModel.from_pretrained(AutoModel.from_pretrained(base), out).eval().get_base_model()
+    return AutoModel.from_pretrained(out).eval()
+
+
+def plain_features(model, batch, pooling):
+    """A dual encoder's features in its shared space, written with transformers alone."""
+    if "pixel_values" in batch:
+        return model.visual_projection(model.vision_model(pixel_values=batch["pixel_values"]).pooler_output)
+    out = model.text_model(**batch)
+    if pooling == "pooler":
+        pooled = out.pooler_output
+    else:
+        mask = batch["attention_mask"][:, :, None].float()
+        pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1)
+    return model.text_projection(pooled)
+
+
+def test_prompt_tuning_on_a_dual_encoder_is_refused_before_anything_is_written(duals, tmp_path):
+    r = cli(tmp_path / "z", "init", "--base-model", duals["clip"], "--kind", "prompt")
+    assert r.exit_code != 0 and "prompt tuning is not available on models with a vision tower" in r.stderr
+    assert not (tmp_path / "z").exists()
+
+
+def test_dual_encoder_defaults(duals, tmp_path):
+    """LoRA on both towers' attention and on the projections; adapters in both towers' layers;
+    AdaLink one per modality; CLIP pools its text at the end token, the packaged shape by mean."""
+    clip = helpers.new_zoo(tmp_path / "c", duals["clip"], "lora", None)
+    assert clip.spec.head == "match" and clip.spec.head_options["pooling"] == "pooler"
+    assert clip.spec.options["target_modules"] == ["q_proj", "text_projection", "v_proj", "visual_projection"]
+    dual = helpers.new_zoo(tmp_path / "d", duals["dual"], "adalink", "match")
+    assert dual.spec.head_options["pooling"] == "mean"
+    em = ExpertModel(dual.spec, ())
+    sites = {em.kind.site(n) for n in em.expert}
+    assert sites == {"input_embeddings", "image_embeddings"}
+    adapter = ExpertModel(helpers.new_zoo(tmp_path / "a", duals["dual"], "adapter", "match").spec, ())
+    assert {n.split(".")[0] for n in adapter.expert} == {"text_model", "vision_model"}
+
+
+# -- one zoo, both modalities ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mixed_zoo(tmp_path_factory, duals, image_files):
+    tmp, files = image_files
+    zoo = helpers.new_zoo(tmp_path_factory.mktemp("mixed") / "zoo", duals["dual"], "lora", "match")
+    for i, name in enumerate(("lr-a", "lr-b", "tb")):
+        _train_image(zoo, name, files, epochs=6, seed=i)
+    train, held = files["text"]
+    helpers.train(zoo, "text", train, held, epochs=4)
+    return zoo
+
+
+def test_one_zoo_ranks_and_graphs_across_modalities(mixed_zoo, tmp_path):
+    ranked = similar(mixed_zoo, "lr-a", k=3)
+    names = [r["task"] if isinstance(r, dict) else r[0] for r in ranked]
+    assert set(names) == {"lr-b", "tb", "text"}
+    assert names[0] == "lr-b", ranked  # the same rule on other images is the nearest task
+    r = cli(mixed_zoo.root, "graph", "--out", tmp_path / "g.png")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_cross_task_eval_of_an_image_expert_on_a_text_task(mixed_zoo):
+    """Every expert scores every task, whatever its modality: the label space is shared."""
+    res = evaluate_task(mixed_zoo, "lr-a", on="text")
+    assert res["n"] == 40 and 0 <= res["accuracy"] <= 1
+
+
+def test_image_split_is_kept_in_the_task_folder(mixed_zoo):
+    df = pd.read_parquet(mixed_zoo.file("lr-a", "data/train.parquet"))
+    assert list(df.columns) == ["image", "label"] and isinstance(df["image"][0], bytes)
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(df["image"][0])).size == (helpers.IMAGE_SIZE, helpers.IMAGE_SIZE)
+    record = json.loads((mixed_zoo.task_dir("lr-a") / "task.json").read_text())
+    assert record["source"]["columns"]["image"] == "image" and record["source"]["columns"]["text"] is None
+
+
+# -- data: where images come from, and what is refused -----------------------------------------------
+def test_parquet_with_image_bytes_and_datasets_image_feature(duals, tmp_path):
+    import datasets
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = [{"img": helpers.image_bytes("lr", i % 2, rng), "y": ["neg", "pos"][i % 2]} for i in range(20)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "raw.parquet")
+    ds = datasets.Dataset.from_dict({"img": [{"bytes": r["img"], "path": None} for r in rows],
+                                     "y": [r["y"] for r in rows]}).cast_column("img", datasets.Image())
+    ds.to_parquet(str(tmp_path / "feature.parquet"))
+    from pizoo.data import prepare
+
+    for f in ("raw.parquet", "feature.parquet"):
+        td = prepare(tmp_path / f, Columns(text=None, image="img", label="y"))
+        assert td.train.input_type == "image" and len(td.train) + len(td.eval) == 20
+        assert td.labels == ("neg", "pos")
+
+
+def _bad_image_cases(tmp_path):
+    good = helpers.image_task(tmp_path, "lr", 6, 0, name="ok")
+    rows = pd.read_csv(good)
+    missing = rows.copy()
+    missing.loc[3, "image"] = "ok/nope.png"
+    missing.to_csv(tmp_path / "missing.csv", index=False)
+    (tmp_path / "ok" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image at all")
+    broken = rows.copy()
+    broken.loc[2, "image"] = "ok/broken.png"
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    return {"missing": (tmp_path / "missing.csv", "row 4: image file", "does not exist"),
+            "broken": (tmp_path / "broken.csv", "row 3: image file", "is not a readable image")}
+
+
+def test_bad_and_missing_images_are_one_clear_line_and_change_nothing(duals, tmp_path):
+    zoo = helpers.new_zoo(tmp_path / "zoo", duals["dual"], "lora", "match")
+    before = helpers.tree(zoo.root)
+    for name, (f, where, what) in _bad_image_cases(tmp_path).items():
+        r = cli(zoo.root, "add-task", name, "--data", f, "--image", "image", "--epochs", "1")
+        assert r.exit_code == 1, r.output
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and where in lines[0] and what in lines[0] and str(f) in lines[0], r.stderr
+        with pytest.raises(DataError):
+            from pizoo.data import prepare
+
+            prepare(f, Columns(text=None, image="image"))
+    assert helpers.tree(zoo.root) == before
+
+
+def test_text_only_model_given_images_is_one_clear_line(bert_dir, tmp_path):
+    zoo = helpers.new_zoo(tmp_path / "zoo", bert_dir, "lora", "match")
+    f = helpers.image_task(tmp_path, "lr", 8, 0)
+    before = helpers.tree(zoo.root)
+    r = cli(zoo.root, "add-task", "img", "--data", f, "--image", "image", "--epochs", "1")
+    assert r.exit_code == 1
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "has no image processor, so it cannot read images" in lines[0], r.stderr
+    assert helpers.tree(zoo.root) == before
+    with pytest.raises(ModelError):
+        ExpertModel(zoo.spec, helpers.CLASS_LABELS).encode(*image_examples(2))
+
+
+def test_image_columns_flags(tmp_path):
+    with pytest.raises(UsageError, match="needs a --text or an --image"):
+        Columns(text=None)
+    from pizoo.cli import _columns
+
+    assert _columns(None, None, "label", None, image="path") == Columns(text=None, image="path")
+    assert _columns(None, None, "label", None).text == "text"
