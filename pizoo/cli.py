@@ -483,6 +483,8 @@ def graph(ctx: typer.Context,
           tasks: Annotated[Optional[str], typer.Option(help="Only these tasks (A,B,...).")] = None,
           around: Annotated[Optional[str], typer.Option(help="Only this task and its --k nearest.")] = None,
           k: Annotated[int, typer.Option(help="Neighbours drawn with --around.")] = 50,
+          group: Annotated[str, typer.Option(help="none | modality (image, text, ...) | family (the name up "
+                                                  "to its first '-'): rows of a group sit together.")] = "none",
           json_: JsonOpt = False):
     """The task-similarity matrix as a clustered heatmap (the paper's Fig. 1) and CSV.
 
@@ -495,17 +497,22 @@ def graph(ctx: typer.Context,
       pizoo graph --out graph.png --csv graph.csv --metric normalized
 
       pizoo graph --around refcocog --k 50 --out near-refcocog.png
+
+      pizoo graph --group modality --out cross-modal.png
     """
-    from pizoo.embed import similarity_matrix
+    from pizoo.embed import similarity_matrix, task_groups
     from pizoo.plots import heatmap, write_matrix_csv
 
-    names, sim, exact, clusters = similarity_matrix(zoo_of(ctx), metric, which, tasks=_csv(tasks), around=around, k=k)
+    zoo = zoo_of(ctx)
+    names, sim, exact, clusters = similarity_matrix(zoo, metric, which, tasks=_csv(tasks), around=around, k=k)
+    groups = task_groups(zoo, names, group) if clusters is None else None
     kind = "exact" if exact else "sketches" if clusters is None else f"{sum(map(len, clusters.values()))} tasks in clusters"
-    order = heatmap(names, sim, out, f"task similarity ({which} Fisher, {metric}, {kind})")
+    order = heatmap(names, sim, out, f"task similarity ({which} Fisher, {metric}, {kind})", groups)
     if csv:
         write_matrix_csv(names, sim, csv)
     record = {"png": str(out), "csv": str(csv) if csv else None, "order": order, "metric": metric, "exact": exact,
-              "tasks": names, "matrix": sim.round(6).tolist() if len(names) <= 300 else None, "clusters": clusters}
+              "tasks": names, "matrix": sim.round(6).tolist() if len(names) <= 300 else None, "clusters": clusters,
+              "groups": dict(zip(names, groups)) if groups is not None else None}
     if json_:
         return render.emit_json(record)
     render.log(f"wrote {out}" + (f" and {csv}" if csv else "") + f" ({len(names)} tasks, clustered order: "

@@ -204,6 +204,28 @@ def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert", t
     return names, m, True, None
 
 
+GROUPINGS = ("none", "modality", "family")
+
+
+def task_groups(zoo: Zoo, names: list[str], how: str) -> list[str] | None:
+    """One group per task for the heatmap: its input modality (from the columns it was made from),
+    or its family (the name up to the first '-'); None for no grouping."""
+    if how not in GROUPINGS:
+        raise UsageError(f"--group {how!r} is not one of {', '.join(GROUPINGS)}")
+    if how == "none":
+        return None
+    if how == "family":
+        return [n.split("-", 1)[0] for n in names]
+    return [modality(zoo.manifest(n).source.get("columns") or {}) for n in names]
+
+
+def modality(columns: dict) -> str:
+    """What a task reads, from the columns record of its source: image, image-text, text, text-pair."""
+    if columns.get("image"):
+        return "image-text" if columns.get("text") else "image"
+    return "text-pair" if columns.get("text_pair") else "text"
+
+
 def cluster_matrix(names: list[str], rows: np.ndarray, clusters: int = 200, iterations: int = 20, seed: int = 0
                    ) -> tuple[list[str], np.ndarray, bool, dict[str, list[str]]]:
     """Spherical k-means of unit sketch rows; the matrix of the clusters' mean directions."""

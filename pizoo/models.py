@@ -66,7 +66,12 @@ def default_base_model() -> str:
 
 
 def resolve_base(name: str) -> Path:
-    """A local model folder as is; a hub id through the hub cache (downloads only when online)."""
+    """A local model folder as is; pizoo's built multimodal model by its alias (pizoo.builtin); a hub
+    id through the hub cache (downloads only when online)."""
+    from pizoo import builtin
+
+    if name == builtin.ALIAS:
+        return builtin.multimodal_path()
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -38,10 +38,23 @@ def cluster_order(sim: np.ndarray) -> list[int]:
 LABELLED = 60  # tasks up to which the heatmap names each row and column
 
 
-def heatmap(names: Sequence[str], sim: np.ndarray, out: Path, title: str) -> list[str]:
-    """Write the similarity heatmap in clustered order; return that order."""
+def grouped_order(order: Sequence[int], groups: Sequence[str]) -> list[int]:
+    """The clustered order, made contiguous per group (groups in the order they first appear)."""
+    first = {}
+    for i in order:
+        first.setdefault(groups[i], len(first))
+    return sorted(order, key=lambda i: first[groups[i]])
+
+
+def heatmap(names: Sequence[str], sim: np.ndarray, out: Path, title: str,
+            groups: Sequence[str] | None = None) -> list[str]:
+    """Write the similarity heatmap in clustered order (contiguous per group, with lines between
+    groups and the group in each label, when `groups` names one per task); return that order."""
     plt = _pyplot()
     order = cluster_order(sim)
+    if groups is not None:
+        order = grouped_order(order, groups)
+        groups = [groups[i] for i in order]
     names = [names[i] for i in order]
     sim = sim[np.ix_(order, order)]
     # at most 16 inches (about 1900 px at 120 dpi): a figure any screen shows whole
@@ -52,9 +65,10 @@ def heatmap(names: Sequence[str], sim: np.ndarray, out: Path, title: str) -> lis
     im = ax.imshow(sim, cmap="viridis", vmin=vmin, vmax=1.0, interpolation="nearest")
     if len(names) <= LABELLED:
         font = 10 if len(names) <= 20 else max(4, int(10 * 20 / len(names)))
-        ax.set_xticks(range(len(names)), names, rotation=45 if len(names) <= 20 else 90, ha="right",
+        shown = [f"{n} [{g}]" for n, g in zip(names, groups)] if groups is not None else names
+        ax.set_xticks(range(len(names)), shown, rotation=45 if len(names) <= 20 else 90, ha="right",
                       fontsize=font)
-        ax.set_yticks(range(len(names)), names, fontsize=font)
+        ax.set_yticks(range(len(names)), shown, fontsize=font)
     else:  # too many to read: the order and the names are in the CSV and the JSON
         ax.set_xticks([])
         ax.set_yticks([])
@@ -65,12 +79,17 @@ def heatmap(names: Sequence[str], sim: np.ndarray, out: Path, title: str) -> lis
                 dark = sim[i, j] < (vmin + 1.0) / 2
                 ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=8,
                         color="white" if dark else "black")
+    if groups is not None:
+        for i in range(1, len(names)):
+            if groups[i] != groups[i - 1]:
+                ax.axhline(i - 0.5, color="white", linewidth=2)
+                ax.axvline(i - 0.5, color="white", linewidth=2)
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
-    return names
+    return list(names)
 
 
 def curve(ts: Sequence[float], accs: Sequence[float], out: Path, target: str, other: str) -> None:

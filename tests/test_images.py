@@ -195,9 +195,15 @@ def test_one_zoo_ranks_and_graphs_across_modalities(mixed_zoo, tmp_path):
     names = [r["task"] if isinstance(r, dict) else r[0] for r in ranked]
     assert set(names) == {"lr-b", "tb", "text"}
     assert names[0] == "lr-b", ranked  # the same rule on other images is the nearest task
-    r = cli(mixed_zoo.root, "graph", "--out", tmp_path / "g.png")
+    r = cli(mixed_zoo.root, "graph", "--out", tmp_path / "g.png", "--group", "modality", "--json")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "g.png").stat().st_size > 1000
+    graph = json.loads(r.stdout)
+    assert graph["groups"] == {"lr-a": "image", "lr-b": "image", "tb": "image", "text": "text"}
+    order = graph["order"]  # each modality's rows sit together
+    assert order.index("text") in (0, len(order) - 1), order
+    r = cli(mixed_zoo.root, "graph", "--out", tmp_path / "g.png", "--group", "colour")
+    assert r.exit_code == 2 and "--group 'colour' is not one of none, modality, family" in r.stderr
 
 
 def test_cross_task_eval_of_an_image_expert_on_a_text_task(mixed_zoo):
