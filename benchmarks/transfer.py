@@ -19,6 +19,9 @@ are of its own family (sentiment, topic, subjectivity).
 
     .venv/bin/python benchmarks/transfer.py [--shots 16,64] [--seeds 0,1,2] [--k 2] [--head match]
 
+With --modality image the targets and sources are the image tasks of zoo/image-recipes (MNIST,
+8x8 digits, Fashion-MNIST where installed) on pizoo:multimodal (DINOv2-small + MiniLM).
+
 It prints a table and writes it into BENCHMARKS.md (between the transfer markers). Slow: about
 two hours on 2 CPU cores with the defaults. Every finished (target, shots, seed) run is appended
 to a JSON-lines record file (--records); a rerun with the same settings reads it and measures
@@ -48,7 +51,11 @@ def quiet():
 
 
 FAMILY = {"rt-sentiment": "sentiment", "clothing-recommended": "sentiment", "clothing-rating": "sentiment",
-          "bbc-topic": "topic", "clothing-department": "topic", "rt-subjectivity": "subjectivity"}
+          "bbc-topic": "topic", "clothing-department": "topic", "rt-subjectivity": "subjectivity",
+          # image families: which digit (two sources of digits, and one pair of digits), a property of
+          # the digit, which article of clothing
+          "mnist-digit": "digit", "digits-8x8": "digit", "mnist-3v8": "digit",
+          "mnist-parity": "digit property", "mnist-high": "digit property", "fashion-type": "fashion"}
 METHODS = ("base", "own", "own2x", "soup", "alpha", "full")
 
 
@@ -102,10 +109,13 @@ def write(args, results, pairs, footer: str, done: bool, hubs=None) -> None:
         if len(xs) > 2:
             lines.append(f"| {label} | {pearsonr(xs, gain)[0]:.3f} | {spearmanr(xs, gain)[0]:.3f} |")
     if hubs:
+        fams = {}
+        for t in {r[0] for r in results}:
+            fams.setdefault(FAMILY.get(t, "?"), []).append(t)
+        fam_text = "; ".join(f"{f} = {', '.join(sorted(ts))}" for f, ts in sorted(fams.items()))
         lines += ["", "Hubness of the expert-Fisher ranking (over the runs above): how often each source is a "
                   "target's nearest neighbour, and the share of a target's top 2 that are of its own family, out "
-                  "of min(2, family members) (families: sentiment = rt-sentiment, clothing-recommended, "
-                  "clothing-rating; topic = bbc-topic, clothing-department; rt-subjectivity has none and is left "
+                  f"of min(2, family members) (families: {fam_text}; a task alone in its family is left "
                   "out of the share).", "",
                   "| metric | top-1 counts | same-family share of the top 2 |", "| --- | --- | --- |"]
         for metric, (top1, prec) in hubs.items():
@@ -116,7 +126,10 @@ def write(args, results, pairs, footer: str, done: bool, hubs=None) -> None:
     print(table)
     if not args.no_write:
         tag = "transfer" if args.head == "classification" else f"transfer-{args.head}"
-        put_block(tag, f"Transfer on real tasks, head `{args.head}`", "transfer.py", table)
+        title = f"Transfer on real tasks, head `{args.head}`"
+        if args.modality == "image":
+            tag, title = tag + "-image", f"Transfer on real image tasks (pizoo:multimodal), head `{args.head}`"
+        put_block(tag, title, "transfer.py", table)
 
 
 def hubness(records) -> dict:
@@ -143,9 +156,13 @@ def source_zoo(args, init_zoo):
     leftovers of a run that was cut short, and go."""
     from pizoo.zoo import Zoo
 
-    path = ROOT / "benchmarks" / ".cache" / f"sources-{args.head}-e{args.source_epochs}-lr{args.lr:g}"
+    image = args.modality == "image"
+    path = ROOT / "benchmarks" / ".cache" / (f"sources-{args.head}-e{args.source_epochs}-lr{args.lr:g}"
+                                             + ("-image" if image else ""))
     if not (path / "zoo.toml").exists():
-        return init_zoo(path, head=args.head)
+        from pizoo.builtin import ALIAS
+
+        return init_zoo(path, head=args.head, base_model=ALIAS if image else None)
     zoo = Zoo(path)
     for name in zoo.task_names():
         if not name.startswith("src-"):
@@ -153,16 +170,21 @@ def source_zoo(args, init_zoo):
     return zoo
 
 
+def columns(args):
+    from pizoo.data import Columns
+
+    return Columns(text=None, image="image") if args.modality == "image" else Columns()
+
+
 def train_sources(zoo, files, args, cfg, log) -> None:
     """The zoo: one expert per task on its whole training pool (those the cache lacks)."""
-    from pizoo.data import Columns
     from pizoo.tasks import DataArgs, train_task
 
     for f in files:
         if zoo.has_task(f"src-{f.stem}"):
             continue
         with quiet():
-            m = train_task(zoo, f"src-{f.stem}", DataArgs(data=str(f), columns=Columns(), seed=0),
+            m = train_task(zoo, f"src-{f.stem}", DataArgs(data=str(f), columns=columns(args), seed=0),
                            cfg(0, epochs=args.source_epochs), max_length=64, fisher_samples=128)
         log(f"source {f.stem}: accuracy {m.metrics['accuracy']:.3f} on {m.metrics['n_eval']}")
 
@@ -182,6 +204,8 @@ def main() -> None:
     ap.add_argument("--records", default=None, help="JSON-lines file of finished runs, read to resume and appended "
                     "to [default: benchmarks/results/transfer-runs.jsonl, or choose-k-runs.jsonl with a list of k]")
     ap.add_argument("--head", default="match", help="the zoo's head (classification: the old per-task heads)")
+    ap.add_argument("--modality", default="text", choices=("text", "image"),
+                    help="image: the image tasks of zoo/image-recipes on pizoo:multimodal")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: tabulate the runs the record file holds for these settings")
@@ -197,7 +221,6 @@ def main() -> None:
 
     import prepare
 
-    from pizoo.data import Columns
     from pizoo.embed import load_embedding
     from pizoo.interpolate import interpolate_task
     from pizoo.mixture import MixSpec
@@ -208,7 +231,7 @@ def main() -> None:
     start = time.perf_counter()
     work = tmpdir()
     with quiet():
-        files = prepare.main(str(work / "data"))
+        files = (prepare.main_images if args.modality == "image" else prepare.main)(str(work / "data"))
     if args.tasks:
         keep = set(args.tasks.split(","))
         files = [f for f in files if f.stem in keep]
@@ -217,6 +240,8 @@ def main() -> None:
                 "corr_steps": args.corr_steps, "sources": sorted(f.stem for f in files)}
     if args.head != "classification":  # the records of the per-task-head runs carry no head
         settings["head"] = args.head
+    if args.modality != "text":  # nor do those of the text tasks carry a modality
+        settings["modality"] = args.modality
     records_path = Path(args.records)
     done_runs = {}
     if records_path.exists():
@@ -268,7 +293,7 @@ def main() -> None:
                 if (f.stem, n, seed) in done_runs:
                     continue
                 name = f"{f.stem}-{n}-s{seed}"
-                data = DataArgs(data=str(f), columns=Columns(), shots=n, seed=seed)
+                data = DataArgs(data=str(f), columns=columns(args), shots=n, seed=seed)
                 with quiet():
                     own = train_task(zoo, name, data, cfg(seed, epochs=args.epochs), max_length=64,
                                      fisher_samples=128)

@@ -210,4 +210,4 @@ def image_processor():
 
 
 if __name__ == "__main__":
-    print(build())
+    build()  # make setup; the folder is .venv/share/pizoo/models/minilm-dinov2-s14-<hash>

@@ -306,7 +306,6 @@ IMAGE_RULES = {"lr": 1, "tb": 0}
 def image_bytes(rule: str, label_index: int, rng) -> bytes:
     import io
 
-    import numpy as np
     from PIL import Image
 
     px = rng.uniform(0, 0.5, size=(IMAGE_SIZE, IMAGE_SIZE, 3))
