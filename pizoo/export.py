@@ -50,8 +50,13 @@ def _check_out(zoo: Zoo, out: Path) -> None:
                           "choose an --out folder outside the zoo")
 
 
-def card(manifest, spec, fmt: str, out: Path) -> str:
+def card(manifest, spec, fmt: str, out: Path, base: Path) -> str:
+    """The model card; `base` is the base model's folder (what the load snippet names when the zoo
+    names its base by an alias, pizoo:multimodal)."""
+    from pizoo.builtin import ALIAS
+
     m, prov = manifest, manifest.provenance
+    base_name = str(base) if spec.base_model == ALIAS else spec.base_model
     lines = [f"# {m.name}", "",
              f"A **{spec.kind}** expert for the task `{m.name}`, exported by pizoo {__version__} as "
              f"`{fmt}`.", "",
@@ -82,11 +87,11 @@ def card(manifest, spec, fmt: str, out: Path) -> str:
                       f"--granularity {inter['granularity']} --init {inter['init']} --steps {inter['steps']}`"]
     lines += ["", "## Load it", "", "```python"]
     head = get_head(spec.head)
-    auto = head.auto_class
+    auto = head.auto_class_for(json.loads((base / "config.json").read_text()))
     if fmt == "peft":
         extra = f", num_labels={len(m.labels)}" if head.per_task else ""
         lines += [f"from transformers import {auto}", "from peft import PeftModel", "",
-                  f"base = {auto}.from_pretrained({spec.base_model!r}{extra})",
+                  f"base = {auto}.from_pretrained({base_name!r}{extra})",
                   f"model = PeftModel.from_pretrained(base, {str(out)!r})"]
     else:
         lines += [f"from transformers import {auto}", "", f"model = {auto}.from_pretrained({str(out)!r})"]
@@ -101,7 +106,7 @@ def card(manifest, spec, fmt: str, out: Path) -> str:
 def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", force: bool = False) -> dict[str, Any]:
     """Write task `name` to folder `out` atomically; refuse a non-empty `out` unless `force`."""
     from pizoo.experts import get_kind
-    from pizoo.models import quiet_transformers
+    from pizoo.models import quiet_transformers, resolve_base
     from pizoo.tasks import load_task_model
 
     spec = zoo.spec
@@ -130,7 +135,8 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
                     model.config.id2label = dict(enumerate(manifest.labels))
                     model.config.label2id = {label: i for i, label in enumerate(manifest.labels)}
                 model.save_pretrained(str(tmp))
-                em.tokenizer.save_pretrained(str(tmp))
+                if em.tokenizer is not None:
+                    em.tokenizer.save_pretrained(str(tmp))
                 if em.image_processor is not None:
                     em.image_processor.save_pretrained(str(tmp))
         provenance = {"pizoo_version": __version__, "task": name, "format": fmt, "labels": list(manifest.labels),
@@ -140,7 +146,7 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
                       "source": manifest.source, "provenance": manifest.provenance,
                       "expert_sha256": manifest.files.get("expert.safetensors")}
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
-        (tmp / "README.md").write_text(card(manifest, spec, fmt, out))
+        (tmp / "README.md").write_text(card(manifest, spec, fmt, out, resolve_base(spec.base_model)))
         replace_dir(tmp, out, out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     finally:
         if tmp.exists():

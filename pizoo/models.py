@@ -166,7 +166,7 @@ class ExpertModel:
         self.image_processor = load_image_processor(path, spec.trust_remote_code)
         with quiet_transformers():
             hf = load_backbone(path, self.head_type, self.labels, spec.trust_remote_code)
-            if getattr(hf.config, "pad_token_id", None) is None:
+            if getattr(hf.config, "pad_token_id", None) is None and self.tokenizer is not None:
                 hf.config.pad_token_id = self.tokenizer.pad_token_id
             for p in hf.parameters():
                 p.requires_grad_(False)
@@ -343,9 +343,16 @@ def check_remote_code(spec: ZooSpec) -> None:
                          f"pass --trust-remote-code (pizoo --trust-remote-code COMMAND ...) or set {REMOTE_CODE_ENV}=1")
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json")
+
+
 def load_processor(path: Path, trust_remote_code: bool = False):
-    """The processor of a text model: its tokenizer (AutoTokenizer), with a pad token."""
+    """The text side's processor: its tokenizer (AutoTokenizer), with a pad token. None for an
+    image encoder alone (an image processor and no tokenizer files)."""
     from transformers import AutoTokenizer
+
+    if (path / "preprocessor_config.json").is_file() and not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        return None
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
@@ -373,7 +380,7 @@ def load_backbone(path: Path, head, labels: Sequence[str], trust_remote_code: bo
     """The base model through the Auto class its head names."""
     import transformers
 
-    cls = getattr(transformers, head.auto_class)
+    cls = getattr(transformers, head.auto_class_for(json.loads((path / "config.json").read_text())))
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch.float32,
                               **head.load_kwargs(labels)}
     try:

@@ -299,6 +299,18 @@ def tiny_dual(path: Path) -> Path:
     return path
 
 
+def tiny_vit(path: Path) -> Path:
+    """An image encoder alone (DINOv2), no text side: image-only zoos with per-task heads."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             image_size=IMAGE_SIZE, patch_size=4, initializer_range=0.2)).save_pretrained(path)
+    _image_processor("BitImageProcessor").save_pretrained(path)
+    return path
+
+
 # Image rules: which half of a noisy image is brighter (left/right, or top/bottom).
 IMAGE_RULES = {"lr": 1, "tb": 0}
 

@@ -290,3 +290,57 @@ def test_image_columns_flags(tmp_path):
 
     assert _columns(None, None, "label", None, image="path") == Columns(text=None, image="path")
     assert _columns(None, None, "label", None).text == "text"
+
+
+# -- an image encoder alone: image-only zoos, per-task heads -------------------------------------------
+@pytest.fixture(scope="session")
+def vit_dir(tmp_path_factory):
+    return helpers.tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.mark.parametrize("kind", IMAGE_KINDS)
+def test_image_encoder_alone_with_per_task_heads(kind, vit_dir, image_files, tmp_path):
+    tmp, files = image_files
+    zoo = helpers.new_zoo(tmp_path / "z", vit_dir, kind, None)
+    assert zoo.spec.head == "classification"  # no text side to read label texts with
+    m = _train_image(zoo, "lr-a", files, epochs=8)
+    assert m.metrics["loss_last"] < 0.9 * m.metrics["loss_first"], m.metrics
+    assert evaluate_task(zoo, "lr-a")["accuracy"] == pytest.approx(m.metrics["accuracy"], abs=1e-6)
+    em, _ = load_task_model(zoo, "lr-a")
+    images, ys = image_examples(10, seed=3)
+    rows = em.encode(images, ys)
+    fast, slow = fisher_diag(em, rows, batch_size=4), fisher_diag(em, rows, method="loop")
+    for n in slow:
+        assert float((fast[n] - slow[n]).norm() / slow[n].norm().clamp(min=1e-30)) <= 1e-5, n
+    pixels = helpers_batch(em, images, ys)
+    with torch.no_grad():
+        ours = em.forward(pixels).logits
+    kind_obj = get_kind(kind)
+    for fmt in ("peft", "merged"):
+        out = tmp_path / f"out-{fmt}"
+        r = cli(zoo.root, "export", "lr-a", "--out", out, "--format", fmt)
+        if not (kind_obj.peft_type is not None if fmt == "peft" else kind_obj.foldable):
+            assert r.exit_code == 1 and not out.exists()
+            continue
+        assert r.exit_code == 0, r.output
+        from peft import PeftModel
+        from transformers import AutoModelForImageClassification
+
+        model = (PeftModel.from_pretrained(AutoModelForImageClassification.from_pretrained(vit_dir, num_labels=2), out)
+                 if fmt == "peft" else AutoModelForImageClassification.from_pretrained(out)).eval()
+        assert "AutoModelForImageClassification" in (out / "README.md").read_text()
+        with torch.no_grad():
+            theirs = model(pixel_values=pixels["pixel_values"]).logits
+        assert float((ours - theirs).abs().max()) <= 1e-5 * max(1.0, float(ours.abs().max()))
+
+
+def test_image_encoder_alone_refuses_text_and_prompts(vit_dir, tmp_path):
+    zoo = helpers.new_zoo(tmp_path / "zoo", vit_dir, "lora", None)
+    f, _ = helpers.task_files(tmp_path, "a", "classification")
+    before = helpers.tree(zoo.root)
+    r = cli(zoo.root, "add-task", "words", "--data", f, "--epochs", "1")
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.exit_code == 1 and len(lines) == 1 and "has no tokenizer, so it cannot read text" in lines[0], r.stderr
+    assert helpers.tree(zoo.root) == before
+    r = cli(tmp_path / "z2", "init", "--base-model", vit_dir, "--kind", "prompt")
+    assert r.exit_code != 0 and "prompt tuning is not available" in r.stderr

@@ -46,15 +46,21 @@ class PatchResidual(LowRankResidual):
         return super().forward(t).transpose(1, 2).reshape(b, c, h, w)
 
 
-def _towers(model: nn.Module) -> tuple[nn.Embedding, nn.Conv2d] | None:
-    """A dual encoder's token table (the text tower's largest embedding) and patch convolution."""
-    if not (hasattr(model, "text_model") and hasattr(model, "vision_model")):
-        return None
-    tables = [m for m in model.text_model.modules() if isinstance(m, nn.Embedding)]
-    convs = [m for m in model.vision_model.modules() if isinstance(m, nn.Conv2d)]
-    if not tables or not convs:
-        return None
-    return max(tables, key=lambda m: m.num_embeddings), convs[0]
+def _towers(model: nn.Module) -> list[nn.Module] | None:
+    """The inputs of a model with an image side: a dual encoder's token table (the text tower's
+    largest embedding) and patch convolution; an image encoder alone's patch convolution. None for
+    a text model (its token table: `_embedding_modules`)."""
+    if hasattr(model, "text_model") and hasattr(model, "vision_model"):
+        tables = [m for m in model.text_model.modules() if isinstance(m, nn.Embedding)]
+        convs = [m for m in model.vision_model.modules() if isinstance(m, nn.Conv2d)]
+        return [max(tables, key=lambda m: m.num_embeddings), convs[0]] if tables and convs else None
+    try:
+        if isinstance(model.get_input_embeddings(), nn.Embedding):
+            return None
+    except NotImplementedError:
+        pass
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return convs[:1] or None
 
 
 def _embedding_modules(model: nn.Module) -> list[nn.Embedding]:
@@ -75,9 +81,11 @@ class AdaLink(HookedExpert):
     def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
         towers = _towers(model)
         if towers is not None:  # one adapter per modality
-            table, conv = towers
-            self.hang(table, LowRankResidual(table.embedding_dim, options["r"]))
-            self.hang(conv, PatchResidual(conv.out_channels, options["r"]))
+            for module in towers:
+                if isinstance(module, nn.Embedding):
+                    self.hang(module, LowRankResidual(module.embedding_dim, options["r"]))
+                else:
+                    self.hang(module, PatchResidual(module.out_channels, options["r"]))
             return model
         emb = model.get_input_embeddings()
         low = LowRankResidual(emb.embedding_dim, options["r"])
@@ -90,14 +98,16 @@ class AdaLink(HookedExpert):
         model = em.hf
         towers = _towers(model)
         if towers is not None:
-            table, conv = towers
             with torch.no_grad():
-                low = getattr(table, CHILD)
-                table.weight.copy_(table.weight + (table.weight @ low.down.weight.T) @ low.up.weight.T)
-                mix = getattr(conv, CHILD).up.weight @ getattr(conv, CHILD).down.weight  # (C, C)
-                conv.weight.copy_(conv.weight + torch.einsum("oc,cikl->oikl", mix, conv.weight))
-                if conv.bias is not None:
-                    conv.bias.copy_(conv.bias + mix @ conv.bias)
+                for module in towers:
+                    low = getattr(module, CHILD)
+                    if isinstance(module, nn.Embedding):  # E + E·W_downᵀ·W_upᵀ on every row
+                        module.weight.copy_(module.weight + (module.weight @ low.down.weight.T) @ low.up.weight.T)
+                        continue
+                    mix = low.up.weight @ low.down.weight  # (C, C): each patch's channels, (I + mix)·y
+                    module.weight.copy_(module.weight + torch.einsum("oc,cikl->oikl", mix, module.weight))
+                    if module.bias is not None:
+                        module.bias.copy_(module.bias + mix @ module.bias)
             for module in towers:
                 delattr(module, CHILD)
                 module._forward_hooks.clear()
@@ -118,4 +128,4 @@ class AdaLink(HookedExpert):
         return model
 
     def site(self, name: str) -> str:
-        return "image_embeddings" if "vision_model." in name else "input_embeddings"
+        return "image_embeddings" if "vision_model." in name or "patch_embedding" in name else "input_embeddings"

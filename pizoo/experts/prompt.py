@@ -22,6 +22,13 @@ class PromptOptions:
     num_virtual_tokens: int = option(8, flag="--virtual-tokens", help="Number of learned virtual tokens.")
 
 
+def _has_token_table(model: nn.Module) -> bool:
+    try:
+        return isinstance(model.get_input_embeddings(), nn.Embedding)
+    except NotImplementedError:
+        return False
+
+
 @register
 class Prompt(ExpertKind):
     name = "prompt"
@@ -33,10 +40,11 @@ class Prompt(ExpertKind):
     prefix_parameters = (NAME,)
 
     def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
-        if hasattr(model, "vision_model"):
+        if hasattr(model, "vision_model") or not _has_token_table(model):
             raise UsageError("prompt tuning is not available on models with a vision tower yet "
                              "(peft prepends the prompt to the whole model's input, which a dual encoder "
-                             "splits between its towers)", "pizoo init --kind lora (or adapter, adalink)")
+                             "splits between its towers and an image encoder does not read as tokens)",
+                             "pizoo init --kind lora (or adapter, adalink)")
         n = options["num_virtual_tokens"]
         # Prompts on the (encoder) input only, as Lester et al. tune T5: peft's default for
         # encoder-decoders would also prepend a second prompt to the decoder.

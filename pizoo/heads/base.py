@@ -35,6 +35,11 @@ class Head:
         return merge_options(self.default_options(path), options, f"the {self.name!r} head", flags)
 
     # -- loading -------------------------------------------------------------------------------
+    def auto_class_for(self, config: dict[str, Any]) -> str:
+        """The Auto class for this model (config.json as a dict): `auto_class` unless the head
+        reads models of several kinds (classification: text or image)."""
+        return self.auto_class
+
     def load_kwargs(self, labels: Sequence[str]) -> dict[str, Any]:
         return {}
 
@@ -93,6 +98,12 @@ class TextToTextHead(Head):
 
 
 # -- helpers shared by heads ----------------------------------------------------------------------
+def vision_only(config: dict[str, Any]) -> bool:
+    """An image encoder with no text side (ViT, DINOv2, ...): no vocabulary, an image size."""
+    return "vocab_size" not in config and "text_config" not in config and "image_size" in config
+
+
+
 def wide(x: torch.Tensor) -> torch.Tensor:
     """At least float32 for log-probabilities (bf16/fp16 backbones); float64 stays float64."""
     return x if x.dtype == torch.float64 else x.float()

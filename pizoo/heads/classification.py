@@ -1,5 +1,5 @@
 """`classification`: a fresh linear layer per task over the pooled output (transformers'
-*ForSequenceClassification). Each task has its own output space: fine for one task, but an expert
+*ForSequenceClassification, or *ForImageClassification on an image encoder alone: ViT, DINOv2). Each task has its own output space: fine for one task, but an expert
 means little to a task with other labels, so this head cuts transfer."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from pizoo.errors import ModelError
 from pizoo.heads import register
-from pizoo.heads.base import Head, input_features, pad, to_device, wide
+from pizoo.heads.base import Head, input_features, pad, to_device, vision_only, wide
 
 
 @register
@@ -18,6 +18,9 @@ class Classification(Head):
     peft_task_type = "SEQ_CLS"
     per_task = True
     summary = "a per-task linear layer over the label set (no transfer across label sets)"
+
+    def auto_class_for(self, config):
+        return "AutoModelForImageClassification" if vision_only(config) else self.auto_class
 
     def load_kwargs(self, labels):
         return {"num_labels": max(2, len(labels))}  # no labels: init's structural check

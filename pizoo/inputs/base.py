@@ -6,6 +6,16 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 
+def tokenizer_of(em):
+    """The model's tokenizer; a clear error for an image encoder alone."""
+    if em.tokenizer is None:
+        from pizoo.errors import ModelError
+
+        raise ModelError(f"the base model {em.spec.base_model} has no tokenizer, so it cannot read text",
+                         "make the zoo on a model with a text side (pizoo init --base-model pizoo:multimodal)")
+    return em.tokenizer
+
+
 class InputType:
     """What one example's input is, and how the base model's processor reads it.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pizoo.inputs import register
-from pizoo.inputs.base import InputType
+from pizoo.inputs.base import InputType, tokenizer_of
 
 
 @register
@@ -15,7 +15,7 @@ class Text(InputType):
         return (ex.texts,)
 
     def features(self, em, ex):
-        enc = em.tokenizer(list(ex.texts), truncation=True, max_length=em.max_length)
+        enc = tokenizer_of(em)(list(ex.texts), truncation=True, max_length=em.max_length)
         return [{k: enc[k][i] for k in enc} for i in range(len(ex))]
 
     def prompt(self, template, text):
