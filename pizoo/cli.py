@@ -127,7 +127,8 @@ def _columns(text: str | None, text_pair: str | None, label: str, verbalizer: st
 # -- init -------------------------------------------------------------------------------------
 @command("init")
 def init(ctx: typer.Context,
-         base_model: Annotated[Optional[str], typer.Option(help="Model folder or hub id (default: the packaged all-MiniLM-L6-v2).")] = None,
+         base_model: Annotated[Optional[str], typer.Option(help="Model folder or hub id (default: the packaged all-MiniLM-L6-v2; "
+                                                               "pizoo:multimodal: the packaged DINOv2-small + MiniLM dual encoder, for image and text tasks).")] = None,
          head: Annotated[Optional[str], typer.Option(help="match | causal-lm | seq2seq | classification (default: the "
                                                        "shared-space head that fits the model: match for encoders).")] = None,
          kind: Annotated[str, typer.Option(help="Expert kind: lora | adapter | prompt | adalink")] = "lora",
@@ -154,6 +155,8 @@ def init(ctx: typer.Context,
       pizoo init --kind lora --rank 8
 
       pizoo --zoo ./llm-zoo init --base-model ./my-llama --head causal-lm --kind prompt
+
+      pizoo --zoo ./mm-zoo init --base-model pizoo:multimodal   # image and text tasks in one zoo
     """
     from pizoo.tasks import init_zoo
 
@@ -241,11 +244,13 @@ def _summary(zoo, name: str) -> dict:
     try:
         m = zoo.manifest(name)
     except PizooError as e:  # one broken task.json must not hide the rest of the zoo
-        return {"task": name, "how": "unreadable", "labels": None, "accuracy": None, "embedded": None,
-                "created": None, "error": e.message}
+        return {"task": name, "how": "unreadable", "input": None, "labels": None, "accuracy": None,
+                "embedded": None, "created": None, "error": e.message}
+    from pizoo.embed import modality
+
     how = m.provenance.get("how", "?")
-    return {"task": name, "how": how, "labels": len(m.labels), "accuracy": m.metrics.get("accuracy"),
-            "embedded": "fisher.h5" in m.files, "created": m.created}
+    return {"task": name, "how": how, "input": modality(m.source.get("columns")), "labels": len(m.labels),
+            "accuracy": m.metrics.get("accuracy"), "embedded": "fisher.h5" in m.files, "created": m.created}
 
 
 @command("list")
@@ -263,7 +268,7 @@ def list_(ctx: typer.Context, json_: JsonOpt = False):
     elif not rows:
         render.log(f"{zoo.root} has no tasks yet — add one with: pizoo add-task NAME --data FILE")
     else:
-        render.table(rows, ["task", "how", "labels", "accuracy", "embedded", "created"], title=str(zoo.root))
+        render.table(rows, ["task", "how", "input", "labels", "accuracy", "embedded", "created"], title=str(zoo.root))
 
 
 def _show(zoo, name: str, json_: bool) -> None:

@@ -219,8 +219,11 @@ def task_groups(zoo: Zoo, names: list[str], how: str) -> list[str] | None:
     return [modality(zoo.manifest(n).source.get("columns") or {}) for n in names]
 
 
-def modality(columns: dict) -> str:
-    """What a task reads, from the columns record of its source: image, image-text, text, text-pair."""
+def modality(columns: dict | None) -> str:
+    """What a task reads, from the columns record of its source: image, image-text, text, text-pair
+    ("?" for a task made without data: an imported adapter)."""
+    if not columns:
+        return "?"
     if columns.get("image"):
         return "image-text" if columns.get("text") else "image"
     return "text-pair" if columns.get("text_pair") else "text"

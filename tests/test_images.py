@@ -344,3 +344,36 @@ def test_image_encoder_alone_refuses_text_and_prompts(vit_dir, tmp_path):
     assert helpers.tree(zoo.root) == before
     r = cli(tmp_path / "z2", "init", "--base-model", vit_dir, "--kind", "prompt")
     assert r.exit_code != 0 and "prompt tuning is not available" in r.stderr
+
+
+def test_hypernetwork_over_image_and_text_tasks_generates_an_image_expert(mixed_zoo, image_files):
+    """HyperPELT on a zoo of both modalities: one hypernetwork generates the experts of image tasks
+    and text tasks (LoRA on both towers), and a new image task's expert from its data alone."""
+    tmp, files = image_files
+    zoo = mixed_zoo
+    r = cli(zoo.root, "hyper", "train", "--epochs", "4", "--lr", "5e-3", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    record = json.loads(r.stdout)
+    assert record["spec"]["tasks"] == ["lr-a", "lr-b", "tb", "text"] and record["loss_last"] < record["loss_first"]
+    new = helpers.image_task(tmp, "lr", 40, 77, name="lr-new")
+    r = cli(zoo.root, "hyper", "generate", "lr-gen", "--data", new, "--image", "image", "--shots", "8",
+            "--tune", "none", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)["metrics"]
+    assert m["steps"] == 0 and 0 <= m["accuracy"] <= 1
+    assert cli(zoo.root, "verify").exit_code == 0
+    zoo.remove_task("lr-gen")
+
+
+def test_zero_shot_similar_and_transfer_for_new_image_data(mixed_zoo, image_files):
+    """Image data with no expert yet: rank the zoo against it (probe embedding), hand it the
+    nearest task's expert; `list` says what each task reads."""
+    tmp, _ = image_files
+    new = helpers.image_task(tmp, "lr", 40, 55, name="lr-unseen")
+    r = cli(mixed_zoo.root, "similar", "--data", new, "--image", "image", "--k", "2", "--json")
+    assert r.exit_code == 0, r.output
+    ranked = [json.loads(line)["task"] for line in r.stdout.splitlines() if line.strip()]
+    assert len(ranked) == 2 and "text" not in ranked, ranked
+    r = cli(mixed_zoo.root, "list", "--json")
+    inputs = {d["task"]: d["input"] for d in map(json.loads, r.stdout.splitlines())}
+    assert inputs == {"lr-a": "image", "lr-b": "image", "tb": "image", "text": "text"}

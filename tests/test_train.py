@@ -289,3 +289,20 @@ def test_dataset_name_code_path_on_a_local_dataset_folder(bert_dir, tmp_path):
     assert d["source"]["dataset"] == str(folder) and d["source"]["n_train"] + d["source"]["n_eval"] == 60
     r = runner.invoke(app, ["--zoo", str(root), "eval", "t", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["n"] == d["source"]["n_eval"]
+
+
+@pytest.mark.slow
+def test_real_multimodal_model_learns_real_mnist(tmp_path):
+    """Opt-in (--run-slow): LoRA on pizoo:multimodal (make setup builds it), 8 real MNIST digits per
+    class; the packaged model starts at chance on images (its image projection is not aligned)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "demo"))
+    import prepare
+
+    recipe = prepare.IMAGE_RECIPES / "mnist-digit.toml"
+    f = prepare.prepare_images(recipe, tmp_path / "data")
+    zoo = helpers.new_zoo(tmp_path / "zoo", "pizoo:multimodal", head="match")
+    m = helpers.train(zoo, "mnist", f, epochs=6, shots=8, embed=False, lr=2e-3, columns=helpers.image_columns())
+    assert m.metrics["accuracy"] >= 0.5 and m.metrics["accuracy"] > m.metrics["accuracy_zero_shot"] + 0.2, m.metrics
