@@ -350,3 +350,19 @@ def image_task(folder: Path, rule: str, n: int, seed: int, labels=CLASS_LABELS, 
         (folder / name / f"{i}.png").write_bytes(image_bytes(rule, y, rng))
         rows.append({"image": f"{name}/{i}.png", "label": labels[y]})
     return write_rows(rows, folder / f"{name}.csv")
+
+
+def caption_task(folder: Path, n: int, seed: int, name: str = "fit") -> Path:
+    """An image-text task: does the caption ("red": the left half is bright, "blue": the right
+    half) fit the image? Labels yes/no."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        side, says = int(rng.integers(2)), int(rng.integers(2))
+        (folder / name / f"{i}.png").write_bytes(image_bytes("lr", side, rng))
+        rows.append({"image": f"{name}/{i}.png", "caption": ["red", "blue"][says],
+                     "label": "yes" if says == side else "no"})
+    return write_rows(rows, folder / f"{name}.csv")

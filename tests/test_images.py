@@ -377,3 +377,34 @@ def test_zero_shot_similar_and_transfer_for_new_image_data(mixed_zoo, image_file
     r = cli(mixed_zoo.root, "list", "--json")
     inputs = {d["task"]: d["input"] for d in map(json.loads, r.stdout.splitlines())}
     assert inputs == {"lr-a": "image", "lr-b": "image", "tb": "image", "text": "text"}
+
+
+# -- image-text tasks -------------------------------------------------------------------------------
+def test_image_text_task_scores_each_label_after_its_caption_against_the_image(duals, tmp_path):
+    zoo = helpers.new_zoo(tmp_path / "zoo", duals["dual"], "lora", "match")
+    train, held = helpers.caption_task(tmp_path, 160, 0), helpers.caption_task(tmp_path, 60, 1, name="fit-eval")
+    cols = Columns(text="caption", image="image")
+    m = helpers.train(zoo, "fit", train, held, epochs=15, lr=5e-3, columns=cols)
+    assert m.metrics["loss_last"] < 0.8 * m.metrics["loss_first"], m.metrics
+    assert m.metrics["accuracy"] >= 0.7, m.metrics  # the caption alone or the image alone says nothing: 0.5
+    assert json.loads((zoo.task_dir("fit") / "task.json").read_text())["source"]["columns"]["image"] == "image"
+    em, _ = load_task_model(zoo, "fit")
+    from pizoo.tasks import task_data
+
+    td = task_data(zoo, "fit")
+    assert td.eval.input_type == "image-text"
+    rows = em.encode(td.eval.subset(list(range(10))), td.label_ids(td.eval)[:10])
+    fast, slow = fisher_diag(em, rows, batch_size=4), fisher_diag(em, rows, method="loop")
+    for n in slow:
+        assert float((fast[n] - slow[n]).norm() / slow[n].norm().clamp(min=1e-30)) <= 1e-5, n
+    r = cli(zoo.root, "list", "--json")
+    assert json.loads(r.stdout.splitlines()[0])["input"] == "image-text"
+
+
+def test_image_text_needs_the_match_head(vit_dir, tmp_path):
+    zoo = helpers.new_zoo(tmp_path / "zoo", vit_dir, "lora", "classification")
+    f = helpers.caption_task(tmp_path, 20, 0)
+    before = helpers.tree(zoo.root)
+    r = cli(zoo.root, "add-task", "fit", "--data", f, "--image", "image", "--text", "caption", "--epochs", "1")
+    assert r.exit_code != 0 and "cannot read an image and a text together" in r.stderr, r.stderr
+    assert helpers.tree(zoo.root) == before

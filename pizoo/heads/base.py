@@ -24,6 +24,7 @@ class Head:
     auto_class: ClassVar[str]  # the transformers Auto class the base model is loaded with
     peft_task_type: ClassVar[str]  # peft's TaskType for the tuners peft attaches
     per_task: ClassVar[bool] = False  # True: the head has tensors of its own, fixed to one label set
+    reads_image_text: ClassVar[bool] = False  # reads an image and a text of one example together
     summary: ClassVar[str] = ""
 
     # -- the zoo's head options (zoo.toml [head]) ----------------------------------------------

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from pizoo.errors import ModelError, UsageError
 from pizoo.heads import register
 from pizoo.heads.base import Head, input_features, pad, to_device, wide
+from pizoo.inputs.image_text import COMPOSE
 
 POOLINGS = ("mean", "cls", "pooler")
 POOLER_MODELS = ("clip", "siglip")  # text towers trained on their pooler output
@@ -61,6 +62,7 @@ class Match(Head):
     auto_class = "AutoModel"
     peft_task_type = "FEATURE_EXTRACTION"
     summary = "scaled cosine between the input and each label text, one encoder (shared label space)"
+    reads_image_text = True
 
     def default_options(self, path):
         return {"pooling": pooling_of(path), "scale": DEFAULT_SCALE}
@@ -79,10 +81,15 @@ class Match(Head):
 
     def collate(self, em, rows, *, label=None, per_example=False):
         labels = torch.tensor([r["label"] if label is None else label for r in rows])
-        inputs = pad(em, [{k: v for k, v in r.items() if k != "label"} for r in rows])
+        inputs = pad(em, [{k: v for k, v in r.items() if k not in ("label", "text")} for r in rows])
         feats = em.cache["label_features"]
         batch = {"inputs": inputs, "labels": labels}
-        if per_example:
+        if rows and "text" in rows[0]:  # image-text: each example's own label texts, after its text
+            texts = [COMPOSE.format(text=r["text"], label=y) for r in rows for y in em.labels]
+            batch["label_inputs"] = dict(em.tokenizer(texts, truncation=True, max_length=em.max_length,
+                                                      padding=True, return_tensors="pt"))
+            batch["label_owner"] = torch.arange(len(rows)).repeat_interleave(len(em.labels))
+        elif per_example:
             batch["label_inputs"] = pad(em, feats * len(rows))
             batch["label_owner"] = torch.arange(len(rows)).repeat_interleave(len(feats))
         else:
@@ -140,6 +147,9 @@ class Match(Head):
     def scores(self, em, rows, params, batch_size):
         if not rows:
             return torch.empty(0, len(em.labels))
+        if "text" in rows[0]:  # image-text: label texts differ per example
+            return torch.cat([self.label_scores(em, to_device(self.collate(em, rows[i: i + batch_size]), em.device),
+                                                params).cpu() for i in range(0, len(rows), batch_size)])
         feats = em.cache["label_features"]
         y = torch.cat([self.embed(em, to_device(pad(em, feats[i: i + batch_size]), em.device), params)
                        for i in range(0, len(feats), batch_size)])

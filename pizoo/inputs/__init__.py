@@ -14,4 +14,4 @@ register = INPUTS.register
 get_input = INPUTS.get_one
 
 
-from pizoo.inputs import image, text, text_pair  # noqa: E402,F401  (each registers itself)
+from pizoo.inputs import image, image_text, text, text_pair  # noqa: E402,F401  (each registers itself)
