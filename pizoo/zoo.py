@@ -108,7 +108,8 @@ def atomic_write(path: Path, data: bytes | str | Writer) -> None:
 
 def check_content(path: Path) -> str | None:
     """What is wrong inside a file whose hash matches (it may have been rewritten with its hash):
-    an unreadable file, or an expert or embedding that is not finite. Reads with numpy only."""
+    an unreadable file, an expert or embedding that is not finite, a kept image that does not
+    decode. Reads with numpy (and PIL for images) only."""
     import numpy as np
 
     try:
@@ -124,7 +125,16 @@ def check_content(path: Path) -> str | None:
         elif path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            pq.read_table(path)
+            table = pq.read_table(path)
+            if "image" in table.column_names:
+                from pizoo.errors import DataError
+                from pizoo.inputs.image import decode
+
+                try:
+                    for data in table.column("image").to_pylist():
+                        decode(data)
+                except (DataError, TypeError):
+                    return "an image does not decode"
             return None
         else:
             return None

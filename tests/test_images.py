@@ -408,3 +408,28 @@ def test_image_text_needs_the_match_head(vit_dir, tmp_path):
     r = cli(zoo.root, "add-task", "fit", "--data", f, "--image", "image", "--text", "caption", "--epochs", "1")
     assert r.exit_code != 0 and "cannot read an image and a text together" in r.stderr, r.stderr
     assert helpers.tree(zoo.root) == before
+
+
+def test_verify_decodes_the_kept_images(duals, image_files, tmp_path):
+    """A split rewritten with its hash but holding a broken image is reported, not trusted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pizoo.zoo import sha256_file
+
+    tmp, files = image_files
+    zoo = helpers.new_zoo(tmp_path / "zoo", duals["dual"], "lora", "match")
+    _train_image(zoo, "lr-a", files, epochs=1)
+    assert cli(zoo.root, "verify").exit_code == 0
+    path = zoo.task_dir("lr-a") / "data" / "eval.parquet"
+    table = pq.read_table(path)
+    images = table.column("image").to_pylist()
+    images[0] = b"\x89PNG\r\n\x1a\n broken"
+    pq.write_table(table.set_column(table.column_names.index("image"), "image", pa.array(images)), path)
+    manifest = json.loads((zoo.task_dir("lr-a") / "task.json").read_text())
+    manifest["files"]["data/eval.parquet"] = sha256_file(path)
+    (zoo.task_dir("lr-a") / "task.json").write_text(json.dumps(manifest))
+    r = cli(zoo.root, "verify", "--json")
+    assert r.exit_code == 1
+    found = {(p["task"], p["file"], p["issue"]) for p in json.loads(r.stdout)["problems"]}
+    assert ("lr-a", "data/eval.parquet", "an image does not decode") in found, found
