@@ -109,9 +109,11 @@ def write(args, results, pairs, footer: str, done: bool, hubs=None) -> None:
         if len(xs) > 2:
             lines.append(f"| {label} | {pearsonr(xs, gain)[0]:.3f} | {spearmanr(xs, gain)[0]:.3f} |")
     if hubs:
-        fams = {}
-        for t in {r[0] for r in results}:
-            fams.setdefault(FAMILY.get(t, "?"), []).append(t)
+        fams = {}  # the families of the targets measured, with every task of them
+        measured = {FAMILY.get(r[0]) for r in results}
+        for t, f in FAMILY.items():
+            if f in measured:
+                fams.setdefault(f, []).append(t)
         fam_text = "; ".join(f"{f} = {', '.join(sorted(ts))}" for f, ts in sorted(fams.items()))
         lines += ["", "Hubness of the expert-Fisher ranking (over the runs above): how often each source is a "
                   "target's nearest neighbour, and the share of a target's top 2 that are of its own family, out "
