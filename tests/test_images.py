@@ -114,18 +114,25 @@ def test_every_kind_trains_reloads_interpolates_across_modalities_and_exports(ki
     texts = helpers_batch(em, helpers.ex(["w1 w2 w3", "w9"]), [0, 1])
     with torch.no_grad():
         ours = [em.head_type.embed(em, b, None) for b in (pixels, texts)]
-    for fmt in ("peft", "merged"):
-        out = tmp_path / f"out-{fmt}"
-        r = cli(zoo.root, "export", "lr-a", "--out", out, "--format", fmt)
-        if not (kind_obj.peft_type is not None if fmt == "peft" else kind_obj.foldable):
-            assert r.exit_code == 1 and not out.exists()
-            continue
-        assert r.exit_code == 0, r.output
+    for fmt, out in exports(zoo, "lr-a", kind_obj, tmp_path):
         model = plain_model(duals[dual], out, fmt)
         with torch.no_grad():
             theirs = [plain_features(model, b, zoo.spec.head_options["pooling"]) for b in (pixels, texts)]
         for a, b in zip(ours, theirs):
             assert float((a - b).abs().max()) <= 1e-5 * max(1.0, float(a.abs().max()))
+
+
+def exports(zoo, task, kind, tmp_path):
+    """Export `task` in both formats: the ones the kind has must succeed (yielded as (fmt, folder)),
+    the others must be refused without writing anything."""
+    for fmt in ("peft", "merged"):
+        out = tmp_path / f"out-{fmt}"
+        r = cli(zoo.root, "export", task, "--out", out, "--format", fmt)
+        if not (kind.peft_type is not None if fmt == "peft" else kind.foldable):
+            assert r.exit_code == 1 and not out.exists()
+            continue
+        assert r.exit_code == 0, r.output
+        yield fmt, out
 
 
 def helpers_batch(em, ex, ys):
@@ -316,13 +323,7 @@ def test_image_encoder_alone_with_per_task_heads(kind, vit_dir, image_files, tmp
     with torch.no_grad():
         ours = em.forward(pixels).logits
     kind_obj = get_kind(kind)
-    for fmt in ("peft", "merged"):
-        out = tmp_path / f"out-{fmt}"
-        r = cli(zoo.root, "export", "lr-a", "--out", out, "--format", fmt)
-        if not (kind_obj.peft_type is not None if fmt == "peft" else kind_obj.foldable):
-            assert r.exit_code == 1 and not out.exists()
-            continue
-        assert r.exit_code == 0, r.output
+    for fmt, out in exports(zoo, "lr-a", kind_obj, tmp_path):
         from peft import PeftModel
         from transformers import AutoModelForImageClassification
 
