@@ -54,6 +54,7 @@ def card(manifest, spec, fmt: str, out: Path, base: Path) -> str:
     """The model card; `base` is the base model's folder (what the load snippet names when the zoo
     names its base by an alias, pizoo:multimodal)."""
     from pizoo.builtin import ALIAS
+    from pizoo.experts import get_kind
 
     m, prov = manifest, manifest.provenance
     base_name = str(base) if spec.base_model == ALIAS else spec.base_model
@@ -90,9 +91,12 @@ def card(manifest, spec, fmt: str, out: Path, base: Path) -> str:
     auto = head.auto_class_for(json.loads((base / "config.json").read_text()))
     if fmt == "peft":
         extra = f", num_labels={len(m.labels)}" if head.per_task else ""
+        sub = get_kind(spec.kind).peft_module(json.loads((base / "config.json").read_text()))
         lines += [f"from transformers import {auto}", "from peft import PeftModel", "",
                   f"base = {auto}.from_pretrained({base_name!r}{extra})",
-                  f"model = PeftModel.from_pretrained(base, {str(out)!r})"]
+                  f"model = PeftModel.from_pretrained(base{'.' + sub if sub else ''}, {str(out)!r})"]
+        if sub:
+            lines += [f"# the adapter runs on base.{sub} only; the rest of the model is used as it is"]
     else:
         lines += [f"from transformers import {auto}", "", f"model = {auto}.from_pretrained({str(out)!r})"]
     lines += ["```", "", f"Head `{spec.head}`: {head.summary}; options {json.dumps(spec.head_options, sort_keys=True)}."]
@@ -128,7 +132,7 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
     try:
         with quiet_transformers():
             if fmt == "peft":
-                em.wrapped.save_pretrained(str(tmp))
+                em.kind.save_peft(em, tmp)
             else:
                 model = em.kind.merge(em)
                 if get_head(spec.head).per_task:

@@ -110,15 +110,19 @@ class _Capture:
 
     def _hook_prefix(self, name: str) -> None:
         n = self.em.prefix
+        module, how = self.em.kind.prefix_site(self.em)
 
-        def pre_hook(module, args, kwargs):
-            embeds = kwargs.get("inputs_embeds")
+        def watch(embeds):
             if embeds is None or not embeds.requires_grad:
                 return
             owner = self.em.owner
             embeds.register_hook(lambda g: self._add(name, g[:, :n].detach().double(), owner))
 
-        self.handles.append(self.em.hf.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        if how == "output":
+            handle = module.register_forward_hook(lambda mod, args, out: watch(out))
+        else:
+            handle = module.register_forward_pre_hook(lambda mod, args, kw: watch(kw.get(how)), with_kwargs=True)
+        self.handles.append(handle)
         self.covered.add(name)
 
     def close(self) -> None:

@@ -187,6 +187,10 @@ class ExpertModel:
         self._live = {id(p): n for n, p in self.wrapped.named_parameters(remove_duplicate=False)}
         self._runner = _Runner(self.wrapped)
         self.prefix = self.kind.prefix_length(spec.options)
+        text_config = getattr(hf.config, "text_config", None) or hf.config
+        positions = getattr(text_config, "max_position_embeddings", None)
+        if self.prefix and isinstance(positions, int):  # texts are cut to leave room for the prompt
+            self.max_length = min(self.max_length, positions - self.prefix)
         self.wrapped.to(device)
         self.wrapped.eval()
         if self.labels:  # no labels: a structural check (init) that scores nothing

@@ -23,7 +23,7 @@ from pizoo.train import TrainConfig
 
 runner = CliRunner()
 DUALS = ("clip", "dual")
-IMAGE_KINDS = sorted(k for k in KINDS if k != "prompt")  # prompt tuning on a dual encoder: refused (below)
+IMAGE_KINDS = sorted(KINDS)
 
 
 def cli(root, *args):
@@ -82,7 +82,10 @@ def test_fisher_fast_path_equals_batch1_oracle_on_images_and_texts(kind, dual, d
     img = fisher_diag(em, em.encode(images, ys), batch_size=6)
     txt = fisher_diag(em, em.encode(helpers.ex(texts), ys), batch_size=6)
     assert all(float(img[n].abs().sum() + txt[n].abs().sum()) > 0 for n in em.expert)
-    assert any("vision_model." in n and float(img[n].abs().sum()) > 0 for n in em.expert)
+    if kind == "prompt":  # the text tower's prompt: image rows reach it through their label texts
+        assert float(img["prompt_embeddings"].abs().sum()) > 0
+    else:
+        assert any("vision_model." in n and float(img[n].abs().sum()) > 0 for n in em.expert)
 
 
 @pytest.mark.parametrize("kind", IMAGE_KINDS)
@@ -92,7 +95,9 @@ def test_every_kind_trains_reloads_interpolates_across_modalities_and_exports(ki
     tmp, files = image_files
     zoo = helpers.new_zoo(tmp_path / "z", duals[dual], kind, "match")
     m = _train_image(zoo, "lr-a", files, epochs=20)  # the tiny CLIP starts with near-equal image features
-    assert m.metrics["loss_last"] < 0.9 * m.metrics["loss_first"], m.metrics
+    # a prompt moves only the label texts' features (CoOp), against image features that a tiny random
+    # tower makes nearly equal: measured on the tiny CLIP, loss 0.735 -> 0.691 (accuracy 0.45 -> 0.55)
+    assert m.metrics["loss_last"] < (0.97 if kind == "prompt" else 0.9) * m.metrics["loss_first"], m.metrics
     if kind != "adalink":  # measured: on the tiny random towers AdaLink's loss falls (CLIP 2.2 -> 0.74)
         # but its accuracy stays at the zero-shot one within 30 steps; LoRA and adapters learn the rule
         assert m.metrics["accuracy"] > m.metrics["accuracy_zero_shot"] or m.metrics["accuracy"] >= 0.9, m.metrics
@@ -114,22 +119,25 @@ def test_every_kind_trains_reloads_interpolates_across_modalities_and_exports(ki
     texts = helpers_batch(em, helpers.ex(["w1 w2 w3", "w9"]), [0, 1])
     with torch.no_grad():
         ours = [em.head_type.embed(em, b, None) for b in (pixels, texts)]
-    for fmt, out in exports(zoo, "lr-a", kind_obj, tmp_path):
-        model = plain_model(duals[dual], out, fmt)
+    # peft's prompt tuning passes inputs_embeds, which CLIP's text model does not take
+    refused = {"peft"} if (kind, dual) == ("prompt", "clip") else set()
+    for fmt, out in exports(zoo, "lr-a", kind_obj, tmp_path, refused):
+        model = plain_model(duals[dual], out, fmt, kind_obj)
         with torch.no_grad():
             theirs = [plain_features(model, b, zoo.spec.head_options["pooling"]) for b in (pixels, texts)]
         for a, b in zip(ours, theirs):
             assert float((a - b).abs().max()) <= 1e-5 * max(1.0, float(a.abs().max()))
 
 
-def exports(zoo, task, kind, tmp_path):
+def exports(zoo, task, kind, tmp_path, refused=()):
     """Export `task` in both formats: the ones the kind has must succeed (yielded as (fmt, folder)),
-    the others must be refused without writing anything."""
+    the others (and those in `refused`) must be refused in one line without writing anything."""
     for fmt in ("peft", "merged"):
         out = tmp_path / f"out-{fmt}"
         r = cli(zoo.root, "export", task, "--out", out, "--format", fmt)
-        if not (kind.peft_type is not None if fmt == "peft" else kind.foldable):
-            assert r.exit_code == 1 and not out.exists()
+        if fmt in refused or not (kind.peft_type is not None if fmt == "peft" else kind.foldable):
+            lines = [line for line in r.stderr.splitlines() if line.strip()]
+            assert r.exit_code == 1 and not out.exists() and lines[0].startswith("error:"), r.output
             continue
         assert r.exit_code == 0, r.output
         yield fmt, out
@@ -141,14 +149,31 @@ def helpers_batch(em, ex, ys):
     return pad(em, [{k: v for k, v in r.items() if k != "label"} for r in em.encode(ex, ys)])
 
 
-def plain_model(base, out, fmt):
-    """What a user without pizoo loads: the peft adapter on the base, or the merged folder."""
+def plain_model(base, out, fmt, kind):
+    """What a user without pizoo loads: the peft adapter on the base (a prompt: on its text tower,
+    as the export's model card says), or the merged folder."""
     from peft import PeftModel
     from transformers import AutoModel
 
-    if fmt == "peft":
-        return PeftModel.from_pretrained(AutoModel.from_pretrained(base), out).eval().get_base_model()
-    return AutoModel.from_pretrained(out).eval()
+    if fmt == "merged":
+        return AutoModel.from_pretrained(out).eval()
+    model = AutoModel.from_pretrained(base).eval()
+    sub = kind.peft_module(model.config.to_dict())
+    if not sub:
+        return PeftModel.from_pretrained(model, out).eval().get_base_model()
+    assert f"PeftModel.from_pretrained(base.{sub}, " in (out / "README.md").read_text()
+    tower = PeftModel.from_pretrained(getattr(model, sub), out).eval()
+    n = tower.peft_config["default"].num_virtual_tokens
+
+    class Tower(torch.nn.Module):  # the prompt's positions dropped from the output, as a user pools
+        def forward(self, **kw):
+            kw.pop("token_type_ids", None)  # peft ignores them under a prompt (and warns); pizoo too
+            out = tower(**kw)
+            out.last_hidden_state = out.last_hidden_state[:, n:]
+            return out
+
+    model.text_model = Tower()
+    return model
 
 
 def plain_features(model, batch, pooling):
@@ -164,10 +189,23 @@ def plain_features(model, batch, pooling):
     return model.text_projection(pooled)
 
 
-def test_prompt_tuning_on_a_dual_encoder_is_refused_before_anything_is_written(duals, tmp_path):
-    r = cli(tmp_path / "z", "init", "--base-model", duals["clip"], "--kind", "prompt")
-    assert r.exit_code != 0 and "prompt tuning is not available on models with a vision tower" in r.stderr
-    assert not (tmp_path / "z").exists()
+def test_a_prompt_on_a_dual_encoder_is_learned_context_for_the_text_tower_only(duals, tmp_path):
+    """CoOp: the prompt changes text features (label texts and text inputs), never image features;
+    long texts are cut to leave room for it in the text tower's positions (tiny CLIP: 64)."""
+    zoo = helpers.new_zoo(tmp_path / "z", duals["clip"], "prompt", "match")
+    em = ExpertModel(zoo.spec, helpers.CLASS_LABELS)
+    assert em.max_length == 64 - 8
+    images, ys = image_examples(3)
+    long_text = " ".join(f"w{i % 20}" for i in range(200))
+    pixels, texts = helpers_batch(em, images, ys), helpers_batch(em, helpers.ex([long_text, "w1 w2"]), [0, 1])
+    assert texts["input_ids"].shape[1] == 56
+    gen = torch.Generator().manual_seed(0)  # random rows (a constant shift is lost in the layer norms)
+    other = {n: torch.randn(t.shape, generator=gen) for n, t in em.state().items()}
+    with torch.no_grad():
+        img = [em.head_type.embed(em, pixels, p) for p in (None, other)]
+        txt = [em.head_type.embed(em, texts, p) for p in (None, other)]
+    assert torch.equal(img[0], img[1])
+    assert float((txt[0] - txt[1]).abs().max()) > 1e-3
 
 
 def test_dual_encoder_defaults(duals, tmp_path):
@@ -305,13 +343,15 @@ def vit_dir(tmp_path_factory):
     return helpers.tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
 
 
-@pytest.mark.parametrize("kind", IMAGE_KINDS)
+@pytest.mark.parametrize("kind", [k for k in IMAGE_KINDS if k != "prompt"])  # no token table: refused below
 def test_image_encoder_alone_with_per_task_heads(kind, vit_dir, image_files, tmp_path):
     tmp, files = image_files
     zoo = helpers.new_zoo(tmp_path / "z", vit_dir, kind, None)
     assert zoo.spec.head == "classification"  # no text side to read label texts with
     m = _train_image(zoo, "lr-a", files, epochs=8)
-    assert m.metrics["loss_last"] < 0.9 * m.metrics["loss_first"], m.metrics
+    # a prompt moves only the label texts' features (CoOp), against image features that a tiny random
+    # tower makes nearly equal: measured on the tiny CLIP, loss 0.735 -> 0.691 (accuracy 0.45 -> 0.55)
+    assert m.metrics["loss_last"] < (0.97 if kind == "prompt" else 0.9) * m.metrics["loss_first"], m.metrics
     assert evaluate_task(zoo, "lr-a")["accuracy"] == pytest.approx(m.metrics["accuracy"], abs=1e-6)
     em, _ = load_task_model(zoo, "lr-a")
     images, ys = image_examples(10, seed=3)
@@ -344,7 +384,7 @@ def test_image_encoder_alone_refuses_text_and_prompts(vit_dir, tmp_path):
     assert r.exit_code == 1 and len(lines) == 1 and "has no tokenizer, so it cannot read text" in lines[0], r.stderr
     assert helpers.tree(zoo.root) == before
     r = cli(tmp_path / "z2", "init", "--base-model", vit_dir, "--kind", "prompt")
-    assert r.exit_code != 0 and "prompt tuning is not available" in r.stderr
+    assert r.exit_code != 0 and "prompt tuning needs a token-embedding table" in r.stderr
 
 
 def test_hypernetwork_over_image_and_text_tasks_generates_an_image_expert(mixed_zoo, image_files):

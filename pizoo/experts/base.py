@@ -91,6 +91,12 @@ class ExpertKind:
     # per-example gradient is the gradient of those input positions.
     prefix_parameters: ClassVar[tuple[str, ...]] = ()
 
+    def prefix_site(self, em) -> tuple[nn.Module, str]:
+        """Where the prefix rows enter the model: (module, "inputs_embeds"), the keyword argument a
+        forward pre-hook on the module sees, or (module, "output"), the module's output; either
+        way a (rows, positions, width) tensor whose first `prefix_length` positions are the rows."""
+        raise NotImplementedError
+
     def probe_scale(self, name: str) -> float:
         return 1.0
 
@@ -111,6 +117,15 @@ class ExpertKind:
 
     # -- PEFT adapter folders -----------------------------------------------------------------
     peft_config_keys: ClassVar[tuple[str, ...]] = ()
+
+    def peft_module(self, config: dict[str, Any]) -> str:
+        """The submodule of the base model (by attribute path; "" for the whole) that the exported
+        adapter folder loads on."""
+        return ""
+
+    def save_peft(self, em, folder) -> None:
+        """Write the expert as a peft adapter folder (peft kinds: peft writes it)."""
+        em.wrapped.save_pretrained(str(folder))
 
     def check_peft_config(self, config: dict[str, Any], options: dict[str, Any]) -> None:
         """Refuse an adapter_config.json that does not describe this zoo's expert spec."""
