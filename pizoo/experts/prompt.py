@@ -105,9 +105,9 @@ class Prompt(ExpertKind):
                              "pizoo init --kind lora (or adapter, adalink)")
         # Start from real token embeddings (drawn with the caller's seed) rather than N(0, 1):
         # the scale then matches the inputs the frozen model was trained on.
-        rows = table.weight[torch.randint(0, table.weight.shape[0], (n,))].detach()
+        draw = lambda: table.weight[torch.randint(0, table.weight.shape[0], (n,))].detach()  # noqa: E731
         if tower is not None:
-            model.add_module(HOLDER, _Holder(rows))
+            model.add_module(HOLDER, _Holder(draw()))
             _prepend(tower, table, getattr(model, HOLDER), n)
             return model
         # Prompts on the (encoder) input only, as Lester et al. tune T5: peft's default for
@@ -115,7 +115,7 @@ class Prompt(ExpertKind):
         config = PromptTuningConfig(task_type=peft_task_type(head), num_virtual_tokens=n, num_transformer_submodules=1)
         wrapped = get_peft_model(model, config)
         with torch.no_grad():
-            self.parameters(wrapped)[NAME].copy_(rows)
+            self.parameters(wrapped)[NAME].copy_(draw())
         return wrapped
 
     def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:
