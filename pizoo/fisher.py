@@ -76,31 +76,33 @@ class _Capture:
         self.grads = {}
 
     def _add(self, name: str, per_row: torch.Tensor, owner: torch.Tensor | None) -> None:
-        """Per-row gradient pieces of one forward, summed into their examples' gradients."""
+        """Per-row gradient pieces of one forward, summed into their examples' gradients (in the
+        rows' precision, as autograd sums them), then carried on in float64."""
         if owner is None:  # every row is its own example
             g = per_row
         else:
             g = torch.zeros((self.n, *per_row.shape[1:]), device=per_row.device, dtype=per_row.dtype)
             g.index_add_(0, owner.to(per_row.device), per_row)
+        g = g.double()
         self.grads[name] = self.grads[name] + g if name in self.grads else g
 
     def _linear_hook(self, attrs: dict[str, str]):
         def hook(module, args, output):
-            x = args[0].detach().double()
             if not output.requires_grad:
                 return
+            x = args[0].detach()
             owner = self.em.owner  # read now: the backward runs after the forward has returned
 
             def on_grad(delta):
-                # float64 for the per-example sums: a row's gradient adds up many positions' terms,
-                # and the square of a float32 sum loses digits where terms cancel
-                d = delta.detach().double()
+                # the per-example gradient in the activations' precision (as autograd forms it for
+                # one example), carried on in float64: summed over rows and squared without loss
+                d = delta.detach()
                 if d.dim() == 2:  # (B, out): no sequence axis
                     d, xx = d[:, None], x[:, None]
                 else:
                     xx = x
                 if "weight" in attrs:
-                    self._add(attrs["weight"], torch.einsum("bto,bti->boi", d, xx), owner)
+                    self._add(attrs["weight"], torch.einsum("bto,bti->boi", d, xx.to(d.dtype)), owner)
                 if "bias" in attrs:
                     self._add(attrs["bias"], d.sum(1), owner)
 
@@ -116,7 +118,7 @@ class _Capture:
             if embeds is None or not embeds.requires_grad:
                 return
             owner = self.em.owner
-            embeds.register_hook(lambda g: self._add(name, g[:, :n].detach().double(), owner))
+            embeds.register_hook(lambda g: self._add(name, g[:, :n].detach(), owner))
 
         if how == "output":
             handle = module.register_forward_hook(lambda mod, args, out: watch(out))
