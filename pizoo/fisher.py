@@ -11,16 +11,21 @@ per-example gradient is the gradient of those input positions (peft builds one p
 it over the batch, so a hook on the prompt parameter would see the batch sum). Any other tensor
 falls back to a per-example loop.
 
-A head may run the backbone more than once per batch, on more rows than there are examples (the
-match head encodes the inputs, then each example's own copy of the label texts): `em.owner` maps
-each row of a forward to its example, and every tensor's per-example gradient is summed over all
-the rows and forwards of its example before it is squared, once per batch."""
+A part every example shares (the match head's label texts) is run once: each example's gradient
+at that part's output is tiny to form (the scoring after it), and one batched backward through the
+part (autograd's `is_grads_batched`, a vmap over the examples' cotangents) gives every example's
+gradient of the expert tensors it reaches, with no copy of its forward. A head may also run the
+backbone on more rows than there are examples (image-text: each example's own label texts after its
+caption): `em.owner` maps each row of a forward to its example, and every tensor's per-example
+gradient is summed over all the rows and forwards of its example before it is squared, once per
+batch."""
 
 from __future__ import annotations
 
 import json
 import random
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -50,7 +55,7 @@ class _Capture:
         self.em, self.handles = em, []
         self.sums: dict[str, torch.Tensor] = {}
         self.grads: dict[str, torch.Tensor] = {}  # per-example gradients of the batch being processed
-        self.n = 0
+        self.n, self.active = 0, True
         self.covered: set[str] = set()
         by_module: dict[nn.Module, dict[str, str]] = {}
         for name in names:
@@ -66,7 +71,16 @@ class _Capture:
 
     def begin(self, n: int) -> None:
         """A batch of `n` examples starts."""
-        self.n, self.grads = n, {}
+        self.n, self.grads, self.active = n, {}, True
+
+    @contextmanager
+    def paused(self):
+        """Forwards in here are not watched (their per-example gradients are formed otherwise)."""
+        self.active = False
+        try:
+            yield
+        finally:
+            self.active = True
 
     def end(self) -> None:
         """The batch's backward is done: add Σ_j g_j² of every tensor."""
@@ -88,7 +102,7 @@ class _Capture:
 
     def _linear_hook(self, attrs: dict[str, str]):
         def hook(module, args, output):
-            if not output.requires_grad:
+            if not output.requires_grad or not self.active:
                 return
             x = args[0].detach()
             owner = self.em.owner  # read now: the backward runs after the forward has returned
@@ -115,7 +129,7 @@ class _Capture:
         module, how = self.em.kind.prefix_site(self.em)
 
         def watch(embeds):
-            if embeds is None or not embeds.requires_grad:
+            if embeds is None or not embeds.requires_grad or not self.active:
                 return
             owner = self.em.owner
             embeds.register_hook(lambda g: self._add(name, g[:, :n].detach(), owner))
@@ -154,10 +168,24 @@ def fisher_diag(em, rows: Sequence[dict], *, batch_size: int = 32, method: str =
             for i in range(0, len(rows), batch_size):
                 chunk = rows[i: i + batch_size]
                 if capture is not None:
-                    batch = to_device(em.collate(chunk, per_example=True), em.device)
                     capture.begin(len(chunk))
-                    total = em.log_probs(batch).sum()
-                    torch.autograd.grad(total, params, allow_unused=True)
+                    batch = to_device(em.collate(chunk), em.device)
+                    split = em.head_type.split_log_probs(em, batch, capture.paused)
+                    if split is None:
+                        logp = em.log_probs(to_device(em.collate(chunk, per_example=True), em.device))
+                    else:
+                        logp, shared, leaf = split
+                        # each example's gradient at the shared output: tiny (the scoring after it)
+                        eye = torch.eye(len(chunk), dtype=logp.dtype, device=logp.device)
+                        cot = torch.autograd.grad(logp, leaf, eye, is_grads_batched=True, retain_graph=True)[0]
+                    torch.autograd.grad(logp.sum(), params, allow_unused=True)  # the hooks: per-row side
+                    if split is not None:  # the shared side: one backward per example, batched
+                        covered = [n for n in names if n in capture.covered]
+                        grads = torch.autograd.grad(shared, [em.expert[n] for n in covered], cot,
+                                                    is_grads_batched=True, allow_unused=True)
+                        for n, g in zip(covered, grads):
+                            if g is not None:
+                                capture._add(n, g, None)
                     capture.end()
                 for row in chunk if fallback else ():
                     one = to_device(em.collate([row]), em.device)

@@ -133,8 +133,11 @@ class Match(Head):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
     def label_scores(self, em, batch, params):
-        x = F.normalize(self.embed(em, batch["inputs"], params), dim=-1)
-        y = F.normalize(self.embed(em, batch["label_inputs"], params, batch.get("label_owner")), dim=-1)
+        x = self.embed(em, batch["inputs"], params)
+        return self._scores(em, x, self.embed(em, batch["label_inputs"], params, batch.get("label_owner")), batch)
+
+    def _scores(self, em, x, y, batch):
+        x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
         if "label_owner" in batch:  # (B·L, H) -> (B, L, H): each example against its own copies
             sims = torch.einsum("bh,blh->bl", x, y.view(x.shape[0], -1, y.shape[-1]))
         else:
@@ -142,7 +145,16 @@ class Match(Head):
         return em.head_options["scale"] * sims
 
     def log_probs(self, em, batch, params=None):
-        return self.label_scores(em, batch, params).log_softmax(-1).gather(1, batch["labels"][:, None]).squeeze(1)
+        return _gold(self.label_scores(em, batch, params), batch)
+
+    def split_log_probs(self, em, batch, aside):
+        if "label_owner" in batch:  # image-text: each example reads its own label texts
+            return None
+        x = self.embed(em, batch["inputs"], None)
+        with aside():
+            y = self.embed(em, batch["label_inputs"], None)
+        leaf = y.detach().requires_grad_()
+        return _gold(self._scores(em, x, leaf, batch), batch), y, leaf
 
     def scores(self, em, rows, params, batch_size):
         if not rows:
@@ -160,3 +172,7 @@ class Match(Head):
             x = F.normalize(self.embed(em, batch["inputs"], params), dim=-1)
             out.append((em.head_options["scale"] * x @ y.T).cpu())
         return torch.cat(out)
+
+
+def _gold(scores: torch.Tensor, batch) -> torch.Tensor:
+    return scores.log_softmax(-1).gather(1, batch["labels"][:, None]).squeeze(1)
