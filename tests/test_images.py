@@ -208,6 +208,18 @@ def test_a_prompt_on_a_dual_encoder_is_learned_context_for_the_text_tower_only(d
     assert float((txt[0] - txt[1]).abs().max()) > 1e-3
 
 
+def test_rows_keep_encoded_images_and_batches_hold_the_pixels(duals, tmp_path):
+    """A task's rows keep each image as its bytes; the processor runs one batch at a time."""
+    zoo = helpers.new_zoo(tmp_path / "z", duals["dual"], "lora", "match")
+    em = ExpertModel(zoo.spec, helpers.CLASS_LABELS)
+    images, ys = image_examples(5)
+    rows = em.encode(images, ys)
+    assert all(isinstance(r["image"], bytes) and set(r) == {"image", "label"} for r in rows)
+    batch = em.collate(rows[:3])
+    pixels = batch["inputs"]["pixel_values"]
+    assert pixels.dtype == torch.float32 and pixels.dim() == 4 and pixels.shape[:2] == (3, 3)
+
+
 def test_dual_encoder_defaults(duals, tmp_path):
     """LoRA on both towers' attention and on the projections; adapters in both towers' layers;
     AdaLink one per modality; CLIP pools its text at the end token, the packaged shape by mean."""

@@ -17,6 +17,7 @@ from torch import nn
 from pizoo.config import merge_options
 from pizoo.errors import DataError, UsageError
 from pizoo.inputs import get_input
+from pizoo.inputs.image import pixel_batch
 
 
 class Head:
@@ -132,10 +133,11 @@ def input_features(em, ex) -> list[dict]:
 
 
 def pad(em, features: Sequence[dict]) -> dict[str, torch.Tensor]:
-    """A batch of processor outputs: token ids padded by the tokenizer, pixel values stacked."""
+    """A batch of processor outputs: token ids padded by the tokenizer; images through the image
+    processor, a batch at a time."""
     features = list(features)
-    if features and "pixel_values" in features[0]:
-        return {"pixel_values": torch.stack([f["pixel_values"] for f in features])}
+    if features and "image" in features[0]:
+        return pixel_batch(em, [f["image"] for f in features])
     return dict(em.tokenizer.pad(features, return_tensors="pt"))
 
 
