@@ -678,6 +678,9 @@ def hyper_train(ctx: typer.Context,
                 batch_size: Annotated[int, typer.Option(help="Examples per batch (one task per batch).")] = 16,
                 z_dim: Annotated[int, typer.Option(help="Size of the task embedding z.")] = 32,
                 hidden: Annotated[int, typer.Option(help="Size of the hyper-embedding I.")] = 32,
+                sites: Annotated[Optional[str], typer.Option(help="Generate only at these insertion sites of the "
+                                                             "zoo's kind: comma list of regexes over the site names "
+                                                             "(e.g. attention, output, vision_model); default: all.")] = None,
                 max_length: Annotated[int, typer.Option(help="Max tokens per example.")] = 128,
                 seed: Annotated[int, typer.Option(help="Seed of the hypernetwork and the data order.")] = 0,
                 device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -689,13 +692,15 @@ def hyper_train(ctx: typer.Context,
       pizoo hyper train --epochs 10
 
       pizoo hyper train --tasks sst2,imdb,yelp --steps 500 --json
+
+      pizoo hyper train --sites 'layer\\.\\d+\\.output$'   # an adapter zoo: after the feed-forward blocks only
     """
     from pizoo.hyper import HyperSpec, train_hyper
     from pizoo.train import TrainConfig
 
     cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
-    record = train_hyper(zoo_of(ctx), cfg, tasks=_csv(tasks), spec=HyperSpec((), z_dim=z_dim, hidden=hidden, seed=seed),
-                         max_length=max_length)
+    spec = HyperSpec((), z_dim=z_dim, hidden=hidden, seed=seed, sites=tuple(_csv(sites) or ()))
+    record = train_hyper(zoo_of(ctx), cfg, tasks=_csv(tasks), spec=spec, max_length=max_length)
     if json_:
         return render.emit_json(record)
     render.table([{"task": t, "accuracy": a} for t, a in record["accuracy"].items()], ["task", "accuracy"],

@@ -6,6 +6,10 @@ task projector (two linear layers with a ReLU) maps [z_τ, l_i, b_j] to a hyper-
 linear hypernetwork per block type maps I to that tensor (Zhang et al., HyperPELT). The generated
 tensor is the zoo's shared initial expert plus that output, so an untrained hypernetwork generates
 the expert every task starts from, and what it generates is an ordinary expert of the zoo's kind.
+The insertion sites are the kind's (a zoo holds one kind, so that every generated expert is an
+ordinary expert of it: an adapter zoo's hypernetwork generates bottleneck adapters, a prompt zoo's
+the prompt rows, the paper's prefix); `sites` (regexes over the kind's site names) narrows which it
+generates, and the others stay the shared initial expert (for LoRA and adapters: adding nothing).
 
 What pizoo adds: z_τ = P·s_τ + o_τ, where s_τ is the sketch of the task's probe Fisher embedding
 (a data-only fingerprint every task has, and any new data set gets) and o_τ a learned per-task
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 
 from pizoo.errors import CorruptFile, IncompatibleExperts, UsageError
+from pizoo.experts import get_kind
 
 HYPER_DIR = "_hyper"
 WEIGHTS = "hyper.safetensors"
@@ -56,6 +61,7 @@ class HyperSpec:
     block_dim: int = 8
     hidden: int = 32
     seed: int = 0
+    sites: tuple[str, ...] = ()  # regexes over the kind's insertion sites to generate; () = every site
 
     def __post_init__(self):
         for f in ("z_dim", "layer_dim", "block_dim", "hidden"):
@@ -67,18 +73,23 @@ class HyperNet(nn.Module):
     """[z, l_i, b_j] -> projector -> I -> per-block-type linear map -> the tensor's offset from the
     zoo's initial expert."""
 
-    def __init__(self, spec: HyperSpec, init: dict[str, torch.Tensor], sketch_dim: int):
+    def __init__(self, spec: HyperSpec, init: dict[str, torch.Tensor], sketch_dim: int, site_of=None):
         super().__init__()
         self.spec, self.names = spec, list(init)
-        blocks = [block_of(n) for n in self.names]
-        self.block_types = list(dict.fromkeys(b for b, _ in blocks))
-        layers = sorted({i for _, i in blocks})
-        self.register_buffer("block_index", torch.tensor([self.block_types.index(b) for b, _ in blocks]))
-        self.register_buffer("layer_index", torch.tensor([layers.index(i) for _, i in blocks]))
-        for b in self.block_types:  # a block type has one shape across layers
-            shapes = {tuple(init[n].shape) for n, (bb, _) in zip(self.names, blocks) if bb == b}
-            if len(shapes) != 1:
-                raise IncompatibleExperts(f"expert tensors {b} differ in shape across layers: {sorted(shapes)}")
+        # the tensors it generates: those at the chosen insertion sites (the rest stay the zoo's
+        # initial expert: for LoRA and adapters, a site that adds nothing)
+        self.generated = [j for j, n in enumerate(self.names) if _at_sites(spec.sites, site_of, n)]
+        blocks = {j: block_of(self.names[j]) for j in self.generated}
+        self.block_types = list(dict.fromkeys(b for b, _ in blocks.values()))
+        layers = sorted({i for _, i in blocks.values()})
+        self.register_buffer("block_index", torch.tensor([self.block_types.index(b) for b, _ in blocks.values()]))
+        self.register_buffer("layer_index", torch.tensor([layers.index(i) for _, i in blocks.values()]))
+        first = {}
+        for j, (b, _) in blocks.items():  # a block type has one shape across layers
+            first.setdefault(b, j)
+            if init[self.names[j]].shape != init[self.names[first[b]]].shape:
+                raise IncompatibleExperts(f"expert tensors {b} differ in shape across layers: "
+                                          f"{tuple(init[self.names[j]].shape)}, {tuple(init[self.names[first[b]]].shape)}")
         gen = torch.Generator().manual_seed(spec.seed)
         self.project_task = nn.Linear(sketch_dim, spec.z_dim)
         self.task_offset = nn.Parameter(torch.zeros(len(spec.tasks), spec.z_dim))
@@ -86,8 +97,7 @@ class HyperNet(nn.Module):
         self.block_emb = nn.Parameter(torch.randn(len(self.block_types), spec.block_dim, generator=gen) * 0.1)
         self.projector = nn.Sequential(nn.Linear(spec.z_dim + spec.layer_dim + spec.block_dim, spec.hidden),
                                        nn.ReLU(), nn.Linear(spec.hidden, spec.hidden))
-        self.generators = nn.ModuleList(nn.Linear(spec.hidden, init[next(n for n, (bb, _) in zip(self.names, blocks)
-                                                                         if bb == b)].numel())
+        self.generators = nn.ModuleList(nn.Linear(spec.hidden, init[self.names[first[b]]].numel())
                                         for b in self.block_types)
         with torch.no_grad():
             for g in self.generators:  # start at the initial expert exactly
@@ -101,18 +111,37 @@ class HyperNet(nn.Module):
         return z + self.task_offset[task] if task is not None else z
 
     def generate(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        n = len(self.names)
+        n = len(self.generated)
         hyper_in = torch.cat([z.expand(n, -1), self.layer_emb[self.layer_index], self.block_emb[self.block_index]], 1)
         hyper = self.projector(hyper_in)
-        out = {}
-        for j, name in enumerate(self.names):
+        out = {name: getattr(self, f"init_{j}") for j, name in enumerate(self.names)}
+        for row, j in enumerate(self.generated):
             base = getattr(self, f"init_{j}")
-            out[name] = base + self.generators[int(self.block_index[j])](hyper[j]).view_as(base)
+            out[self.names[j]] = base + self.generators[int(self.block_index[row])](hyper[row]).view_as(base)
         return out
 
     def trained_parameters(self) -> int:
         """What training learns (the initial expert it adds to is a fixed buffer)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def _at_sites(patterns: Sequence[str], site_of, name: str) -> bool:
+    return not patterns or any(re.search(p, site_of(name) if site_of else name) for p in patterns)
+
+
+def check_sites(patterns: Sequence[str], site_of, names: Sequence[str]) -> None:
+    """Every --sites pattern must be a regex that picks at least one of the expert's sites."""
+    sites = sorted({site_of(n) for n in names})
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise UsageError(f"--sites {p!r} is not a regular expression: {e}") from e
+        if not any(re.search(p, site) for site in sites):
+            shown = ", ".join(sites[:6]) + (f", ... ({len(sites)} in all)" if len(sites) > 6 else "")
+            raise UsageError(f"--sites {p!r} matches none of this zoo's expert sites: {shown}",
+                             "pizoo hyper train --sites with a part of a site's name (e.g. attention, output, "
+                             "vision_model)")
 
 
 class _MultiTask(nn.Module):
@@ -198,6 +227,7 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
     if len(set(tasks)) != len(tasks):
         raise UsageError(f"--tasks names a task twice: {','.join(tasks)}")
     spec = dataclasses.replace(spec or HyperSpec(()), tasks=tuple(tasks))
+    site_of = get_kind(zoo.spec.kind).site
     sketches = torch.stack([_probe_sketch(zoo, t) for t in tasks])
     datas = [task_data(zoo, t) for t in tasks]
     em = ExpertModel(zoo.spec, datas[0].labels, device=device_for(cfg), max_length=max_length)
@@ -212,7 +242,8 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
             for s in range(0, len(rows), cfg.batch_size):
                 batches.append({**em.collate([rows[j] for j in order[s: s + cfg.batch_size]]),
                                 "task": torch.tensor(i)})
-    net = HyperNet(spec, em.state(), sketches.shape[1]).to(em.device)
+    check_sites(spec.sites, site_of, list(em.expert))
+    net = HyperNet(spec, em.state(), sketches.shape[1], site_of).to(em.device)
     result = fit(_MultiTask(em, net, sketches.to(em.device), cfg.seed), batches, lambda items: items[0],
                  dataclasses.replace(cfg, batch_size=1), desc=f"hyper train ({len(tasks)} tasks)")
     accuracy = {}
@@ -249,11 +280,12 @@ def load_hyper(zoo, device="cpu") -> tuple[HyperNet, dict, torch.Tensor]:
     if record.get("expert_space") != json.loads(json.dumps(zoo.spec.expert_space)):
         raise IncompatibleExperts("the zoo's hypernetwork was trained for another expert space", "pizoo hyper train")
     state = load_tensors(zoo.root / HYPER_DIR / WEIGHTS)
-    spec = HyperSpec(**{**record["spec"], "tasks": tuple(record["spec"]["tasks"])})
+    spec = HyperSpec(**{**record["spec"], "tasks": tuple(record["spec"]["tasks"]),
+                        "sites": tuple(record["spec"].get("sites", ()))})
     init = {name: state[f"init_{j}"] for j, name in enumerate(record["names"]) if f"init_{j}" in state}
     if len(init) != len(record["names"]):
         raise CorruptFile(f"{zoo.root / HYPER_DIR / WEIGHTS} lacks initial expert tensors", "pizoo hyper train")
-    net = HyperNet(spec, init, record["sketch_dim"])
+    net = HyperNet(spec, init, record["sketch_dim"], get_kind(zoo.spec.kind).site)
     sketches = state.pop("task_sketches", None)
     try:
         net.load_state_dict(state)
@@ -336,6 +368,7 @@ def show(zoo) -> dict:
         raise PizooError(f"{zoo.root} has no hypernetwork", "pizoo hyper train")
     p = record["parameters"]
     return {"tasks": ", ".join(record["spec"]["tasks"]), "kind": record["kind"],
+            "sites": ", ".join(record["spec"].get("sites") or ()) or "every site of the kind",
             "hypernetwork parameters": p["hypernetwork"], "one expert": p["one_expert"],
             f"one expert per task (x{len(record['spec']['tasks'])})": p["experts_of_these_tasks"],
             "hypernetwork / experts": round(p["hypernetwork"] / p["experts_of_these_tasks"], 4),

@@ -161,3 +161,35 @@ def test_ctrl_c_during_hyper_train_leaves_the_zoo_as_it_was(hzoo):
     code, err = helpers.ctrl_c_while_training(zoo.root, "hyper", "train", "--steps", "100000", "--device", "cpu")
     assert code == 130 and "interrupted" in err, err[-2000:]
     assert helpers.tree(zoo.root) == before
+
+
+def test_sites_narrow_what_the_hypernetwork_generates(hzoo, tmp_path):
+    """--sites picks insertion sites of the zoo's kind by regex; the other tensors stay the zoo's
+    initial expert, the hypernetwork is smaller, and a pattern that picks nothing changes nothing."""
+    import shutil
+
+    zoo, full, _ = hzoo
+    root = tmp_path / "copy"
+    shutil.copytree(zoo.root, root)
+    shutil.rmtree(root / HYPER_DIR)
+    before = helpers.tree(root)
+    r = cli(root, "hyper", "train", "--sites", "nothing-like-this", "--epochs", "1", "--device", "cpu")
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.exit_code == 2 and "matches none of this zoo's expert sites" in lines[0], r.output
+    assert helpers.tree(root) == before
+    r = cli(root, "hyper", "train", "--sites", "query", "--epochs", "2", "--lr", "5e-3", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    record = json.loads(r.stdout)
+    assert record["spec"]["sites"] == ["query"]
+    assert record["parameters"]["hypernetwork"] < full["parameters"]["hypernetwork"]
+    from pizoo.zoo import Zoo
+
+    copy = Zoo(root)
+    net, _, sketches = load_hyper(copy)
+    out = net.generate(net.z(sketches[0], 0))
+    init = {n: getattr(net, f"init_{j}") for j, n in enumerate(net.names)}
+    moved = {n for n in out if not torch.equal(out[n], init[n])}
+    assert moved and all(".query." in n for n in moved), sorted(moved)[:4]
+    r = cli(root, "hyper", "show", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["sites"] == "query"
+    assert cli(root, "verify").exit_code == 0
