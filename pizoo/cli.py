@@ -672,6 +672,8 @@ app.add_typer(hyper_app, name="hyper")
 def hyper_train(ctx: typer.Context,
                 tasks: Annotated[Optional[str], typer.Option(help="Train over these tasks (A,B,...; default: every "
                                                              "task trained on its own data).")] = None,
+                all_: Annotated[bool, typer.Option("--all", help="Every task trained on its own data (not imported, "
+                                                   "interpolated or generated): the default without --tasks.")] = False,
                 epochs: Annotated[Optional[int], typer.Option(help="Epochs over all tasks' batches (default: 10).")] = None,
                 steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
                 lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
@@ -698,6 +700,8 @@ def hyper_train(ctx: typer.Context,
     from pizoo.hyper import HyperSpec, train_hyper
     from pizoo.train import TrainConfig
 
+    if all_ and tasks:
+        raise UsageError("--all and --tasks name the tasks twice: give one of them")
     cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
     spec = HyperSpec((), z_dim=z_dim, hidden=hidden, seed=seed, sites=tuple(_csv(sites) or ()))
     record = train_hyper(zoo_of(ctx), cfg, tasks=_csv(tasks), spec=spec, max_length=max_length)

@@ -255,7 +255,11 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
     if not result.is_main_process:
         return {}
     expert_size = sum(p.numel() for p in em.expert.values())
+    from pizoo.tasks import TRAIN_SPLIT, provenance
+
+    splits = {t: zoo.manifest(t).files.get(TRAIN_SPLIT) for t in tasks}  # the data it was trained on
     record = {"spec": dataclasses.asdict(spec), "sketch_dim": int(sketches.shape[1]), "names": net.names, "kind": zoo.spec.kind,
+              "provenance": provenance(zoo.spec, how="hyper-train", train_split_sha256=splits, max_length=max_length),
               "expert_space": zoo.spec.expert_space, "training": dataclasses.asdict(cfg), "steps": result.steps,
               "train_seconds": round(result.seconds, 2), "loss_first": result.first_loss, "loss_last": result.last_loss,
               "accuracy": accuracy, "parameters": {"hypernetwork": net.trained_parameters(), "one_expert": expert_size,

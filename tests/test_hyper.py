@@ -56,7 +56,7 @@ def hzoo(tmp_path_factory, bert_dir):
         train = helpers.write_rows(helpers.make_rows(rule, 120, seed, labels=("neg", "pos")), tmp / f"{name}.csv")
         helpers.train(zoo, name, train, epochs=5, seed=seed)
     new = helpers.write_rows(helpers.make_rows("a", 120, 9, labels=("neg", "pos")), tmp / "new.csv")
-    r = cli(zoo.root, "hyper", "train", "--epochs", "6", "--lr", "5e-3", "--device", "cpu", "--json")
+    r = cli(zoo.root, "hyper", "train", "--all", "--epochs", "6", "--lr", "5e-3", "--device", "cpu", "--json")
     assert r.exit_code == 0, r.output
     return zoo, json.loads(r.stdout), new
 
@@ -64,6 +64,9 @@ def hzoo(tmp_path_factory, bert_dir):
 def test_train_stores_a_hypernetwork_that_reproduces_its_multitask_predictions(hzoo):
     zoo, record, _ = hzoo
     assert record["spec"]["tasks"] == ["a1", "a2", "b1"] and record["steps"] > 0
+    prov = record["provenance"]
+    assert prov["base_fingerprint"] == zoo.spec.fingerprint and prov["how"] == "hyper-train"
+    assert all(len(prov["train_split_sha256"][t]) == 64 for t in record["spec"]["tasks"])
     assert record["loss_last"] < record["loss_first"]
     net, rec, sketches = load_hyper(zoo)
     assert rec["sha256"][WEIGHTS] and sketches.shape == (3, rec["sketch_dim"])
@@ -136,7 +139,9 @@ def test_bad_input_changes_nothing(hzoo, tmp_path, bert_dir):
                         (["generate", "x", "--data", new, "--max-length", "2"], "--max-length must be at least 4"),
                         (["train", "--tasks", "a1"], "several tasks"),
                         (["train", "--tasks", "a1,a1"], "twice"),
-                        (["train", "--tasks", "a1,zz"], "zz")):
+                        (["train", "--tasks", "a1,zz"], "zz"),
+                        (["train", "--all", "--tasks", "a1,a2"], "--all and --tasks"),
+                        (["train", "--sites", "(unclosed"], "not a regular expression")):
         r = cli(zoo.root, "hyper", *args, "--device", "cpu")
         assert r.exit_code != 0 and words in r.output, (args, r.output)
     assert helpers.tree(zoo.root) == before
