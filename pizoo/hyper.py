@@ -11,6 +11,11 @@ ordinary expert of it: an adapter zoo's hypernetwork generates bottleneck adapte
 the prompt rows, the paper's prefix); `sites` (regexes over the kind's site names) narrows which it
 generates, and the others stay the shared initial expert (for LoRA and adapters: adding nothing).
 
+The visual side (VL-HyperPELT), on a dual encoder whose image tower carries expert tensors: a task's
+image features (the mean of the image tower's projected features over its images, none for a text
+task), projected to z's size and added to z, feed a second projector whose hyper-embeddings the
+image tower's tensors are generated from. A new image task brings its image features with it.
+
 What pizoo adds: z_τ = P·s_τ + o_τ, where s_τ is the sketch of the task's probe Fisher embedding
 (a data-only fingerprint every task has, and any new data set gets) and o_τ a learned per-task
 offset, left out on half of the training batches so that P·s alone must work. A task that has data
@@ -62,6 +67,7 @@ class HyperSpec:
     hidden: int = 32
     seed: int = 0
     sites: tuple[str, ...] = ()  # regexes over the kind's insertion sites to generate; () = every site
+    visual_dim: int = 0  # size of the image features of the visual side (0: no visual side)
 
     def __post_init__(self):
         for f in ("z_dim", "layer_dim", "block_dim", "hidden"):
@@ -97,6 +103,15 @@ class HyperNet(nn.Module):
         self.block_emb = nn.Parameter(torch.randn(len(self.block_types), spec.block_dim, generator=gen) * 0.1)
         self.projector = nn.Sequential(nn.Linear(spec.z_dim + spec.layer_dim + spec.block_dim, spec.hidden),
                                        nn.ReLU(), nn.Linear(spec.hidden, spec.hidden))
+        # the visual side (VL-HyperPELT): a task's image features, projected to z's size, join z in a
+        # second projector that makes the hyper-embeddings of the image tower's tensors
+        visual = [row for row, j in enumerate(self.generated) if is_visual(self.names[j])] if spec.visual_dim else []
+        self.register_buffer("visual_rows", torch.tensor(visual, dtype=torch.long), persistent=False)
+        if visual:
+            self.project_visual = nn.Linear(spec.visual_dim, spec.z_dim)
+            self.visual_projector = nn.Sequential(
+                nn.Linear(spec.z_dim + spec.layer_dim + spec.block_dim, spec.hidden), nn.ReLU(),
+                nn.Linear(spec.hidden, spec.hidden))
         self.generators = nn.ModuleList(nn.Linear(spec.hidden, init[self.names[first[b]]].numel())
                                         for b in self.block_types)
         with torch.no_grad():
@@ -110,10 +125,17 @@ class HyperNet(nn.Module):
         z = self.project_task(sketch)
         return z + self.task_offset[task] if task is not None else z
 
-    def generate(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def generate(self, z: torch.Tensor, visual: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The expert of a task with embedding z (and, with a visual side, the task's image
+        features; None or zeros for a task without images)."""
         n = len(self.generated)
-        hyper_in = torch.cat([z.expand(n, -1), self.layer_emb[self.layer_index], self.block_emb[self.block_index]], 1)
-        hyper = self.projector(hyper_in)
+        where = torch.cat([self.layer_emb[self.layer_index], self.block_emb[self.block_index]], 1)
+        hyper = self.projector(torch.cat([z.expand(n, -1), where], 1))
+        if len(self.visual_rows):
+            v = visual if visual is not None else torch.zeros(self.spec.visual_dim, device=z.device)
+            zv = (z + self.project_visual(v)).expand(len(self.visual_rows), -1)
+            seen = self.visual_projector(torch.cat([zv, where[self.visual_rows]], 1))
+            hyper = hyper.index_copy(0, self.visual_rows, seen)
         out = {name: getattr(self, f"init_{j}") for j, name in enumerate(self.names)}
         for row, j in enumerate(self.generated):
             base = getattr(self, f"init_{j}")
@@ -123,6 +145,34 @@ class HyperNet(nn.Module):
     def trained_parameters(self) -> int:
         """What training learns (the initial expert it adds to is a fixed buffer)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def is_visual(name: str) -> bool:
+    """An expert tensor of a dual encoder's image tower (or its projection, or AdaLink's patch adapter)."""
+    return "vision_model." in name or "visual_projection" in name or "patch_embedding" in name
+
+
+def visual_feature(em, rows: Sequence[dict], limit: int = 64, batch_size: int = 16) -> torch.Tensor | None:
+    """A task's image features for the visual side: the mean of the image tower's (projected) features
+    over up to `limit` of its images, scaled to entries of about 1; None for a task without images."""
+    from pizoo.heads.base import pad
+
+    images = [{"image": r["image"]} for r in rows if "image" in r][:limit]
+    if not images:
+        return None
+    with torch.no_grad():
+        feats = torch.cat([em.head_type.embed(em, {k: v.to(em.device) for k, v in pad(em, images[i: i + batch_size]).items()},
+                                              None) for i in range(0, len(images), batch_size)])
+    mean = nn.functional.normalize(feats.float().mean(0), dim=0)
+    return mean * math.sqrt(mean.numel())
+
+
+def _visual_dim(em, names: Sequence[str]) -> int:
+    from pizoo.heads.match import is_dual
+
+    if not (is_dual(em.hf) and any(is_visual(n) for n in names)):
+        return 0
+    return int(getattr(em.hf.config, "projection_dim", 0) or 0)
 
 
 def _at_sites(patterns: Sequence[str], site_of, name: str) -> bool:
@@ -151,31 +201,32 @@ class _MultiTask(nn.Module):
     probe sketch alone: that is the z a new task gets, so the projection P must carry what tells
     tasks apart instead of leaving it all to the per-task offsets."""
 
-    def __init__(self, em, net: HyperNet, sketches: torch.Tensor, seed: int):
+    def __init__(self, em, net: HyperNet, sketches: torch.Tensor, visuals: torch.Tensor, seed: int):
         super().__init__()
         self.em, self.net, self.model = em, net, em.wrapped
         self.register_buffer("sketches", sketches)
+        self.register_buffer("visuals", visuals)
         self.coin = torch.Generator().manual_seed(seed)
 
     def forward(self, batch):
         t = int(batch["task"])
         alone = self.training and float(torch.rand((), generator=self.coin)) < OFFSET_DROPOUT
-        params = self.net.generate(self.net.z(self.sketches[t], None if alone else t))
+        params = self.net.generate(self.net.z(self.sketches[t], None if alone else t), self.visuals[t])
         return -self.em.log_probs({k: v for k, v in batch.items() if k != "task"}, params).mean()
 
 
 class _Tune(nn.Module):
     """Few-shot tuning of a generated expert: the task embedding z alone, or z and the hypernetwork."""
 
-    def __init__(self, em, net: HyperNet, z: torch.Tensor, tune: str):
+    def __init__(self, em, net: HyperNet, z: torch.Tensor, visual: torch.Tensor | None, tune: str):
         super().__init__()
-        self.em, self.net, self.model = em, net, em.wrapped
+        self.em, self.net, self.model, self.visual = em, net, em.wrapped, visual
         self.z = nn.Parameter(z.detach().clone())
         for p in net.parameters():
             p.requires_grad_(tune == "all")
 
     def forward(self, batch):
-        return -self.em.log_probs(batch, self.net.generate(self.z)).mean()
+        return -self.em.log_probs(batch, self.net.generate(self.z, self.visual)).mean()
 
 
 def _check_head(zoo) -> None:
@@ -233,25 +284,31 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
     em = ExpertModel(zoo.spec, datas[0].labels, device=device_for(cfg), max_length=max_length)
     for p in em.expert.values():
         p.requires_grad_(False)
+    check_sites(spec.sites, site_of, list(em.expert))
     gen = torch.Generator().manual_seed(cfg.seed)
+    spec = dataclasses.replace(spec, visual_dim=_visual_dim(em, [n for n in em.expert if _at_sites(spec.sites, site_of, n)]))
+    visuals = torch.zeros(len(tasks), spec.visual_dim)
     batches = []
     for i, td in enumerate(datas):
         with em.using_labels(td.labels):
             rows = em.encode(td.train, td.label_ids(td.train))
+            v = visual_feature(em, rows) if spec.visual_dim else None
+            if v is not None:
+                visuals[i] = v.cpu()
             order = torch.randperm(len(rows), generator=gen).tolist()
             for s in range(0, len(rows), cfg.batch_size):
                 batches.append({**em.collate([rows[j] for j in order[s: s + cfg.batch_size]]),
                                 "task": torch.tensor(i)})
-    check_sites(spec.sites, site_of, list(em.expert))
     net = HyperNet(spec, em.state(), sketches.shape[1], site_of).to(em.device)
-    result = fit(_MultiTask(em, net, sketches.to(em.device), cfg.seed), batches, lambda items: items[0],
+    result = fit(_MultiTask(em, net, sketches.to(em.device), visuals.to(em.device), cfg.seed), batches, lambda items: items[0],
                  dataclasses.replace(cfg, batch_size=1), desc=f"hyper train ({len(tasks)} tasks)")
     accuracy = {}
     with torch.no_grad():
         for i, (t, td) in enumerate(zip(tasks, datas)):
             with em.using_labels(td.labels):
                 rows = em.encode(td.eval, td.label_ids(td.eval))
-                accuracy[t] = em.accuracy(rows, params=net.generate(net.z(sketches[i].to(em.device), i)))
+                accuracy[t] = em.accuracy(rows, params=net.generate(net.z(sketches[i].to(em.device), i),
+                                                                    visuals[i].to(em.device)))
     if not result.is_main_process:
         return {}
     expert_size = sum(p.numel() for p in em.expert.values())
@@ -266,6 +323,7 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
                                                    "experts_of_these_tasks": expert_size * len(tasks)}}
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     state["task_sketches"] = sketches.cpu()
+    state["task_visuals"] = visuals.cpu()
     log.info(f"hypernetwork over {len(tasks)} tasks: {result.steps} steps, mean accuracy of the generated experts "
              f"{sum(accuracy.values()) / len(accuracy):.3f}")
     zoo.write_internal(HYPER_DIR, {WEIGHTS: lambda p: save_tensors(state, p)}, RECORD, record)
@@ -291,6 +349,7 @@ def load_hyper(zoo, device="cpu") -> tuple[HyperNet, dict, torch.Tensor]:
         raise CorruptFile(f"{zoo.root / HYPER_DIR / WEIGHTS} lacks initial expert tensors", "pizoo hyper train")
     net = HyperNet(spec, init, record["sketch_dim"], get_kind(zoo.spec.kind).site)
     sketches = state.pop("task_sketches", None)
+    net.task_visuals = state.pop("task_visuals", torch.zeros(len(spec.tasks), spec.visual_dim))  # per task, in order
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
@@ -332,10 +391,11 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
     eval_rows = em.encode(data.eval, data.label_ids(data.eval))
     probe = probe_fisher(em, choose(train_rows, fisher_samples, cfg.seed))
     s = scaled(sketch({n: t.numpy() for n, t in probe.items()})["cosine"]).to(em.device)
+    visual = visual_feature(em, train_rows) if net.spec.visual_dim else None
     with torch.no_grad():
         z0 = net.z(s)
-        before = em.accuracy(eval_rows, params=net.generate(z0))
-    module = _Tune(em, net, z0, tune)
+        before = em.accuracy(eval_rows, params=net.generate(z0, visual))
+    module = _Tune(em, net, z0, visual, tune)
     steps = 0
     if tune != "none":
         for p in em.expert.values():
@@ -346,7 +406,7 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
                      lr_overrides=slow)
         steps = result.steps
     with torch.no_grad():
-        tensors = {n: t.detach().cpu() for n, t in net.generate(module.z).items()}
+        tensors = {n: t.detach().cpu() for n, t in net.generate(module.z, visual).items()}
     em.load_state(tensors, where="generated expert")
     after = em.accuracy(eval_rows)
     files = {"expert.safetensors": lambda p: save_tensors(tensors, p), **split_writers(data),

@@ -408,6 +408,18 @@ def test_hypernetwork_over_image_and_text_tasks_generates_an_image_expert(mixed_
     assert r.exit_code == 0, r.output
     record = json.loads(r.stdout)
     assert record["spec"]["tasks"] == ["lr-a", "lr-b", "tb", "text"] and record["loss_last"] < record["loss_first"]
+    # the visual side: each task's image features (none for the text task) condition the image tower's tensors
+    from pizoo.hyper import is_visual, load_hyper
+
+    net, _, sketches = load_hyper(zoo)
+    assert record["spec"]["visual_dim"] > 0 and net.task_visuals.shape == (4, record["spec"]["visual_dim"])
+    assert all(float(v.abs().sum()) > 0 for v in net.task_visuals[:3]) and float(net.task_visuals[3].abs().sum()) == 0
+    with torch.no_grad():
+        z = net.z(sketches[0], 0)
+        a, b = net.generate(z, net.task_visuals[0]), net.generate(z, net.task_visuals[2] * -1)
+    changed = {n for n in a if not torch.equal(a[n], b[n])}
+    assert changed and all(is_visual(n) for n in changed)
+    assert any(is_visual(n) for n in a) and any(not is_visual(n) and n not in changed for n in a)
     new = helpers.image_task(tmp, "lr", 40, 77, name="lr-new")
     r = cli(zoo.root, "hyper", "generate", "lr-gen", "--data", new, "--image", "image", "--shots", "8",
             "--tune", "none", "--device", "cpu", "--json")
