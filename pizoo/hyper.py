@@ -433,6 +433,8 @@ def show(zoo) -> dict:
     p = record["parameters"]
     return {"tasks": ", ".join(record["spec"]["tasks"]), "kind": record["kind"],
             "sites": ", ".join(record["spec"].get("sites") or ()) or "every site of the kind",
+            "visual side": (f"image features of size {record['spec']['visual_dim']}"
+                            if record["spec"].get("visual_dim") else "none"),
             "hypernetwork parameters": p["hypernetwork"], "one expert": p["one_expert"],
             f"one expert per task (x{len(record['spec']['tasks'])})": p["experts_of_these_tasks"],
             "hypernetwork / experts": round(p["hypernetwork"] / p["experts_of_these_tasks"], 4),

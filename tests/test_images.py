@@ -420,6 +420,8 @@ def test_hypernetwork_over_image_and_text_tasks_generates_an_image_expert(mixed_
     changed = {n for n in a if not torch.equal(a[n], b[n])}
     assert changed and all(is_visual(n) for n in changed)
     assert any(is_visual(n) for n in a) and any(not is_visual(n) and n not in changed for n in a)
+    r = cli(zoo.root, "hyper", "show", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["visual side"].startswith("image features of size")
     new = helpers.image_task(tmp, "lr", 40, 77, name="lr-new")
     r = cli(zoo.root, "hyper", "generate", "lr-gen", "--data", new, "--image", "image", "--shots", "8",
             "--tune", "none", "--device", "cpu", "--json")
