@@ -60,6 +60,9 @@ def _prepend(tower: nn.Module, table: nn.Embedding, holder: _Holder, n: int) -> 
     armed = []
 
     def pre_hook(module, args, kwargs):
+        if len(args) > 1:  # the attention mask would be positional, and left without the prompt's positions
+            raise UsageError("a text tower with a prompt is called with keyword arguments (input_ids=..., "
+                             "attention_mask=...)")
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
             raise UsageError("prompt tuning on a dual encoder's text tower needs token ids")
