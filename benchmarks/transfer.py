@@ -158,7 +158,7 @@ def source_zoo(args, init_zoo):
     leftovers of a run that was cut short, and go."""
     from pizoo.zoo import Zoo
 
-    image = args.modality == "image"
+    image = getattr(args, "modality", "text") == "image"  # choose_k.py and hyper.py run text tasks only
     path = ROOT / "benchmarks" / ".cache" / (f"sources-{args.head}-e{args.source_epochs}-lr{args.lr:g}"
                                              + ("-image" if image else ""))
     if not (path / "zoo.toml").exists():
@@ -175,7 +175,7 @@ def source_zoo(args, init_zoo):
 def columns(args):
     from pizoo.data import Columns
 
-    return Columns(text=None, image="image") if args.modality == "image" else Columns()
+    return Columns(text=None, image="image") if getattr(args, "modality", "text") == "image" else Columns()
 
 
 def train_sources(zoo, files, args, cfg, log) -> None:
