@@ -155,14 +155,14 @@ def is_visual(name: str) -> bool:
 def visual_feature(em, rows: Sequence[dict], limit: int = 64, batch_size: int = 16) -> torch.Tensor | None:
     """A task's image features for the visual side: the mean of the image tower's (projected) features
     over up to `limit` of its images, scaled to entries of about 1; None for a task without images."""
-    from pizoo.heads.base import pad
+    from pizoo.heads.base import pad, to_device
 
     images = [{"image": r["image"]} for r in rows if "image" in r][:limit]
     if not images:
         return None
     with torch.no_grad():
-        feats = torch.cat([em.head_type.embed(em, {k: v.to(em.device) for k, v in pad(em, images[i: i + batch_size]).items()},
-                                              None) for i in range(0, len(images), batch_size)])
+        feats = torch.cat([em.head_type.embed(em, to_device(pad(em, images[i: i + batch_size]), em.device), None)
+                           for i in range(0, len(images), batch_size)])
     mean = nn.functional.normalize(feats.float().mean(0), dim=0)
     return mean * math.sqrt(mean.numel())
 
