@@ -169,8 +169,7 @@ def fisher_diag(em, rows: Sequence[dict], *, batch_size: int = 32, method: str =
                 chunk = rows[i: i + batch_size]
                 if capture is not None:
                     capture.begin(len(chunk))
-                    batch = to_device(em.collate(chunk), em.device)
-                    split = em.head_type.split_log_probs(em, batch, capture.paused)
+                    split = em.head_type.split_log_probs(em, chunk, capture.paused)
                     if split is None:
                         logp = em.log_probs(to_device(em.collate(chunk, per_example=True), em.device))
                     else:

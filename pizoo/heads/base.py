@@ -63,12 +63,12 @@ class Head:
         raise NotImplementedError
 
     # -- the forward ---------------------------------------------------------------------------
-    def split_log_probs(self, em, batch: dict[str, Any], aside) -> tuple[torch.Tensor, torch.Tensor,
-                                                                        torch.Tensor] | None:
-        """For the per-example Fisher, on a batch collated as for training: log p(y_j | x_j) with the
+    def split_log_probs(self, em, rows: Sequence[dict], aside) -> tuple[torch.Tensor, torch.Tensor,
+                                                                       torch.Tensor] | None:
+        """For the per-example Fisher, on `rows` collated as for training: log p(y_j | x_j) with the
         part every example shares (the label texts' embeddings) computed once, inside `aside()`:
-        (log_probs, shared, leaf), `leaf` the detached copy of `shared` that log_probs reads. None
-        when the head shares nothing across examples (the batch is then collated per example)."""
+        (log_probs, shared, leaf), `leaf` the detached copy of `shared` that log_probs reads. None,
+        before collating anything, when these rows share nothing (they are then collated per example)."""
         return None
 
     def log_probs(self, em, batch: dict[str, Any], params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

@@ -147,9 +147,10 @@ class Match(Head):
     def log_probs(self, em, batch, params=None):
         return _gold(self.label_scores(em, batch, params), batch)
 
-    def split_log_probs(self, em, batch, aside):
-        if "label_owner" in batch:  # image-text: each example reads its own label texts
+    def split_log_probs(self, em, rows, aside):
+        if "text" in rows[0]:  # image-text: each example reads its own label texts
             return None
+        batch = to_device(self.collate(em, rows), em.device)
         x = self.embed(em, batch["inputs"], None)
         with aside():
             y = self.embed(em, batch["label_inputs"], None)
