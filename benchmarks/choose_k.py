@@ -11,7 +11,9 @@ are the target's eval split (what pizoo chooses on: keep-best and the --k auto p
 rest of the held-out part is a test split that nothing is chosen on, where every number below is
 measured. Each k runs `interpolate --mode full` with --no-keep-best, so that both the raw result
 and what --keep-best would have saved (the better on the eval split, exactly the tool's rule) are
-known. Sources are the other tasks' experts, trained on their whole pools (cached between runs).
+known. Sources are the other tasks' experts, trained on their whole pools (cached between runs);
+the cached zoo also holds the target task's own full-pool expert, which is never a candidate (records
+before that rule — settings without "candidates" — offered it, and are not reused).
 Records go to a JSON-lines file, one line per (target, shots, seed); a rerun measures only what
 is missing, and --report-only tabulates the file."""
 
@@ -55,8 +57,9 @@ def splits(path: Path, out: Path, shots: int, seed: int) -> tuple[Path, Path, Pa
 def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cfg, log) -> dict:
     from transfer import quiet
 
+    from pizoo.choose import AUTO_CANDIDATES
     from pizoo.data import Columns
-    from pizoo.interpolate import interpolate_task
+    from pizoo.interpolate import choose_sources, interpolate_task
     from pizoo.mixture import MixSpec
     from pizoo.tasks import DataArgs, evaluate_task, train_task
 
@@ -69,11 +72,15 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
         own_test = evaluate_task(zoo, name, data=str(test))
     rec = {"target": f.stem, "shots": n, "seed": seed, "n_eval": own.metrics["n_eval"], "n_test": own_test["n"],
            "own": {"eval": own.metrics["accuracy"], "test": own_test["accuracy"]}, "k": {}}
+    # the candidates, best first: every other task's expert; the target task's own full-pool expert
+    # (src-<target>) is in the cached zoo but is not a source (the same task with more data)
+    ranked = [s for s, _ in choose_sources(zoo, name, k=None) if s != f"src-{f.stem}"]
     for k in ks:
         t0 = time.perf_counter()
+        with_ = ranked[:AUTO_CANDIDATES] if k == "auto" else ranked[:int(k)]
         with quiet():
-            r = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), k=k, spec=MixSpec(mode="full"),
-                                 name=f"{name}-k{k}", embed=False, keep_best=False)
+            r = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), k=k, with_=with_,
+                                 spec=MixSpec(mode="full"), name=f"{name}-k{k}", embed=False, keep_best=False)
             test_acc = evaluate_task(zoo, r.name, data=str(test))["accuracy"]
         m, ip = r.metrics, r.provenance["interpolation"]
         rec["own"]["eval_ll"] = m["log_likelihood_target"]
@@ -153,6 +160,7 @@ def run(args, ks: list[str]) -> None:
     from _common import put_block, tmpdir
     from transfer import quiet, source_zoo, train_sources
 
+    from pizoo.choose import RULE
     from pizoo.tasks import init_zoo
     from pizoo.train import TrainConfig
 
@@ -160,7 +168,7 @@ def run(args, ks: list[str]) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     start = time.perf_counter()
     settings = {"epochs": args.epochs, "source_epochs": args.source_epochs, "lr": args.lr, "head": args.head,
-                "protocol": "choose-k"}
+                "protocol": "choose-k", "candidates": "other tasks", "rule": RULE}
     path = Path(args.records if args.records else ROOT / "benchmarks" / "results" / "choose-k-runs.jsonl")
     done = {}
     if path.exists():

@@ -133,12 +133,14 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     choice = None
     if n_sources is None:
         def probe(names):
+            if not names and spec.mode != "full":  # nothing would train: the control is the own expert
+                return Probe((), own, 0)
             mixture, result = _run(em, [experts[n] for n in names], spec, train_rows,
                                    dataclasses.replace(cfg, epochs=None, steps=probe_steps(run_steps)), alpha_lr,
                                    f"probing {target} with {', '.join(names)}")
             s = em.score(eval_rows, params=mixture.mixed())
             em.load_state(own_state, where="target expert")  # a full-mode probe trains it in place
-            return Probe(tuple(names), s.accuracy, s.log_likelihood, result.steps)
+            return Probe(tuple(names), s, result.steps)
 
         choice = choose([s for s, _ in sources], own, probe)
         sims = dict(sources)

@@ -10,7 +10,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -309,8 +309,9 @@ class ExpertModel:
             return Score(float("nan"), float("nan"))
         scores = self.class_scores(rows, params=params)
         gold = torch.tensor([r["label"] for r in rows])
-        ll = scores.log_softmax(-1).gather(1, gold[:, None]).mean()
-        return Score(float((scores.argmax(-1) == gold).float().mean()), float(ll))
+        ll = scores.log_softmax(-1).gather(1, gold[:, None])[:, 0]
+        correct = (scores.argmax(-1) == gold).float()
+        return Score(float(correct.mean()), float(ll.mean()), correct, ll)
 
 
 class _Runner(nn.Module):
@@ -326,9 +327,13 @@ class _Runner(nn.Module):
 
 @dataclass(frozen=True, order=True)
 class Score:
-    """How well an expert does on a split; compared by accuracy, then log-likelihood."""
+    """How well an expert does on a split; compared by accuracy, then log-likelihood. `correct` and
+    `per_example` (each example's 0/1 outcome and log-likelihood, in row order) allow paired
+    comparisons of two experts on the same rows (pizoo.choose)."""
     accuracy: float
     log_likelihood: float
+    correct: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    per_example: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
 
 REMOTE_CODE_ENV = "PIZOO_TRUST_REMOTE_CODE"

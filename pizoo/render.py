@@ -95,7 +95,7 @@ def interpolation(record: dict) -> None:
     m, init = record["metrics"], record["init"]
     auto = record.get("auto")
     if auto:
-        table([{"sources": ", ".join(p["sources"]), "accuracy": p["accuracy"], "log-likelihood": p["log_likelihood"],
+        table([{"sources": ", ".join(p["sources"]) or "(none: the target alone, as long)", "accuracy": p["accuracy"], "log-likelihood": p["log_likelihood"],
                 "steps": p["steps"]} for p in auto["probes"]], ["sources", "accuracy", "log-likelihood", "steps"],
               title=f"--k auto for {record['target']}: probes on the eval split")
         log(f"{auto['reason']} (cost: {auto['cost_interpolations']} interpolations)")

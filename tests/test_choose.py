@@ -64,6 +64,7 @@ def test_k_auto_picks_the_related_source_not_the_most_similar(zoo, tmp_path):
     assert rec["k"] == auto["k"] == 1 and rec["kept"] == "interpolated"
     assert auto["candidates"] == ranked and ranked[0] != "related"  # similarity alone would have picked another
     assert {tuple(p["sources"]) for p in auto["probes"]} >= {(c,) for c in ranked}  # one probe per candidate
+    assert auto["probes"][0]["sources"] == []  # the control: the target's expert alone, trained as long
     assert all(p["steps"] == 3 for p in auto["probes"])  # a quarter of the run's 10 steps, rounded up
     assert auto["cost_interpolations"] == pytest.approx(1 + 3 * len(auto["probes"]) / 10)
     assert out.metrics["accuracy"] > out.metrics["accuracy_target"]
@@ -76,7 +77,7 @@ def test_k_auto_with_only_unrelated_sources_keeps_the_own_expert_and_says_so(zoo
             "--lr", "5e-3", "--json")
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
-    assert rec["k"] == rec["auto"]["k"] == 0 and rec["sources"] == [] and rec["kept"] == "target"
+    assert rec["k"] == rec["auto"]["k"] == 0 and rec["sources"] == [] and rec["kept"] == "target", (rec["auto"], rec["metrics"])
     assert "k = 0" in rec["auto"]["reason"] and "own expert" in rec["auto"]["reason"]
     assert sorted(rec["auto"]["candidates"]) == ["opposite", "other-rule"]
     saved = load_file(z.task_dir("full-pi") / EXPERT)
@@ -178,3 +179,58 @@ def test_k_auto_is_the_default_and_with_means_all_of_those(zoo, tmp_path):
             "--device", "cpu", "--json")
     rec = json.loads(r.stdout)
     assert r.exit_code == 0 and "auto" not in rec and [s["task"] for s in rec["sources"]] == ["opposite", "related"]
+
+
+def _score(correct, ll):
+    from pizoo.models import Score
+
+    c, p = torch.tensor(correct, dtype=torch.float), torch.tensor(ll, dtype=torch.float)
+    return Score(float(c.mean()), float(p.mean()), c, p)
+
+
+def test_better_lets_accuracy_decide_only_beyond_noise():
+    from pizoo.choose import better
+
+    own = _score([1] * 20 + [0] * 20, [-0.5] * 40)
+    one_more = _score([1] * 21 + [0] * 19, [-0.9] * 40)  # one example flipped, a far worse likelihood
+    assert not better(one_more, own) and better(own, one_more)  # one example is noise: likelihood decides
+    many_more = _score([1] * 32 + [0] * 8, [-0.9] * 40)  # twelve more right: beyond noise
+    assert better(many_more, own) and not better(own, many_more)
+    same = _score([1] * 20 + [0] * 20, [-0.4] * 40)
+    assert better(same, own) and not better(own, same)
+    assert not better(own, own)  # strict: a tie is not better
+    plain = lambda s: type(s)(s.accuracy, s.log_likelihood)  # noqa: E731  no per-example outcomes
+    assert better(plain(one_more), plain(own))  # then accuracy first, as Score orders
+
+
+def test_choose_ranks_near_ties_by_likelihood_and_keeps_the_smaller_set():
+    from pizoo.choose import Probe, choose
+
+    own = _score([1] * 20 + [0] * 20, [-0.6] * 40)
+    singles = {"flip": _score([1] * 21 + [0] * 19, [-0.8] * 40),  # one example more, worse likelihood
+               "calm": _score([1] * 20 + [0] * 20, [-0.45] * 40),
+               "good": _score([1] * 20 + [0] * 20, [-0.5] * 40)}
+    sets = {("calm", "good"): _score([1] * 20 + [0] * 20, [-0.47] * 40)}  # worse than calm alone
+    calls = []
+
+    def probe(names):
+        calls.append(tuple(names))
+        if not names:  # the control: the own expert, trained as long, no better
+            return Probe((), own, 3)
+        return Probe(tuple(names), singles[names[0]] if len(names) == 1 else sets[tuple(names)], 3)
+
+    c = choose(["flip", "calm", "good"], own, probe)
+    assert c.sources == ("calm",) and calls[-1] == ("calm", "good")  # best first; the pair did not beat calm
+    assert "k = 1" in c.reason
+    assert choose(["flip"], own, probe).sources == ()  # no helpful candidate: k = 0
+
+
+def test_a_probe_must_beat_the_target_trained_as_long_not_only_the_target():
+    from pizoo.choose import Probe, choose
+
+    own = _score([1] * 20 + [0] * 20, [-0.6] * 40)
+    control = _score([1] * 20 + [0] * 20, [-0.4] * 40)  # extra steps alone help the likelihood
+    singles = {"some": _score([1] * 20 + [0] * 20, [-0.5] * 40), "more": _score([1] * 20 + [0] * 20, [-0.3] * 40)}
+    probe = lambda names: Probe(tuple(names), singles[names[0]] if names else control, 3)  # noqa: E731
+    assert choose(["some"], own, probe).sources == ()  # beats own, not the control: extra steps, not transfer
+    assert choose(["some", "more"], own, probe).sources[0] == "more"
