@@ -70,11 +70,13 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
                                              seed=seed), cfg(seed, epochs=args.epochs), max_length=64,
                          fisher_samples=128)
         own_test = evaluate_task(zoo, name, data=str(test))
-    rec = {"target": f.stem, "shots": n, "seed": seed, "n_eval": own.metrics["n_eval"], "n_test": own_test["n"],
-           "own": {"eval": own.metrics["accuracy"], "test": own_test["accuracy"]}, "k": {}}
     # the candidates, best first: every other task's expert; the target task's own full-pool expert
     # (src-<target>) is in the cached zoo but is not a source (the same task with more data)
-    ranked = [s for s, _ in choose_sources(zoo, name, k=None) if s != f"src-{f.stem}"]
+    every = [s for s, _ in choose_sources(zoo, name, k=None)]
+    ranked = [s for s in every if s != f"src-{f.stem}"]
+    rec = {"target": f.stem, "shots": n, "seed": seed, "n_eval": own.metrics["n_eval"], "n_test": own_test["n"],
+           "own": {"eval": own.metrics["accuracy"], "test": own_test["accuracy"]}, "k": {},
+           "self_rank": every.index(f"src-{f.stem}") + 1, "n_ranked": len(every)}  # the same task, more data
     for k in ks:
         t0 = time.perf_counter()
         with_ = ranked[:AUTO_CANDIDATES] if k == "auto" else ranked[:int(k)]
@@ -112,6 +114,7 @@ def table(args, records: list[dict], ks: list[str], footer: str, done: bool) -> 
              + f"Head `{args.head}`; targets: the {len({r['target'] for r in records})} packaged tasks; shots per "
              f"class {args.shots}; seeds {args.seeds}; {args.epochs} epochs for the target's expert and for each "
              f"interpolation (mode full); sources trained {args.source_epochs} epochs on each other task's pool. "
+             "Candidates: the other tasks' experts (never the target task's own full-pool expert). "
              "Test accuracy on each target's test split (mean over seeds); the eval split the tool chooses on "
              "has as many examples per class as the shots.", "",
              "| target | shots | own | " + " | ".join(f"k={k}" for k in ks) + " | auto chose k |",
@@ -150,6 +153,12 @@ def table(args, records: list[dict], ks: list[str], footer: str, done: bool) -> 
                   f"{auto - best_fixed[0]:+.4f} mean accuracy (goal: no worse than −0.005)."]
         chosen = [r["k"]["auto"]["chosen_k"] for r in records]
         lines.append("Chosen k: " + ", ".join(f"{c}: {chosen.count(c)} runs" for c in sorted(set(chosen))) + ".")
+    ranks = [r["self_rank"] for r in records if "self_rank" in r]
+    if ranks:
+        lines += ["", f"Where the similarity ranking (cosine of the expert Fisher) puts the target task's own expert "
+                  f"trained on its whole pool (the same task with more data; not a candidate): top-1 in "
+                  f"{ranks.count(1)} of {len(ranks)} runs, top-2 in {sum(r <= 2 for r in ranks)}, mean rank "
+                  f"{statistics.mean(ranks):.2f} among {records[0]['n_ranked']} tasks."]
     lines += ["", footer]
     return "\n".join(lines)
 
