@@ -125,6 +125,17 @@ def test_k_auto_among_the_with_tasks(zoo, tmp_path):
     assert [s["task"] for s in out.provenance["interpolation"]["sources"]] == ["related"]
 
 
+def test_in_alpha_mode_the_control_probe_is_the_own_expert_and_costs_nothing(zoo, tmp_path):
+    from pizoo.mixture import MixSpec
+
+    z = _clone(zoo, tmp_path / "z", drop=["full"])
+    out = interpolate_task(z, "few", CFG, k="auto", with_=["related"], spec=MixSpec(mode="alpha"), name="a")
+    auto, m = out.provenance["interpolation"]["auto"], out.metrics
+    control = auto["probes"][0]
+    assert control["sources"] == [] and control["steps"] == 0  # nothing trains in alpha mode without a source
+    assert control["accuracy"] == m["accuracy_target"] and control["log_likelihood"] == round(m["log_likelihood_target"], 6)
+
+
 def test_axis_has_the_experts_on_it():
     assert axis(4, 0.25) == [-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
     assert axis(3, 0.0) == [0.0, 1 / 3, 2 / 3, 1.0]
