@@ -137,7 +137,7 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
                 return Probe((), own, 0)
             mixture, result = _run(em, [experts[n] for n in names], spec, train_rows,
                                    dataclasses.replace(cfg, epochs=None, steps=probe_steps(run_steps)), alpha_lr,
-                                   f"probing {target} with {', '.join(names)}")
+                                   f"probing {target} with {', '.join(names) or 'no source (control)'}")
             s = em.score(eval_rows, params=mixture.mixed())
             em.load_state(own_state, where="target expert")  # a full-mode probe trains it in place
             return Probe(tuple(names), s, result.steps)

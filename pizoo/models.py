@@ -311,7 +311,7 @@ class ExpertModel:
         gold = torch.tensor([r["label"] for r in rows])
         ll = scores.log_softmax(-1).gather(1, gold[:, None])[:, 0]
         correct = (scores.argmax(-1) == gold).float()
-        return Score(float(correct.mean()), float(ll.mean()), correct, ll)
+        return Score(float(correct.mean()), float(ll.mean()), correct)
 
 
 class _Runner(nn.Module):
@@ -327,13 +327,12 @@ class _Runner(nn.Module):
 
 @dataclass(frozen=True, order=True)
 class Score:
-    """How well an expert does on a split; compared by accuracy, then log-likelihood. `correct` and
-    `per_example` (each example's 0/1 outcome and log-likelihood, in row order) allow paired
-    comparisons of two experts on the same rows (pizoo.choose)."""
+    """How well an expert does on a split; compared by accuracy, then log-likelihood. `correct` (each
+    example's 0/1 outcome, in row order) allows paired comparisons of two experts on the same rows
+    (pizoo.choose)."""
     accuracy: float
     log_likelihood: float
     correct: torch.Tensor | None = field(default=None, compare=False, repr=False)
-    per_example: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
 
 REMOTE_CODE_ENV = "PIZOO_TRUST_REMOTE_CODE"

@@ -95,8 +95,8 @@ def interpolation(record: dict) -> None:
     m, init = record["metrics"], record["init"]
     auto = record.get("auto")
     if auto:
-        table([{"sources": ", ".join(p["sources"]) or "(none: the target alone, as long)", "accuracy": p["accuracy"], "log-likelihood": p["log_likelihood"],
-                "steps": p["steps"]} for p in auto["probes"]], ["sources", "accuracy", "log-likelihood", "steps"],
+        table([{"sources": ", ".join(p["sources"]) or "(none: the target alone, as long)", "accuracy": p["accuracy"],
+                "log-likelihood": p["log_likelihood"], "steps": p["steps"]} for p in auto["probes"]], ["sources", "accuracy", "log-likelihood", "steps"],
               title=f"--k auto for {record['target']}: probes on the eval split")
         log(f"{auto['reason']} (cost: {auto['cost_interpolations']} interpolations)")
     if record["sources"]:
