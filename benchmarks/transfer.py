@@ -63,7 +63,7 @@ def mean_sd(xs):
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def write(args, results, pairs, footer: str, done: bool, hubs=None) -> None:
+def write(args, results, pairs, footer: str, done: bool, hubs=None, total=None) -> None:
     """Print the table and put it into BENCHMARKS.md; called after every target, so a long run
     that is cut short still leaves what it measured (marked partial)."""
     from scipy.stats import binomtest, pearsonr, spearmanr
@@ -73,7 +73,8 @@ def write(args, results, pairs, footer: str, done: bool, hubs=None) -> None:
     present = [m for m in METHODS if m in next(iter(results.values()))]  # old records lack base, own2x
     names = {"base": "base model", "own": "own expert", "own2x": "own, 2x steps", "soup": "uniform soup",
              "alpha": "interpolate alpha", "full": "interpolate full"}
-    lines = [("" if done else f"**Partial run** ({n_runs} runs; interrupted or still running): ")
+    of = f" of {total}" if total else ""
+    lines = [("" if done else f"**Partial run** ({n_runs}{of} runs; interrupted or still running): ")
              + f"Head `{args.head}`. Targets: {n_targets} real tasks; shots per class {args.shots}; seeds "
              f"{args.seeds}; k = {args.k}; {args.epochs} epochs for the target expert and for each interpolation "
              f"(own2x: {2 * args.epochs}); lr {args.lr}; sources trained {args.source_epochs} epochs on each other "
@@ -277,7 +278,8 @@ def main() -> None:
             sys.exit(f"no runs with these settings in {records_path}")
         shown = records_path.resolve().relative_to(ROOT) if records_path.resolve().is_relative_to(ROOT) else records_path
         write(args, results, pairs, f"Tabulated from the record file `{shown}` "
-              f"({len(wanted) - len(todo)} of {len(wanted)} runs).", done=not todo, hubs=hubs(wanted))
+              f"({len(wanted) - len(todo)} of {len(wanted)} runs).", done=not todo, hubs=hubs(wanted),
+              total=len(wanted))
         return
     zoo = source_zoo(args, init_zoo)
     cfg = lambda seed, **kw: TrainConfig(lr=args.lr, seed=seed, device="cpu", **kw)  # noqa: E731
@@ -333,11 +335,11 @@ def main() -> None:
                 records_path.parent.mkdir(parents=True, exist_ok=True)
                 with records_path.open("a") as fh:  # one line per run: a crash loses at most the run in flight
                     fh.write(json.dumps(rec) + "\n")
-        upto = [w for w in wanted if w[0] in {g.stem for g in targets[: targets.index(f) + 1]}]
-        results, pairs = tabulate(upto)
+        results, pairs = tabulate(wanted)  # every finished run, this invocation's and those it resumed from
         if results:
+            left = sum(w not in done_runs for w in wanted)
             write(args, results, pairs, f"Wall time of the invocation that wrote this: "
-                  f"{time.perf_counter() - start:.0f} s.", done=f is targets[-1], hubs=hubs(upto))
+                  f"{time.perf_counter() - start:.0f} s.", done=not left, hubs=hubs(wanted), total=len(wanted))
 
 
 if __name__ == "__main__":
