@@ -7,7 +7,7 @@ Run through transfer.py with a list of k:
 For every packaged task as target, shot count and seed, on the packaged MiniLM (head `match`):
 the target's data is split once (seed 0, per class) into a pool (80%) and a held-out part; per
 seed, `shots` per class come from the pool for training, `shots` per class of the held-out part
-are the target's eval split (what pizoo chooses on: keep-best and the --k auto probes), and the
+(half of it where `shots` would leave less than a third for testing: 64 shots) are the target's eval split (what pizoo chooses on: keep-best and the --k auto probes), and the
 rest of the held-out part is a test split that nothing is chosen on, where every number below is
 measured. Each k runs `interpolate --mode full` with --no-keep-best, so that both the raw result
 and what --keep-best would have saved (the better on the eval split, exactly the tool's rule) are
@@ -31,6 +31,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def eval_size(shots: int, held: int) -> int:
+    """Examples per class in the eval split: `shots`, where that leaves at least a third of the
+    class's held-out part for the test split (every 16-shot run: 16 of 30 or 60); otherwise half of
+    it (64 shots: 15 of 30, 30 of 60), so that a test split nothing is chosen on always remains."""
+    return shots if 3 * (held - shots) >= held else held // 2
+
+
 def splits(path: Path, out: Path, shots: int, seed: int) -> tuple[Path, Path, Path]:
     """pool / eval / test files for one target, shot count and seed (see the module text)."""
     df = pd.read_csv(path)
@@ -43,8 +50,9 @@ def splits(path: Path, out: Path, shots: int, seed: int) -> tuple[Path, Path, Pa
     evals, tests = [], []
     for h in held:
         h = h.sample(frac=1.0, random_state=seed)
-        evals.append(h.iloc[:shots])
-        tests.append(h.iloc[shots:])
+        n_eval = eval_size(shots, len(h))
+        evals.append(h.iloc[:n_eval])
+        tests.append(h.iloc[n_eval:])
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for part, frames in (("pool", pool), ("eval", evals), ("test", tests)):
