@@ -135,32 +135,43 @@ def table(args, records: list[dict], ks: list[str], footer: str, done: bool) -> 
         chosen = ", ".join(str(r["k"]["auto"]["chosen_k"]) for r in rs) if "auto" in ks else "–"
         lines.append(f"| {target} | {n} | {statistics.mean(r['own']['test'] for r in rs):.3f} | "
                      + " | ".join(cells) + f" | {chosen} |")
-    lines += ["", "Over all runs, with --keep-best (the default) and without it (the raw interpolation). "
-              "\"Below own\": runs whose test accuracy fell below the own expert's; \"beyond noise\": by more than "
-              "one binomial standard error of the own expert's test accuracy. Cost: interpolation runs per "
-              "target (auto: the probes' steps over one run's, plus the final run).", "",
-              "| k | keep-best | mean acc | mean gain over own | wins / ties / losses | sign test p | below own "
-              "| beyond noise | worst | cost |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    best_fixed = None
-    for k in ks:
-        for keep in (True, False):
-            accs = [kept(r, k) if keep else r["k"][k]["test"] for r in records]
-            d = [a - r["own"]["test"] for a, r in zip(accs, records)]
-            se = [math.sqrt(max(r["own"]["test"] * (1 - r["own"]["test"]), 1e-12) / r["n_test"]) for r in records]
-            w, l_ = sum(x > 1e-9 for x in d), sum(x < -1e-9 for x in d)
-            p = binomtest(w, w + l_).pvalue if w + l_ else 1.0
-            beyond = sum(x < -s for x, s in zip(d, se))
-            cost = statistics.mean(r["k"][k]["cost"] for r in records)
-            lines.append(f"| {k} | {'yes' if keep else 'no'} | {statistics.mean(accs):.3f} | {statistics.mean(d):+.3f} "
-                         f"| {w} / {len(d) - w - l_} / {l_} | {p:.3f} | {l_} | {beyond} | {min(d):+.3f} | {cost:.2f} |")
-            if keep and k != "auto":
-                best_fixed = max(best_fixed or (-1, ""), (statistics.mean(accs), k))
-    if "auto" in ks and best_fixed:
-        auto = statistics.mean(kept(r, "auto") for r in records)
-        lines += ["", f"k = auto against the best fixed k (k = {best_fixed[1]}, both with keep-best): "
-                  f"{auto - best_fixed[0]:+.4f} mean accuracy (goal: no worse than −0.005)."]
-        chosen = [r["k"]["auto"]["chosen_k"] for r in records]
-        lines.append("Chosen k: " + ", ".join(f"{c}: {chosen.count(c)} runs" for c in sorted(set(chosen))) + ".")
+    by_shots = sorted({r["shots"] for r in records})
+    parts = [(str(n), [r for r in records if r["shots"] == n]) for n in by_shots]
+    if len(parts) > 1:
+        parts.append(("all", records))
+    lines += ["", "Per shot count and over all runs, with --keep-best (the default) and without it (the raw "
+              "interpolation). \"Below own\": runs whose test accuracy fell below the own expert's; \"beyond noise\": "
+              "by more than one binomial standard error of the own expert's test accuracy. Cost: interpolation runs "
+              "per target (auto: the probes' steps over one run's, plus the final run).", "",
+              "| shots | k | keep-best | runs | mean acc | mean gain over own | wins / ties / losses | sign test p "
+              "| below own | beyond noise | worst | cost |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    verdicts = []
+    for shots, rs in parts:
+        best_fixed = None
+        for k in ks:
+            for keep in (True, False):
+                accs = [kept(r, k) if keep else r["k"][k]["test"] for r in rs]
+                d = [a - r["own"]["test"] for a, r in zip(accs, rs)]
+                se = [math.sqrt(max(r["own"]["test"] * (1 - r["own"]["test"]), 1e-12) / r["n_test"]) for r in rs]
+                w, l_ = sum(x > 1e-9 for x in d), sum(x < -1e-9 for x in d)
+                p = binomtest(w, w + l_).pvalue if w + l_ else 1.0
+                beyond = sum(x < -s for x, s in zip(d, se))
+                cost = statistics.mean(r["k"][k]["cost"] for r in rs)
+                lines.append(f"| {shots} | {k} | {'yes' if keep else 'no'} | {len(rs)} | {statistics.mean(accs):.3f} "
+                             f"| {statistics.mean(d):+.3f} | {w} / {len(d) - w - l_} / {l_} | {p:.3f} | {l_} | {beyond} "
+                             f"| {min(d):+.3f} | {cost:.2f} |")
+                if keep and k != "auto":
+                    best_fixed = max(best_fixed or (-1, ""), (statistics.mean(accs), k))
+        if "auto" in ks and best_fixed:
+            auto = statistics.mean(kept(r, "auto") for r in rs)
+            chosen = [r["k"]["auto"]["chosen_k"] for r in rs]
+            verdicts.append(f"{shots + ' shots' if shots != 'all' else 'all runs'}: k = auto {auto - best_fixed[0]:+.4f} against the best fixed k "
+                            f"(k = {best_fixed[1]}); chose " + ", ".join(f"k = {c} in {chosen.count(c)}"
+                                                                         for c in sorted(set(chosen))) + ".")
+    if verdicts:
+        lines += ["", "k = auto against the best fixed k, both with keep-best, in mean accuracy (goal: no worse "
+                  "than −0.005):", ""] + [f"- {v}" for v in verdicts]
     ranks = [r["self_rank"] for r in records if "self_rank" in r]
     if ranks:
         lines += ["", f"Where the similarity ranking (cosine of the expert Fisher) puts the target task's own expert "
@@ -211,8 +222,9 @@ def run(args, ks: list[str]) -> None:
         if not recs:
             return
         shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
-        text = table(args, recs, ks, f"Records: `{shown}` ({len(recs)} of {len(wanted)} runs); wall time of the "
-                     f"invocation that wrote this: {time.perf_counter() - start:.0f} s.", final)
+        how = ("tabulated from it" if args.report_only else
+               f"wall time of the invocation that wrote this: {time.perf_counter() - start:.0f} s")
+        text = table(args, recs, ks, f"Records: `{shown}` ({len(recs)} of {len(wanted)} runs); {how}.", final)
         print(text)
         if not args.no_write:
             put_block("choose-k", "Choosing k, and never a worse expert", "transfer.py", text)
