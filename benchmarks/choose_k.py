@@ -124,7 +124,8 @@ def table(args, records: list[dict], ks: list[str], footer: str, done: bool) -> 
              f"interpolation (mode full); sources trained {args.source_epochs} epochs on each other task's pool. "
              "Candidates: the other tasks' experts (never the target task's own full-pool expert). "
              "Test accuracy on each target's test split (mean over seeds); the eval split the tool chooses on "
-             "has as many examples per class as the shots.", "",
+             "has as many examples per class as the shots, or half of each class's held-out part where that would "
+             "leave less than a third for testing (64 shots: 15 or 30 per class).", "",
              "| target | shots | own | " + " | ".join(f"k={k}" for k in ks) + " | auto chose k |",
              "| --- | --- | --- |" + " --- |" * len(ks) + " --- |"]
     groups: dict[tuple, list[dict]] = {}
