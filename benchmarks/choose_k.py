@@ -2,13 +2,14 @@
 
 Run through transfer.py with a list of k:
 
-    .venv/bin/python benchmarks/transfer.py --k 1,2,4,auto --shots 16 --seeds 0,1,2
+    .venv/bin/python benchmarks/transfer.py --k 1,2,4,auto --shots 16,64 --seeds 0,1,2
 
 For every packaged task as target, shot count and seed, on the packaged MiniLM (head `match`):
 the target's data is split once (seed 0, per class) into a pool (80%) and a held-out part; per
 seed, `shots` per class come from the pool for training, `shots` per class of the held-out part
-(half of it where `shots` would leave less than a third for testing: 64 shots) are the target's eval split (what pizoo chooses on: keep-best and the --k auto probes), and the
-rest of the held-out part is a test split that nothing is chosen on, where every number below is
+(half of it where `shots` would leave less than a third for testing: 64 shots) are the target's
+eval split (what pizoo chooses on: keep-best and the --k auto probes), and the rest of the
+held-out part is a test split that nothing is chosen on, where every number below is
 measured. Each k runs `interpolate --mode full` with --no-keep-best, so that both the raw result
 and what --keep-best would have saved (the better on the eval split, exactly the tool's rule) are
 known. Sources are the other tasks' experts, trained on their whole pools (cached between runs);
