@@ -115,9 +115,23 @@ def kept(rec: dict, k: str) -> float:
     return own["test"] if (own["eval"], own["eval_ll"]) > (r["eval"], r["eval_ll"]) else r["test"]
 
 
-def table(args, records: list[dict], ks: list[str], footer: str, done: bool) -> str:
+def summary_row(rs: list[dict], k: str, keep: bool) -> tuple[str, float]:
+    """One row of the summary table for runs `rs` (all but its shots cell), and the mean accuracy."""
     from scipy.stats import binomtest
 
+    accs = [kept(r, k) if keep else r["k"][k]["test"] for r in rs]
+    d = [a - r["own"]["test"] for a, r in zip(accs, rs)]
+    se = [math.sqrt(max(r["own"]["test"] * (1 - r["own"]["test"]), 1e-12) / r["n_test"]) for r in rs]
+    w, l_ = sum(x > 1e-9 for x in d), sum(x < -1e-9 for x in d)
+    p = binomtest(w, w + l_).pvalue if w + l_ else 1.0
+    beyond = sum(x < -s for x, s in zip(d, se))
+    cost = statistics.mean(r["k"][k]["cost"] for r in rs)
+    mean = statistics.mean(accs)
+    return (f"{k} | {'yes' if keep else 'no'} | {len(rs)} | {mean:.3f} | {statistics.mean(d):+.3f} "
+            f"| {w} / {len(d) - w - l_} / {l_} | {p:.3f} | {l_} | {beyond} | {min(d):+.3f} | {cost:.2f} |"), mean
+
+
+def table(args, records: list[dict], ks: list[str], footer: str, done: bool) -> str:
     n_runs = len(records)
     lines = [("" if done else f"**Partial run** ({n_runs} runs so far): ")
              + f"Head `{args.head}`; targets: the {len({r['target'] for r in records})} packaged tasks; shots per "
@@ -150,27 +164,21 @@ def table(args, records: list[dict], ks: list[str], footer: str, done: bool) -> 
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     verdicts = []
     for shots, rs in parts:
-        best_fixed = None
+        means = {}  # k -> mean accuracy with keep-best
         for k in ks:
             for keep in (True, False):
-                accs = [kept(r, k) if keep else r["k"][k]["test"] for r in rs]
-                d = [a - r["own"]["test"] for a, r in zip(accs, rs)]
-                se = [math.sqrt(max(r["own"]["test"] * (1 - r["own"]["test"]), 1e-12) / r["n_test"]) for r in rs]
-                w, l_ = sum(x > 1e-9 for x in d), sum(x < -1e-9 for x in d)
-                p = binomtest(w, w + l_).pvalue if w + l_ else 1.0
-                beyond = sum(x < -s for x, s in zip(d, se))
-                cost = statistics.mean(r["k"][k]["cost"] for r in rs)
-                lines.append(f"| {shots} | {k} | {'yes' if keep else 'no'} | {len(rs)} | {statistics.mean(accs):.3f} "
-                             f"| {statistics.mean(d):+.3f} | {w} / {len(d) - w - l_} / {l_} | {p:.3f} | {l_} | {beyond} "
-                             f"| {min(d):+.3f} | {cost:.2f} |")
-                if keep and k != "auto":
-                    best_fixed = max(best_fixed or (-1, ""), (statistics.mean(accs), k))
-        if "auto" in ks and best_fixed:
-            auto = statistics.mean(kept(r, "auto") for r in rs)
+                row, mean = summary_row(rs, k, keep)
+                lines.append(f"| {shots} | {row}")
+                if keep:
+                    means[k] = mean
+        fixed = {k: m for k, m in means.items() if k != "auto"}
+        if "auto" in means and fixed:
+            best = max(fixed, key=lambda k: (fixed[k], k))
             chosen = [r["k"]["auto"]["chosen_k"] for r in rs]
-            verdicts.append(f"{shots + ' shots' if shots != 'all' else 'all runs'}: k = auto {auto - best_fixed[0]:+.4f} against the best fixed k "
-                            f"(k = {best_fixed[1]}); chose " + ", ".join(f"k = {c} in {chosen.count(c)}"
-                                                                         for c in sorted(set(chosen))) + ".")
+            label = "all runs" if shots == "all" else f"{shots} shots"
+            verdicts.append(f"{label}: k = auto {means['auto'] - fixed[best]:+.4f} against the best fixed k "
+                            f"(k = {best}); chose " + ", ".join(f"k = {c} in {chosen.count(c)}"
+                                                                for c in sorted(set(chosen))) + ".")
     if verdicts:
         lines += ["", "k = auto against the best fixed k, both with keep-best, in mean accuracy (goal: no worse "
                   "than −0.005):", ""] + [f"- {v}" for v in verdicts]
