@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -65,9 +66,22 @@ def command(name: str, on: typer.Typer | None = None):
                                  "for the traceback and report it; the zoo is unchanged\n")
                 raise typer.Exit(1)
 
-        return (on or app).command(name)(run)
+        return (on or app).command(name, help=reflow(fn.__doc__))(run)
 
     return deco
+
+
+def reflow(doc: str | None) -> str | None:
+    """A command's docstring as help text: each prose paragraph on one line, so rich wraps it to the
+    terminal (in rich markup mode typer keeps the source's line breaks); indented lines (examples)
+    stay as they are. typer dedents the text after the first paragraph as a docstring, which
+    ignores its first line's indent: a blank line first keeps "Example:" at indent 0 and so the
+    examples indented below it."""
+    if not doc:
+        return doc
+    first, *rest = [p if p.startswith((" ", "\b")) else " ".join(line.strip() for line in p.splitlines())
+                    for p in inspect.cleandoc(doc).split("\n\n")]
+    return first + ("\n\n\n" + "\n\n".join(rest) if rest else "")
 
 
 def zoo_of(ctx: typer.Context):
@@ -322,9 +336,10 @@ def verify(ctx: typer.Context,
            quick: Annotated[bool, typer.Option("--quick", help="Presence of every file and the index only: no "
                                                                "re-hash, no content check.")] = False,
            json_: JsonOpt = False):
-    """Re-hash every file and check its content; report missing, corrupt, foreign and non-finite
-    files, experts without exactly the kind's tensors, and a stale index (which it rebuilds); exit 1
-    if any.
+    """Re-hash and check every file of the zoo; exit 1 if anything is wrong.
+
+    Reports missing, corrupt, foreign and non-finite files, experts without exactly the kind's
+    tensors, and a stale index (which it rebuilds).
 
     Example:
 

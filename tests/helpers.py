@@ -217,8 +217,11 @@ def ctrl_c_while_training(zoo_root: Path, *args: str) -> tuple[int, str]:
     import sys
     import time
 
+    # Ctrl-C's default action, as in a terminal: a test run started in the background (`make test &`)
+    # inherits SIGINT ignored from its shell, and Python then never raises KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "pizoo", "--zoo", str(zoo_root), *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         for line in proc.stderr:  # wait until the training loop announces itself

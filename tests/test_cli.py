@@ -26,6 +26,29 @@ def test_help_has_an_example(name):
     assert "Example" in r.stdout and f"pizoo {name}" in r.stdout or "pizoo --zoo" in r.stdout
 
 
+def _commands(group):
+    for name, cmd in group.commands.items():
+        yield from _commands(cmd) if hasattr(cmd, "commands") else [(name, cmd)]
+
+
+def test_help_prose_wraps_to_the_terminal():
+    """Rich markup mode keeps a docstring's line breaks; `command` joins each prose paragraph so rich
+    wraps it to the terminal's width, and leaves the indented example lines alone."""
+    import typer
+
+    for name, cmd in _commands(typer.main.get_command(app)):
+        for para in (cmd.help or "").strip().split("\n\n"):
+            para = para.strip("\n")
+            assert para.startswith(" ") or "\n" not in para, f"{name}: {para!r}"
+    r = runner.invoke(app, ["interpolate", "--help"], terminal_width=300, env={"COLUMNS": "300"})
+    assert r.exit_code == 0
+    assert re.search(r"the original is kept\. It is compared with the target's own expert", r.stdout)
+    assert re.search(r"^ +pizoo interpolate --target refcocog --k 2 --json *$", r.stdout, re.M)
+    r = runner.invoke(app, ["add-task", "--help"], terminal_width=300, env={"COLUMNS": "300"})
+    example = re.search(r"^( *)Example:.*\n\s*?^( *)pizoo add-task sst2", r.stdout, re.M)
+    assert example and len(example[2]) > len(example[1]), "examples are indented under Example:"
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_readme_shows_every_command(name):
     assert re.search(rf"pizoo (--zoo \S+ )?{re.escape(name)}\b", README), f"README never shows `pizoo {name}`"
