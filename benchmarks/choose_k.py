@@ -131,12 +131,19 @@ def keep_rules_table(parts: list[tuple[str, list[dict]]], ks: list[str]) -> list
         for rule in KEEP_RULES:
             cells = []
             for k in ks:
-                d = [kept(r, k, rule) - r["own"]["test"] for r in rs]
-                se = [math.sqrt(max(r["own"]["test"] * (1 - r["own"]["test"]), 1e-12) / r["n_test"]) for r in rs]
-                cells.append(f"{statistics.mean(kept(r, k, rule) for r in rs):.3f} ({sum(x < -1e-9 for x in d)} / "
-                             f"{sum(x < -s for x, s in zip(d, se))})")
+                accs = [kept(r, k, rule) for r in rs]
+                _, below, beyond = against_own(rs, accs)
+                cells.append(f"{statistics.mean(accs):.3f} ({below} / {beyond})")
             lines.append(f"| {shots} | {rule} | " + " | ".join(cells) + " |")
     return lines
+
+
+def against_own(rs: list[dict], accs: list[float]) -> tuple[list[float], int, int]:
+    """Each run's gain over the own expert, the runs below it, and those below by more than one
+    binomial standard error of the own expert's test accuracy."""
+    d = [a - r["own"]["test"] for a, r in zip(accs, rs)]
+    se = [math.sqrt(max(r["own"]["test"] * (1 - r["own"]["test"]), 1e-12) / r["n_test"]) for r in rs]
+    return d, sum(x < -1e-9 for x in d), sum(x < -s for x, s in zip(d, se))
 
 
 def summary_row(rs: list[dict], k: str, keep: bool) -> tuple[str, float]:
@@ -144,11 +151,9 @@ def summary_row(rs: list[dict], k: str, keep: bool) -> tuple[str, float]:
     from scipy.stats import binomtest
 
     accs = [kept(r, k) if keep else r["k"][k]["test"] for r in rs]
-    d = [a - r["own"]["test"] for a, r in zip(accs, rs)]
-    se = [math.sqrt(max(r["own"]["test"] * (1 - r["own"]["test"]), 1e-12) / r["n_test"]) for r in rs]
-    w, l_ = sum(x > 1e-9 for x in d), sum(x < -1e-9 for x in d)
+    d, l_, beyond = against_own(rs, accs)
+    w = sum(x > 1e-9 for x in d)
     p = binomtest(w, w + l_).pvalue if w + l_ else 1.0
-    beyond = sum(x < -s for x, s in zip(d, se))
     cost = statistics.mean(r["k"][k]["cost"] for r in rs)
     mean = statistics.mean(accs)
     return (f"{k} | {'yes' if keep else 'no'} | {len(rs)} | {mean:.3f} | {statistics.mean(d):+.3f} "
