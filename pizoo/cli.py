@@ -27,6 +27,7 @@ VerbalizerOpt = Annotated[Optional[str], typer.Option(
          "the label value itself). Later reads of the task's data reuse it.")]
 LabelTemplateOpt = Annotated[Optional[str], typer.Option(
     help="Describe each label in a sentence, e.g. 'a review that is {label}' (after --verbalizer).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file that pizoo did not write.")]
 ImageOpt = Annotated[Optional[str], typer.Option(
     help="Image column: file paths relative to the data file, or image bytes (parquet). Needs a zoo on a "
          "model with an image side.")]
@@ -114,6 +115,15 @@ def main_options(ctx: typer.Context,
     render.install()  # the library logs and reports progress; the CLI shows both on stderr
     _allow_remote_code(trust_remote_code)  # every command starts from the flag it was given
     ctx.obj = {"zoo": zoo}
+
+
+def _outputs(zoo, force: bool, **paths) -> None:
+    """Check every output file flag before any work: outside zoos, and not over a user's file."""
+    from pizoo.outputs import check_output
+
+    for flag, path in paths.items():
+        if path is not None:
+            check_output(path, zoo.root, force=force, flag=f"--{flag}")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -505,6 +515,7 @@ def graph(ctx: typer.Context,
           k: Annotated[int, typer.Option(help="Neighbours drawn with --around.")] = 50,
           group: Annotated[str, typer.Option(help="none | modality (image, text, ...) | family (the name up "
                                                   "to its first '-'): rows of a group sit together.")] = "none",
+          force: ForceOpt = False,
           json_: JsonOpt = False):
     """The task-similarity matrix as a clustered heatmap (the paper's Fig. 1) and CSV.
 
@@ -524,6 +535,7 @@ def graph(ctx: typer.Context,
     from pizoo.plots import heatmap, write_matrix_csv
 
     zoo = zoo_of(ctx)
+    _outputs(zoo, force, out=out, csv=csv)
     names, sim, exact, clusters = similarity_matrix(zoo, metric, which, tasks=_csv(tasks), around=around, k=k)
     groups = task_groups(zoo, names, group) if clusters is None else None
     kind = "exact" if exact else "sketches" if clusters is None else f"{sum(map(len, clusters.values()))} tasks in clusters"
@@ -616,6 +628,7 @@ def curve(ctx: typer.Context,
           points: Annotated[int, typer.Option(help="Points along the path.")] = 21,
           out: Annotated[Optional[Path], typer.Option(help="Line plot PNG to write.")] = None,
           device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+          force: ForceOpt = False,
           json_: JsonOpt = False):
     """Accuracy along the linear path (1-t)·φ_target + t·φ_with between two experts (the paper's Fig. 3a).
 
@@ -627,6 +640,7 @@ def curve(ctx: typer.Context,
     from pizoo.plots import curve as plot_curve
 
     zoo = zoo_of(ctx)
+    _outputs(zoo, force, out=out)
     pts = run_curve(zoo, target, with_, points, device)
     if out:
         plot_curve([p["t"] for p in pts], [p["accuracy"] for p in pts], out, target, with_)
@@ -651,6 +665,7 @@ def landscape(ctx: typer.Context,
                                                         "interpolation with these two, if any).")] = None,
               metric: MetricOpt = "cosine",
               device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+              force: ForceOpt = False,
               json_: JsonOpt = False):
     """Loss and accuracy over the plane through three experts (the paper's Fig. 3c).
 
@@ -666,7 +681,9 @@ def landscape(ctx: typer.Context,
     from pizoo.landscape import landscape as run_landscape
     from pizoo.plots import plane
 
-    result = run_landscape(zoo_of(ctx), target, _csv(with_), resolution=resolution, margin=margin,
+    zoo = zoo_of(ctx)
+    _outputs(zoo, force, out=out)
+    result = run_landscape(zoo, target, _csv(with_), resolution=resolution, margin=margin,
                            samples=samples or None, pi=pi, metric=metric, device=device)
     plane(result, out)
     if json_:

@@ -50,6 +50,26 @@ def _check_out(zoo: Zoo, out: Path) -> None:
                           "choose an --out folder outside the zoo")
 
 
+# what exports written before provenance listed their files hold (peft and merged folders)
+_EXPORT_NAMES = {PROVENANCE, "README.md", "adapter_config.json", "adapter_model.safetensors", "config.json",
+                 "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+                 "tokenizer.model", "added_tokens.json", "preprocessor_config.json", "processor_config.json",
+                 "chat_template.jinja"}
+
+
+def export_files(out: Path) -> set[str]:
+    """The files the export in `out` wrote: as its provenance lists them (older exports: the names
+    an export writes)."""
+    try:
+        listed = json.loads((out / PROVENANCE).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+        return set(listed)
+    return _EXPORT_NAMES
+
+
 def card(manifest, spec, fmt: str, out: Path, base: Path) -> str:
     """The model card; `base` is the base model's folder (what the load snippet names when the zoo
     names its base by an alias, pizoo:multimodal)."""
@@ -126,6 +146,11 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
         if not (out / PROVENANCE).is_file():  # --force replaces an earlier export, nothing else
             raise ExportError(f"{out} is not a pizoo export (no {PROVENANCE}): --force only replaces an earlier "
                               "export", "choose another --out")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in export_files(out))
+        if foreign:  # a user's own file beside an export: replacing the folder would delete it
+            raise ExportError(f"{out} holds files an export did not write ({', '.join(foreign[:5])}): --force "
+                              "replaces an earlier export only when nothing else is in its folder",
+                              f"move them out of {out}, or choose another --out")
     em, manifest = load_task_model(zoo, name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -149,8 +174,9 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
                       "kind": spec.kind, "options": spec.options, "metrics": manifest.metrics,
                       "source": manifest.source, "provenance": manifest.provenance,
                       "expert_sha256": manifest.files.get("expert.safetensors")}
-        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(card(manifest, spec, fmt, out, resolve_base(spec.base_model)))
+        provenance["files"] = sorted([p.name for p in tmp.iterdir()] + [PROVENANCE])
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
         replace_dir(tmp, out, out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     finally:
         if tmp.exists():

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pizoo.outputs import SOFTWARE
 from pizoo.zoo import atomic_write
+
+PNG_METADATA = {"Software": SOFTWARE}  # what lets a rerun replace its own figure (pizoo.outputs)
 
 
 def _pyplot():
@@ -87,7 +90,7 @@ def heatmap(names: Sequence[str], sim: np.ndarray, out: Path, title: str,
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png"))
+    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png", metadata=PNG_METADATA))
     plt.close(fig)
     return list(names)
 
@@ -102,7 +105,7 @@ def curve(ts: Sequence[float], accs: Sequence[float], out: Path, target: str, ot
     ax.grid(alpha=0.3)
     ax.set_title(f"linear path {target} → {other}")
     fig.tight_layout()
-    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png"))
+    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png", metadata=PNG_METADATA))
     plt.close(fig)
 
 
@@ -130,7 +133,7 @@ def plane(result: dict, out: Path) -> None:
         ax.set_yticks([])
     fig.suptitle(f"plane through {result['target']}, {result['with'][0]}, {result['with'][1]}", fontsize=11)
     fig.tight_layout()
-    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png"))
+    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png", metadata=PNG_METADATA))
     plt.close(fig)
 
 

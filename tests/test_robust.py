@@ -214,3 +214,53 @@ def test_verify_only_reports_when_it_cannot_take_the_lock(z):
     found = {(p["task"], p["file"], p["issue"]) for p in json.loads(r.stdout)["problems"]}
     assert found == {("", ".tmp-half-0123abcd", "stale"), ("", "index.h5", "stale")}
     assert helpers.tree(z) == before and (z / ".tmp-half-0123abcd").is_dir()
+
+
+# -- issue 27: no output flag writes into a zoo or over a user's file ----------------------------
+ZOO_FILES = ("zoo.toml", "a/task.json", "b/expert.safetensors", "a/data/train.parquet", "index.h5", "a/fisher.h5")
+OUTPUT_COMMANDS = (("graph", "--out"), ("graph", "--csv"), ("curve --target a --with b", "--out"),
+                   ("landscape --target a --with b,c --resolution 1", "--out"))
+
+
+@pytest.mark.parametrize("command,flag", OUTPUT_COMMANDS)
+def test_no_output_flag_writes_into_the_zoo(z, command, flag):
+    """Regression: `graph --out Z/zoo.toml` replaced the zoo's config with a PNG (exit 0); `curve --out
+    Z/b/expert.safetensors`, `landscape --out Z/a/data/train.parquet` destroyed tasks."""
+    before = helpers.tree(z)
+    for inside in (*ZOO_FILES, "new.png", "a/new.png"):
+        for force in ((), ("--force",)):
+            r = cli(z, *command.split(), flag, z / inside, *force)
+            assert r.exit_code == 2 and "inside a zoo" in r.stderr, (inside, r.stderr)
+            assert helpers.tree(z) == before, inside
+
+
+def test_an_output_file_pizoo_did_not_write_needs_force(z, tmp_path):
+    mine = tmp_path / "thesis.png"
+    mine.write_bytes(b"\x89PNG not pizoo's")
+    notes = tmp_path / "notes.csv"
+    notes.write_text("name,score\nx,1\n")
+    r = cli(z, "graph", "--out", mine)
+    assert r.exit_code == 2 and "not written by pizoo" in r.stderr and mine.read_bytes() == b"\x89PNG not pizoo's"
+    r = cli(z, "graph", "--out", tmp_path / "g.png", "--csv", notes)
+    assert r.exit_code == 2 and notes.read_text() == "name,score\nx,1\n" and not (tmp_path / "g.png").exists()
+    # pizoo's own outputs are replaced on a rerun without --force; --force replaces anything
+    assert cli(z, "graph", "--out", tmp_path / "g.png", "--csv", tmp_path / "g.csv").exit_code == 0
+    assert cli(z, "graph", "--out", tmp_path / "g.png", "--csv", tmp_path / "g.csv").exit_code == 0
+    assert cli(z, "graph", "--out", mine, "--force").exit_code == 0 and mine.read_bytes() != b"\x89PNG not pizoo's"
+    r = cli(z, "graph", "--out", tmp_path)
+    assert r.exit_code == 2 and "is a folder" in r.stderr
+    assert cli(z, "graph", "--out", tmp_path / "new" / "deeper" / "g.png").exit_code == 0
+
+
+def test_export_force_keeps_a_users_file_beside_an_earlier_export(z, tmp_path):
+    """Regression: `export b --out DIR --force` deleted a user's own file in an earlier export's folder."""
+    out = tmp_path / "exp"
+    assert cli(z, "export", "a", "--out", out).exit_code == 0
+    written = json.loads((out / "pizoo_provenance.json").read_text())["files"]
+    assert sorted(p.name for p in out.iterdir()) == written
+    (out / "my-notes.txt").write_text("mine")
+    r = cli(z, "export", "b", "--out", out, "--force")
+    assert r.exit_code == 1 and "my-notes.txt" in r.stderr and (out / "my-notes.txt").read_text() == "mine"
+    (out / "my-notes.txt").unlink()
+    assert cli(z, "export", "b", "--out", out, "--force").exit_code == 0
+    assert json.loads((out / "pizoo_provenance.json").read_text())["task"] == "b"
