@@ -417,7 +417,12 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
 
 
 # -- embeddings -------------------------------------------------------------------------------
-MetricOpt = Annotated[str, typer.Option(help="cosine (the paper) | normalized (its code, Task2Vec)")]
+MetricOpt = Annotated[str, typer.Option(help="cosine (the paper) | normalized (its code, Task2Vec) | centred (cosine "
+                                              "less the zoo mean: no hub task)")]
+ByOpt = Annotated[Optional[str], typer.Option(
+    "--by", help="fisher: task embeddings only | fit: each expert's fit to the target's labelled examples | both: "
+    "embeddings recall the nearest --recall tasks, their fit orders them (default: both where the target has "
+    "labelled data and the head one label space)")]
 WhichOpt = Annotated[str, typer.Option(help="expert: Fisher at each task's expert | probe: at the shared probe")]
 
 
@@ -465,8 +470,10 @@ def embed(ctx: typer.Context,
 def similar(ctx: typer.Context,
             name: Annotated[Optional[str], typer.Argument(help="Task to rank the others against.")] = None,
             k: Annotated[Optional[int], typer.Option(help="Show the top k (default: all).")] = None,
+            by: ByOpt = None,
             metric: MetricOpt = "cosine",
             which: WhichOpt = "expert",
+            recall: Annotated[int, typer.Option(help="With --by both: tasks the embeddings recall for the fit.")] = 100,
             data: Annotated[Optional[Path], typer.Option(help="Zero-shot: rank tasks against this data (probe).")] = None,
             text: Annotated[Optional[str], typer.Option(help="Text column (with --data; default: text, none for images).")] = None,
             text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
@@ -474,34 +481,49 @@ def similar(ctx: typer.Context,
             label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
             verbalizer: VerbalizerOpt = None,
             label_template: LabelTemplateOpt = None,
-            samples: Annotated[Optional[int], typer.Option(help="Examples of --data to embed (default: 256).")] = None,
+            samples: Annotated[Optional[int], typer.Option(help="Examples of --data to embed and fit (default: 256).")] = None,
             device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
             json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False):
-    """Rank the zoo's tasks by similarity of their Fisher embeddings to a task (or to new data).
+    """Rank the zoo's tasks as sources for a task (or for new data): which experts will help it.
+
+    Two stages, the path interpolate takes its candidates from: the Fisher task embeddings recall
+    the nearest tasks (the zoo's index: fast at any size), then each recalled expert's fit to the
+    target's labelled examples orders them (mean log-likelihood of the gold labels after one
+    temperature per expert, and accuracy: forward passes only). --by fisher ranks by the embeddings
+    alone and needs neither torch nor the model.
 
     Example:
 
       pizoo similar refcocog --k 2
 
+      pizoo similar refcocog --k 5 --by fisher --metric centred
+
       pizoo similar --data new-task.csv --k 3 --json
     """
-    from pizoo.embed import similar as rank_similar
     from pizoo.embed import similar_to_data
+    from pizoo.predict import similar_to_task
 
     zoo = zoo_of(ctx)
     if (name is None) == (data is None):
         raise UsageError("give a task NAME or --data FILE")
     if data is not None:
-        rows = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template, image), k=k, metric=metric,
-                               samples=samples, device=device)
-        title = f"tasks most similar to {data} (probe, {metric})"
+        ranking = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template, image),
+                                  k=k, metric=metric, samples=samples, device=device, by=by)
+        title = f"tasks most similar to {data} (probe, {metric}"
     else:
-        rows = rank_similar(zoo, name, k=k, metric=metric, group=which)
-        title = f"tasks most similar to {name} ({which}, {metric})"
+        ranking = similar_to_task(zoo, name, k=k, metric=metric, group=which, by=by, device=device,
+                                  recall_count=recall)
+        title = f"tasks most similar to {name} ({which}, {metric}"
+    rows = ranking.rows()
     if json_:
-        render.emit_jsonl(rows)
-    else:
-        render.table(rows, ["rank", "task", "similarity"], title=title)
+        return render.emit_jsonl(rows)
+    if ranking.by == "fisher":
+        return render.table(rows, ["rank", "task", "similarity"], title=title + ")")
+    render.table(rows, ["rank", "task", "fit_log_likelihood", "fit_accuracy", "similarity"],
+                 title=title + f", then fit on {ranking.n_examples} examples)")
+    cost = ranking.cost()
+    render.log(f"fit of {cost['recalled']} experts in {cost['fit_seconds']:.1f} s ({cost['fit_seconds_per_candidate']:.2f} s "
+               f"each); embedding recall {cost['fisher_seconds']:.2f} s")
 
 
 @command("graph")
@@ -559,6 +581,7 @@ def interpolate(ctx: typer.Context,
                                                         "auto (short probes pick how many and which; the default, "
                                                         "except with --with: all of those).")] = None,
                 with_: Annotated[Optional[str], typer.Option("--with", help="Mix with these tasks instead (A,B).")] = None,
+                by: ByOpt = None,
                 mode: Annotated[str, typer.Option(help="full: train α and all experts | alpha: α only")] = "full",
                 granularity: Annotated[str, typer.Option(help="expert: one α | layer: one α per insertion site")] = "expert",
                 init: Annotated[str, typer.Option(help="uniform: α = 0 | target: favour the target's expert")] = "uniform",
@@ -609,12 +632,12 @@ def interpolate(ctx: typer.Context,
         raise UsageError("--zero-shot and --data go together")
     if zero_shot:
         result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template, image),
-                               k=k or 1, metric=metric, device="cpu" if device == "auto" else device)
+                               k=k or 1, metric=metric, device="cpu" if device == "auto" else device, by=by)
         return render.emit_json(result) if json_ else render.zero_shot(result)
     cfg = _train_config(zoo, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
     manifest = interpolate_task(zoo, target, cfg, with_=_csv(with_), k=k, metric=metric,
                                 spec=MixSpec(mode, granularity, init), shots=shots, alpha_lr=alpha_lr, name=as_,
-                                keep_best=keep_best)
+                                keep_best=keep_best, by=by)
     if manifest is None:  # a non-main process of a distributed launch
         return
     record = {"task": manifest.name, **manifest.provenance["interpolation"], "metrics": manifest.metrics}

@@ -6,6 +6,7 @@ with one matrix product and reranks the best candidates on their exact Fisher ve
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from pizoo.data import Columns, TaskData, load_rows, read_examples, sorted_labels
 from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
-from pizoo.index import INDEX, VIEW_OF_METRIC, Index, check_space, read_h5
+from pizoo.index import INDEX, VIEW_OF_METRIC, Index, check_space, read_h5, sketch
 from pizoo.progress import log
 from pizoo.similarity import METRICS, check, matrix, rank
 from pizoo.zoo import FISHER, Zoo
@@ -105,32 +106,63 @@ def check_metric(metric: str) -> None:
 
 def similar(zoo: Zoo, name: str, *, k: int | None = None, metric: str = "cosine", group: str = "expert"
             ) -> list[dict[str, Any]]:
-    """Rank every other task by similarity to `name`; keep the top `k` if given.
+    """Rank every other task by similarity to `name`; keep the top `k` if given (embeddings only:
+    pizoo.predict adds the fit of each expert to the target's data)."""
+    ranked = ranked_by_embedding(zoo, name, metric=metric, group=group, count=k)
+    return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked)]
 
-    With `k` and a current index, the sketches pick the candidates and only those are compared
-    exactly; otherwise every embedded task is."""
+
+def ranked_by_embedding(zoo: Zoo, name: str, *, metric: str = "cosine", group: str = "expert",
+                        count: int | None = None, exclude: tuple[str, ...] | list[str] = ()
+                        ) -> list[tuple[str, float]]:
+    """The other tasks, nearest `name` first (the top `count`, or all), leaving out `exclude`.
+
+    With `count` and a current index, the sketches pick the candidates and only those are compared
+    exactly; `centred` is a sketch metric (pizoo.index) and always ranks on the sketches; otherwise
+    every embedded task is compared exactly."""
     check_metric(metric)
     target = load_embedding(zoo, name, group)
-    ranked = None
-    if k is not None:
-        idx = Index.read(zoo.root / INDEX, keys=[f"{group}/{VIEW_OF_METRIC[metric]}"])
-        # A task added or removed since the index was written (an interrupted write, a copied-in
-        # folder) would be missed or offered: then every task is compared exactly.
-        if idx is not None and name in idx.row and sorted(idx.tasks) == zoo.task_names():
-            check_k(k, len(idx.names) - 1)
-            candidates = idx.candidates(name, group, metric, max(RERANK * k, MIN_CANDIDATES))
-            vecs = _embeddings(zoo, candidates, group)
-            if any(zoo.manifest(n).files.get(FISHER) != idx.sha[idx.row[n]] for n in vecs):
-                log.warning("warning: the zoo's index is stale (an embedding changed since): run pizoo verify")
-            ranked = rank(target, vecs, metric)
-        else:
-            log.warning("warning: the zoo's index is missing or stale: comparing every task exactly "
-                        "(pizoo verify rebuilds it)")
-    if ranked is None:
-        others = embedded_tasks(zoo, group, exclude=(name,))
-        check_k(k if k is not None else 1, len(others))
-        ranked = rank(target, others, metric)
-    return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked[:k] if k else ranked)]
+    exclude = tuple(n for n in exclude if n != name)
+    idx = _current_index(zoo, group, metric)
+    if metric == "centred":
+        idx = idx if idx is not None and name in idx.row else zoo.build_index()
+        row = idx.arrays[f"{group}/cosine"][idx.row[name]] if name in idx.row else sketch(target)["cosine"]
+        ranked = idx.candidates(name, group, metric, None, exclude, row=row)
+        check_k(count if count is not None else 1, len(ranked))
+        return ranked[:count] if count else ranked
+    if count is not None and idx is not None and name in idx.row:
+        check_k(count, len(idx.names) - 1 - sum(n in idx.row for n in exclude))
+        candidates = [n for n, _ in idx.candidates(name, group, metric, max(RERANK * count, MIN_CANDIDATES), exclude)]
+        vecs = _embeddings(zoo, candidates, group)
+        if any(zoo.manifest(n).files.get(FISHER) != idx.sha[idx.row[n]] for n in vecs):
+            log.warning("warning: the zoo's index is stale (an embedding changed since): run pizoo verify")
+        return rank(target, vecs, metric)[:count]
+    if count is not None:
+        log.warning("warning: the zoo's index is missing or stale: comparing every task exactly "
+                    "(pizoo verify rebuilds it)")
+    others = embedded_tasks(zoo, group, exclude=(name, *exclude))
+    check_k(count if count is not None else 1, len(others))
+    ranked = rank(target, others, metric)
+    return ranked[:count] if count else ranked
+
+
+def ranked_by_vector(zoo: Zoo, vec: dict, *, metric: str = "cosine", group: str = "probe"
+                     ) -> list[tuple[str, float]]:
+    """Every embedded task, nearest first, to an embedding that is not in the zoo (new data)."""
+    check_metric(metric)
+    if metric == "centred":
+        idx = _current_index(zoo, group, metric) or zoo.build_index()
+        return idx.candidates("", group, metric, None, row=sketch(vec)["cosine"])
+    return rank(vec, embedded_tasks(zoo, group), metric)
+
+
+def _current_index(zoo: Zoo, group: str, metric: str) -> Index | None:
+    """The zoo's index when it covers exactly the zoo's tasks (else None: a task added or removed
+    since, by an interrupted write or a copied-in folder, would be missed or offered)."""
+    idx = Index.read(zoo.root / INDEX, keys=[f"{group}/{VIEW_OF_METRIC[metric]}"])
+    if idx is None or sorted(idx.tasks) != zoo.task_names():
+        return None
+    return idx
 
 
 def _embeddings(zoo: Zoo, names: list[str], group: str) -> dict[str, dict]:
@@ -147,14 +179,18 @@ def _embeddings(zoo: Zoo, names: list[str], group: str) -> dict[str, dict]:
 
 
 def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None, metric: str = "cosine",
-                  samples: int | None = None, seed: int = 0, device: str = "cpu"):
-    """Embed data that has no expert with the zoo's probe; rank the zoo's tasks against it.
+                  samples: int | None = None, seed: int = 0, device: str = "cpu", by: str | None = None):
+    """Embed data that has no expert with the zoo's probe; rank the zoo's tasks against it through
+    the two stages of pizoo.predict (`by`: fisher, fit or both; default both with a shared-space head).
 
-    Returns the model (fresh expert, the data's label set), the encoded rows and the ranking."""
+    Returns the model (fresh expert, the data's label set), the encoded rows and the Ranking (cut to k)."""
     from pizoo.fisher import choose, probe_fisher
     from pizoo.models import ExpertModel
+    from pizoo.predict import check_by, default_by, rank_data
 
     check_metric(metric)
+    by = by or default_by(zoo, has_data=True)
+    check_by(by)
     others = embedded_tasks(zoo, "probe")
     check_k(k if k is not None else 1, len(others))
     ex = read_examples(load_rows(data), columns, str(data), Path(data).parent)
@@ -163,16 +199,19 @@ def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None
         raise DataError(f"{data} has one class only ({labels[0]!r}): a task needs two or more")
     em = ExpertModel(zoo.spec, labels, device=device)
     rows = em.encode(ex, TaskData(ex, ex, labels).label_ids(ex))
-    vec = {n: t.numpy() for n, t in probe_fisher(em, choose(rows, samples, seed)).items()}
+    sample = choose(rows, samples, seed)
+    vec = {n: t.numpy() for n, t in probe_fisher(em, sample).items()}
     check(vec, str(data))
-    ranked = rank(vec, others, metric)
-    return em, rows, ranked[:k] if k else ranked
+    ranking = rank_data(zoo, vec, em, sample, by=by, metric=metric, label=str(data))
+    if k:
+        ranking = dataclasses.replace(ranking, candidates=ranking.candidates[:k])
+    return em, rows, ranking
 
 
-def similar_to_data(zoo: Zoo, data: str, columns: Columns, **kwargs) -> list[dict[str, Any]]:
-    """Zero-shot: rank the zoo's tasks against data that has no expert yet (probe embeddings)."""
-    _, _, ranked = rank_by_probe(zoo, data, columns, **kwargs)
-    return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked)]
+def similar_to_data(zoo: Zoo, data: str, columns: Columns, **kwargs):
+    """Zero-shot: rank the zoo's tasks against data that has no expert yet (probe embeddings, then
+    the fit of each expert to the data). Returns the Ranking."""
+    return rank_by_probe(zoo, data, columns, **kwargs)[2]
 
 
 def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert", tasks: list[str] | None = None,
@@ -187,6 +226,14 @@ def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert", t
     if around is not None:
         tasks = [around] + [r["task"] for r in similar(zoo, around, k=k, metric=metric, group=group)]
     names = sorted(tasks) if tasks else [n for n in zoo.task_names()]
+    if metric == "centred" and len(names) <= EXACT_MATRIX_LIMIT:  # a sketch metric: the zoo's mean is in the index
+        idx = _current_index(zoo, group, metric) or zoo.build_index()
+        key = f"{group}/{VIEW_OF_METRIC[metric]}"
+        names = [n for n in names if n in idx.row and idx.arrays[key][idx.row[n]].any()]
+        if len(names) < 2:
+            raise MissingEmbedding(f"{len(names)} embedded task(s): a similarity matrix needs two or more",
+                                   "pizoo add-task NAME --data FILE")
+        return names, idx.matrix(names, group, metric), False, None
     if len(names) > EXACT_MATRIX_LIMIT:
         key = f"{group}/{VIEW_OF_METRIC[metric]}"
         idx = Index.read(zoo.root / INDEX, keys=[key])

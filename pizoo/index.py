@@ -10,8 +10,17 @@ Fisher vector. Two views per embedding group:
               `normalized`, which compares tensor by tensor and ignores each tensor's scale
 
 The file is plain HDF5 (other tools can read it): `names` (utf-8), `sha256` (of each task's
-fisher.h5 when it was sketched), and `<group>/<view>` float32 arrays of shape (tasks, WIDTH),
-rows unit-normalised. The zoo rewrites it atomically, under its lock, whenever a task's
+fisher.h5 when it was sketched), `<group>/<view>` float32 arrays of shape (tasks, WIDTH), rows
+unit-normalised, and `mean/<group>/<view>`: the zoo mean of each array's rows (of the tasks that
+have that embedding), rewritten with the rows on every write.
+
+Fisher vectors are non-negative and share a large common part (what every task's gradient
+touches), so by plain cosine the task nearest that common part is everyone's neighbour (a hub).
+The `centred` metric compares what is left once the zoo mean is taken away: the cosine of
+(s_a − m) and (s_b − m) on the cosine view's sketches s and their mean m. A sketch is linear in
+the vector it sketches, so this estimates the cosine of the unit Fisher vectors less their zoo
+mean, as well as the plain sketch estimates the plain cosine; ranking a new task against it costs
+one more matrix-vector product. The zoo rewrites it atomically, under its lock, whenever a task's
 embedding changes; `pizoo verify` reports a stale index and rebuilds it.
 """
 
@@ -33,7 +42,8 @@ WIDTH = 1024
 SEED = 1729
 GROUPS = ("expert", "probe")
 VIEWS = ("cosine", "pertensor")
-VIEW_OF_METRIC = {"cosine": "cosine", "normalized": "pertensor"}
+VIEW_OF_METRIC = {"cosine": "cosine", "normalized": "pertensor", "centred": "cosine"}
+MEAN = "mean"
 VERSION = 1
 
 
@@ -94,10 +104,12 @@ class Index:
     """The sketches of every embedded task, as one matrix per group and view."""
 
     def __init__(self, names: list[str], sha: list[str], arrays: dict[str, np.ndarray],
-                 tasks: list[str] | None = None):
+                 tasks: list[str] | None = None, means: dict[str, np.ndarray] | None = None):
         self.names, self.sha, self.arrays = names, sha, arrays
         self.tasks = tasks if tasks is not None else list(names)  # every task of the zoo when written
         self.row = {n: i for i, n in enumerate(names)}
+        # as read from the file; an index written before means were kept computes them from its rows
+        self.means = {k: means[k] if means and k in means else mean_of(v) for k, v in arrays.items()}
 
     @classmethod
     def empty(cls) -> "Index":
@@ -117,9 +129,10 @@ class Index:
                 tasks = [t.decode() if isinstance(t, bytes) else str(t) for t in f["tasks"][()]]
                 want = list(keys) if keys is not None else [f"{g}/{v}" for g in GROUPS for v in VIEWS]
                 arrays = {k: np.asarray(f[k][()], dtype=np.float32) for k in want}
+                means = {k: np.asarray(f[f"{MEAN}/{k}"][()], dtype=np.float64) for k in want if f"{MEAN}/{k}" in f}
         except (OSError, KeyError, ValueError):
             return None
-        return cls(names, sha, arrays, tasks)
+        return cls(names, sha, arrays, tasks, means)
 
     def write(self, path: Path) -> None:
         with h5py.File(path, "w") as f:
@@ -133,6 +146,7 @@ class Index:
             f.create_dataset("tasks", data=np.array(self.tasks, dtype=object), dtype=text)
             for key, arr in self.arrays.items():
                 f.create_dataset(key, data=arr, dtype=np.float32)
+                f.create_dataset(f"{MEAN}/{key}", data=mean_of(arr), dtype=np.float64)
 
     def covering(self, tasks: list[str]) -> "Index":
         """The same index, recorded as covering exactly these tasks of the zoo."""
@@ -162,26 +176,58 @@ class Index:
         return Index([self.names[i] for i in keep], [self.sha[i] for i in keep],
                      {k: v[keep] for k, v in self.arrays.items()})
 
-    def candidates(self, name: str, group: str, metric: str, count: int, exclude: Iterable[str] = ()
-                   ) -> list[str]:
-        """The `count` tasks whose sketches are closest to `name`'s (one matrix product)."""
+    def scores(self, row: np.ndarray, group: str, metric: str) -> np.ndarray:
+        """Every task's sketch similarity to the sketch `row` (of the metric's view)."""
+        key = f"{group}/{VIEW_OF_METRIC[metric]}"
+        arr = self.arrays[key]
+        if metric != "centred":
+            return arr @ row
+        return centred_scores(arr, self.means[key], row)
+
+    def candidates(self, name: str, group: str, metric: str, count: int | None, exclude: Iterable[str] = (),
+                   row: np.ndarray | None = None) -> list[tuple[str, float]]:
+        """The `count` tasks (None: all) whose sketches are closest to `name`'s (one matrix product),
+        with their sketch similarity; `row` ranks a sketch that is not in the index (new data)."""
         arr = self.arrays[f"{group}/{VIEW_OF_METRIC[metric]}"]
-        scores = arr @ arr[self.row[name]]
+        scores = self.scores(arr[self.row[name]] if row is None else row, group, metric)
         banned = ~arr.any(axis=1)  # tasks without an embedding of this group
         banned[[self.row[n] for n in (name, *exclude) if n in self.row]] = True
         scores[banned] = -np.inf
-        count = min(count, int((~banned).sum()))
+        left = int((~banned).sum())
+        count = left if count is None else min(count, left)
         if count <= 0:
             return []
         top = np.argpartition(-scores, count - 1)[:count]
-        return [self.names[i] for i in top[np.argsort(-scores[top], kind="stable")]]
+        return [(self.names[i], float(scores[i])) for i in top[np.argsort(-scores[top], kind="stable")]]
 
     def matrix(self, names: list[str], group: str, metric: str) -> np.ndarray:
         """Sketch similarities among `names` (for figures of zoos too large to compare exactly)."""
-        arr = self.arrays[f"{group}/{VIEW_OF_METRIC[metric]}"][[self.row[n] for n in names]]
-        m = np.clip(arr @ arr.T, -1.0, 1.0).astype(np.float64)
+        key = f"{group}/{VIEW_OF_METRIC[metric]}"
+        arr = self.arrays[key][[self.row[n] for n in names]].astype(np.float64)
+        if metric == "centred":
+            arr = arr - self.means[key]
+            arr /= np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
+        m = np.clip(arr @ arr.T, -1.0, 1.0)
         np.fill_diagonal(m, 1.0)
         return m
+
+
+def mean_of(arr: np.ndarray) -> np.ndarray:
+    """The mean of the rows that hold an embedding (zero rows: tasks without one)."""
+    held = arr[arr.any(axis=1)] if len(arr) else arr
+    return held.mean(axis=0, dtype=np.float64) if len(held) else np.zeros(arr.shape[1] if arr.ndim == 2 else WIDTH)
+
+
+def centred_scores(arr: np.ndarray, mean: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """cos(r_i − m, row − m) for every row r_i of `arr`, without forming arr − m."""
+    row_c = row.astype(np.float64) - mean
+    dots = arr @ row_c - float(mean @ row_c)
+    norms = np.sqrt(np.maximum(np.einsum("ij,ij->i", arr, arr, dtype=np.float64) - 2 * (arr @ mean) + mean @ mean,
+                               0.0))
+    denom = norms * float(np.linalg.norm(row_c))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), 0.0)
+    return out
 
 
 def sketches_of(path: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -10,19 +10,22 @@ import torch
 
 from pizoo.errors import UsageError
 from pizoo.mixture import MixSpec, Mixture, lerp
+from pizoo.predict import Candidate, check_by, default_by, root_of
+from pizoo.similarity import PAIRWISE, similarity
 
 
 def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: int | None = 2,
-                   metric: str = "cosine") -> list[tuple[str, float | None]]:
-    """The tasks to mix with `target`: the explicit list, or its top-k by Fisher similarity (k None:
-    all of them, best first).
+                   metric: str = "cosine", by: str = "fisher", em=None, rows=None) -> list[Candidate]:
+    """The tasks to mix with `target`: the explicit list, or its top-k (k None: all of them, best
+    first) through the one ranking path of pizoo.predict (`by` fisher, fit or both; fit needs the
+    target's model `em` and its encoded training `rows`).
 
     Sources are distinct tasks: a task made by interpolation counts as the task it was made for
     (its root), so neither the target's own derivatives nor a second version of one source are
     offered."""
-    from pizoo.embed import check_k, embedded_tasks, load_embedding
+    from pizoo.embed import check_k, load_embedding
     from pizoo.errors import TaskNotFound
-    from pizoo.similarity import rank, similarity
+    from pizoo.predict import fit_candidates, rank_sources
 
     zoo.manifest(target)
     if with_:
@@ -35,17 +38,14 @@ def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: i
                 raise TaskNotFound(f"--with names {name!r}, which is not in {zoo.root}", "pizoo list")
         try:  # similarities are informative here, not required
             tv = load_embedding(zoo, target)
-            return [(n, similarity(tv, load_embedding(zoo, n), metric)) for n in with_]
+            sims = {n: similarity(tv, load_embedding(zoo, n), metric if metric in PAIRWISE else "cosine")
+                    for n in with_}
         except Exception:
-            return [(n, None) for n in with_]
-    target_vec = load_embedding(zoo, target)
-    roots = {n: root_of(zoo, n) for n in zoo.task_names()}
-    others = embedded_tasks(zoo, "expert", exclude=tuple(n for n, r in roots.items() if r == roots[target]))
-    ranked, seen = [], set()
-    for name, sim in rank(target_vec, others, metric):
-        if roots[name] not in seen:  # one version per root task: the most similar
-            seen.add(roots[name])
-            ranked.append((name, sim))
+            sims = {}
+        fits = fit_candidates(zoo, em, rows, list(with_))[0] if by != "fisher" and em is not None and rows else {}
+        return [Candidate(n, sims.get(n), *fits.get(n, ())) for n in with_]
+    ranking = rank_sources(zoo, target, by=by, metric=metric, em=em, rows=rows, count=k)
+    ranked = list(ranking.candidates)
     if k is None:
         return ranked
     check_k(k, len(ranked))
@@ -66,22 +66,6 @@ def parse_k(k: int | str) -> int | None:
     return k
 
 
-def root_of(zoo, name: str) -> str:
-    """The task a task was ultimately made for: X for X-pi, X-pi-pi, ..."""
-    from pizoo.errors import PizooError
-
-    seen = {name}
-    while True:
-        try:
-            target = zoo.manifest(name).provenance.get("interpolation", {}).get("target")
-        except PizooError:  # an unreadable task is its own root; verify reports it
-            return name
-        if not target or target in seen or not zoo.has_task(target):
-            return name
-        seen.add(target)
-        name = target
-
-
 def load_expert_part(zoo, name: str, em) -> dict[str, torch.Tensor]:
     """A task's expert tensors (no head), checked against the zoo's expert shape."""
     from pizoo.errors import IncompatibleExperts
@@ -97,7 +81,8 @@ def load_expert_part(zoo, name: str, em) -> dict[str, torch.Tensor]:
 
 def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = None, k: int | str | None = None,
                      metric: str = "cosine", spec: MixSpec = MixSpec(), shots: int | None = None,
-                     alpha_lr: float = 0.05, name: str | None = None, embed: bool = True, keep_best: bool = True):
+                     alpha_lr: float = 0.05, name: str | None = None, embed: bool = True, keep_best: bool = True,
+                     by: str | None = None):
     """Learn the softmax(α) mixture of `target` and its sources on the target's data; save it as a task.
 
     k "auto" (the default without `with_`; with it, all of `with_`): pizoo.choose picks how many
@@ -120,14 +105,17 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
         raise UsageError(f"--alpha-lr must be positive, got {alpha_lr}")
     out_name = name or f"{target}-pi"
     refuse_existing(zoo, out_name)
-    sources = choose_sources(zoo, target, with_=with_, k=n_sources, metric=metric)
-    if n_sources is None and not with_:
-        sources = sources[:AUTO_CANDIDATES]
+    check_by(by or "both")
+    zoo.manifest(target)
     em, manifest = load_task_model(zoo, target, device_for(cfg))
     data = task_data(zoo, target, manifest, shots)
     train_rows = em.encode(data.train, data.label_ids(data.train))
     eval_rows = em.encode(data.eval, data.label_ids(data.eval))
-    experts = {s: load_expert_part(zoo, s, em) for s, _ in sources}
+    # the candidates come through the one ranking path `pizoo similar` shows (pizoo.predict)
+    by = by or default_by(zoo, has_data=True)
+    ranked = choose_sources(zoo, target, with_=with_, k=n_sources, metric=metric, by=by, em=em, rows=train_rows)
+    sources = ranked[:AUTO_CANDIDATES] if n_sources is None and not with_ else ranked
+    experts = {c.task: load_expert_part(zoo, c.task, em) for c in sources}
     own_state, own = em.state(), em.score(eval_rows)
     run_steps = planned_steps(cfg, len(train_rows))
     choice = None
@@ -142,21 +130,22 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
             em.load_state(own_state, where="target expert")  # a full-mode probe trains it in place
             return Probe(tuple(names), s, result.steps)
 
-        choice = choose([s for s, _ in sources], own, probe)
-        sims = dict(sources)
-        sources = [(s, sims[s]) for s in choice.sources]
+        choice = choose([c.task for c in sources], own, probe)
+        by_name = {c.task: c for c in sources}
+        sources = [by_name[s] for s in choice.sources]
         log.info(f"--k auto for {target}: {choice.reason}")
     record = {"target": target, "root": root_of(zoo, target),
-              "sources": [{"task": s, "similarity": sim, "root": root_of(zoo, s)} for s, sim in sources],
+              "sources": [{**c.to_json(), "root": root_of(zoo, c.task)} for c in sources],
               "mode": spec.mode, "granularity": spec.granularity, "init": spec.init, "metric": metric,
+              "by": by, "candidates": [c.task for c in ranked[:AUTO_CANDIDATES if n_sources is None else None]],
               "alpha_lr": alpha_lr, "k": len(sources)}
     metrics = {"accuracy_target": own.accuracy, "log_likelihood_target": own.log_likelihood,
                "n_train": len(train_rows), "n_eval": len(eval_rows)}
     if sources:
-        mixture = Mixture(em, [experts[s] for s, _ in sources], spec)
+        mixture = Mixture(em, [experts[c.task] for c in sources], spec)
         with torch.no_grad():
             metrics[f"accuracy_{spec.init}_mixture"] = em.accuracy(eval_rows, params=mixture.mixed())
-        log.info(f"interpolating {target} with {', '.join(s for s, _ in sources)}: target alone {own.accuracy:.3f}, "
+        log.info(f"interpolating {target} with {', '.join(c.task for c in sources)}: target alone {own.accuracy:.3f}, "
                  f"{spec.init} mixture before tuning {metrics[f'accuracy_{spec.init}_mixture']:.3f}")
         result = _fit(mixture, train_rows, cfg, alpha_lr, f"interpolating {target}")
         if not result.is_main_process:

@@ -34,15 +34,21 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
     """The grid over the plane through the target's expert and two others (default: its top 2)."""
     from pizoo import progress
     from pizoo.interpolate import choose_sources, load_expert_part
+    from pizoo.predict import default_by
     from pizoo.tasks import load_task_model, task_data
 
     values = axis(resolution, margin)
     if with_ is not None and len(with_) != 2:
         raise UsageError(f"--with names {len(with_)} task(s); the plane goes through the target and two others",
                          "pass two: --with B,C (or leave --with out for the target's top 2)")
-    others = [s for s, _ in choose_sources(zoo, target, with_=with_, k=2, metric=metric)]
     em, manifest = load_task_model(zoo, target, device)
     td = task_data(zoo, target, manifest)
+    if with_ is None:  # the target's top 2 through the one ranking path (pizoo.predict), as interpolate takes them
+        by = default_by(zoo, has_data=True)
+        train = em.encode(td.train, td.label_ids(td.train)) if by != "fisher" else None
+        others = [c.task for c in choose_sources(zoo, target, k=2, metric=metric, by=by, em=em, rows=train)]
+    else:
+        others = [c.task for c in choose_sources(zoo, target, with_=with_, k=2, metric=metric)]
     ex, ids = td.eval, td.label_ids(td.eval)
     if samples is not None and samples < len(ex):
         if samples < 1:

@@ -100,8 +100,10 @@ def interpolation(record: dict) -> None:
               title=f"--k auto for {record['target']}: probes on the eval split")
         log(f"{auto['reason']} (cost: {auto['cost_interpolations']} interpolations)")
     if record["sources"]:
-        table([{"source": s["task"], "similarity": s["similarity"]} for s in record["sources"]],
-              ["source", "similarity"], title=f"{record['task']}: {record['target']} mixed with")
+        cols = ["source", "similarity"] + (["fit_log_likelihood", "fit_accuracy"]
+                                           if any(s.get("fit_log_likelihood") is not None for s in record["sources"]) else [])
+        table([{"source": s["task"], **s} for s in record["sources"]], cols,
+              title=f"{record['task']}: {record['target']} mixed with")
     alpha = "; ".join(f"{site}: {', '.join(f'{x:.3f}' for x in w)}" for site, w in list(record["alpha"].items())[:4])
     rows = {"alpha (softmax)": alpha + (" …" if len(record["alpha"]) > 4 else "") if alpha else "–",
             "accuracy, target alone": m["accuracy_target"]}

@@ -2,7 +2,9 @@
 
 cosine      the paper's text: cosine of the concatenated Fisher vectors.
 normalized  the π-Tuning code's and Task2Vec's: per tensor, the cosine of a/(a+b+eps) and
-            b/(a+b+eps), averaged over tensors. Invariant to each tensor's overall scale."""
+            b/(a+b+eps), averaged over tensors. Invariant to each tensor's overall scale.
+centred     the cosine after the zoo mean is taken away: a property of the zoo, not of a pair, so
+            it is computed on the zoo's index of sketches (pizoo.index), never here."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import numpy as np
 
 from pizoo.errors import CorruptFile, IncompatibleExperts, UsageError
 
-METRICS = ("cosine", "normalized")
+METRICS = ("cosine", "normalized", "centred")
+PAIRWISE = ("cosine", "normalized")
 EPS = 1e-8
 Vec = Mapping[str, np.ndarray]
 
@@ -73,6 +76,8 @@ def similarity(a: Vec, b: Vec, metric: str = "cosine") -> float:
         return cosine(a, b)
     if metric == "normalized":
         return normalized(a, b)
+    if metric == "centred":
+        raise UsageError("the centred similarity needs the zoo's mean: rank through the zoo (pizoo.embed)")
     raise UsageError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
 
 

@@ -47,12 +47,7 @@ from pizoo.models import (
 )
 from pizoo.progress import log
 from pizoo.train import ExpertLoss, TrainConfig, device_for, fit
-from pizoo.zoo import EXPERT, Zoo, check_name, sha256_file
-
-# The split each task was trained and evaluated on, kept inside its folder (hashed like every file),
-# so that a copied or moved zoo evaluates, embeds and interpolates without the original files.
-TRAIN_SPLIT = "data/train.parquet"
-EVAL_SPLIT = "data/eval.parquet"
+from pizoo.zoo import EVAL_SPLIT, EXPERT, TRAIN_SPLIT, Zoo, check_name, sha256_file
 
 _PEFT_HEAD = re.compile(r"(?:^|\.)(?:classifier|score)\.(?:modules_to_save\.)?(?:default\.)?(.+)$")
 

@@ -9,9 +9,10 @@ from pizoo.mixture import uniform
 
 
 def zero_shot(zoo, name: str, data: str, columns, *, k: int | str = 1, metric: str = "cosine",
-              samples: int | None = None, device: str = "cpu") -> dict:
-    """A task with data but no expert: use its nearest task's expert by probe embedding (or the
-    uniform mixture of the top-k) and report the accuracy on the data."""
+              samples: int | None = None, device: str = "cpu", by: str | None = None) -> dict:
+    """A task with data but no expert: use its nearest task's expert (or the uniform mixture of the
+    top-k), ranked as `similar --data` ranks (pizoo.predict), and report the accuracy on the data.
+    The fit stage scores on the same examples the accuracy is reported on: say so where it matters."""
     from pizoo.embed import rank_by_probe
     from pizoo.errors import DataError
     from pizoo.models import load_tensors, split_head
@@ -23,7 +24,8 @@ def zero_shot(zoo, name: str, data: str, columns, *, k: int | str = 1, metric: s
     k = parse_k(k)
     if k is None:
         raise UsageError("--k auto needs the target's own expert to compare with; with --zero-shot give a number")
-    em, rows, top = rank_by_probe(zoo, data, columns, k=k, metric=metric, samples=samples, device=device)
+    em, rows, ranking = rank_by_probe(zoo, data, columns, k=k, metric=metric, samples=samples, device=device, by=by)
+    top = [(c.task, c.similarity) for c in ranking.candidates]
     labels = em.labels
     experts = [load_expert_part(zoo, t, em) for t, _ in top]
     state = uniform(experts)
@@ -37,4 +39,4 @@ def zero_shot(zoo, name: str, data: str, columns, *, k: int | str = 1, metric: s
         state.update(head)
     em.load_state(state, where="zero-shot expert")
     return {"task": name, "data": str(data), "k": k, "metric": metric,
-            "sources": [{"task": t, "similarity": s} for t, s in top], "accuracy": em.accuracy(rows), "n": len(rows)}
+            "by": ranking.by, "sources": [c.to_json() for c in ranking.candidates], "accuracy": em.accuracy(rows), "n": len(rows)}

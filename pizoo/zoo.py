@@ -39,6 +39,10 @@ LOCK_FILE = ".pizoo.lock"
 EXPERT = "expert.safetensors"
 FISHER = "fisher.h5"
 MANIFEST = "task.json"
+# The split each task was trained and evaluated on, kept inside its folder (hashed like every file),
+# so that a copied or moved zoo evaluates, embeds and interpolates without the original files.
+TRAIN_SPLIT = "data/train.parquet"
+EVAL_SPLIT = "data/eval.parquet"
 TASK_FILES = (EXPERT, FISHER)
 MAX_NAME = 100
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")

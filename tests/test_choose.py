@@ -56,13 +56,15 @@ def _clone(zoo, dest, drop=()):
 
 def test_k_auto_picks_the_related_source_not_the_most_similar(zoo, tmp_path):
     z = _clone(zoo, tmp_path / "z", drop=["full"])  # one related task: `related`
-    ranked = [s for s, _ in choose_sources(z, "few", k=None)]
+    by_fisher = [c.task for c in choose_sources(z, "few", k=None)]
+    assert by_fisher[0] != "related"  # the embedding alone would have put another first
     out = interpolate_task(z, "few", CFG, k="auto", name="few-auto")
     rec = out.provenance["interpolation"]
     auto = rec["auto"]
     assert [s["task"] for s in rec["sources"]] == ["related"], auto
     assert rec["k"] == auto["k"] == 1 and rec["kept"] == "interpolated"
-    assert auto["candidates"] == ranked and ranked[0] != "related"  # similarity alone would have picked another
+    ranked = auto["candidates"]
+    assert rec["by"] == "both" and ranked[0] == "related" and sorted(ranked) == sorted(by_fisher)  # the fit puts it first
     assert {tuple(p["sources"]) for p in auto["probes"]} >= {(c,) for c in ranked}  # one probe per candidate
     assert auto["probes"][0]["sources"] == []  # the control: the target's expert alone, trained as long
     assert all(p["steps"] == 3 for p in auto["probes"])  # a quarter of the run's 10 steps, rounded up
@@ -245,3 +247,64 @@ def test_a_probe_must_beat_the_target_trained_as_long_not_only_the_target():
     probe = lambda names: Probe(tuple(names), singles[names[0]] if names else control, 3)  # noqa: E731
     assert choose(["some"], own, probe).sources == ()  # beats own, not the control: extra steps, not transfer
     assert choose(["some", "more"], own, probe).sources[0] == "more"
+
+
+# -- predict: the fit of each expert to the target's examples (pizoo.predict) ----------------------
+def _few_rows(z):
+    from pizoo.tasks import load_task_model, task_data
+
+    em, m = load_task_model(z, "few")
+    td = task_data(z, "few", m)
+    return em, em.encode(td.train, td.label_ids(td.train))
+
+
+def test_fit_of_an_expert_on_its_own_kind_of_data_beats_a_random_and_an_opposite_expert(zoo):
+    from pizoo.interpolate import load_expert_part
+    from pizoo.predict import fit_scores
+
+    em, rows = _few_rows(zoo)
+    related = load_expert_part(zoo, "related", em)
+    gen = torch.Generator().manual_seed(0)
+    random = {n: torch.randn(t.shape, generator=gen) * t.std() for n, t in related.items()}
+    fits = fit_scores(em, rows, {"related": related, "random": random,
+                                 "opposite": load_expert_part(zoo, "opposite", em)})
+    (ll_rel, raw_rel, acc_rel, _), (ll_rnd, _, acc_rnd, _) = fits["related"], fits["random"]
+    assert ll_rel > ll_rnd and acc_rel > acc_rnd and ll_rel > fits["opposite"][0], fits
+    assert acc_rel > 0.6 and fits["opposite"][2] < 0.4  # the same rule, and the same rule with labels swapped
+    assert ll_rel >= raw_rel  # the calibrated log-likelihood is at least the raw one (temperature 1 is on the grid)
+
+
+def test_similar_by_fit_and_both_through_the_cli_and_interpolate_takes_the_same_candidates(zoo, tmp_path):
+    z = _clone(zoo, tmp_path / "z", drop=["full"])
+    rows = {}
+    for by in ("fit", "both", "fisher"):
+        r = cli(z.root, "similar", "few", "--by", by, "--json")
+        assert r.exit_code == 0, r.output
+        rows[by] = [json.loads(line) for line in r.stdout.splitlines()]
+        assert all(row["by"] == by and -1 <= row["similarity"] <= 1 for row in rows[by])
+    for by in ("fit", "both"):  # both scores, best fit first
+        lls = [row["fit_log_likelihood"] for row in rows[by]]
+        assert lls == sorted(lls, reverse=True) and all(0 <= row["fit_accuracy"] <= 1 for row in rows[by])
+        assert rows[by][0]["task"] == "related"
+    assert all(row["fit_log_likelihood"] is None for row in rows["fisher"])
+    assert [row["task"] for row in rows["fit"]] == [row["task"] for row in rows["both"]]
+    r = cli(z.root, "similar", "few", "--k", "2")  # the table shows both scores and the cost
+    assert r.exit_code == 0 and "fit_log_likelihood" in r.stdout and "s each" in r.stderr
+    # interpolate proposes its candidates through the same path: the same order
+    out = interpolate_task(z, "few", TrainConfig(steps=2, lr=5e-3, device="cpu"), k=2, name="few-2", embed=False,
+                           keep_best=False)
+    rec = out.provenance["interpolation"]
+    assert [s["task"] for s in rec["sources"]] == [row["task"] for row in rows["both"][:2]]
+    assert rec["sources"][0]["fit_log_likelihood"] == pytest.approx(rows["both"][0]["fit_log_likelihood"], abs=1e-6)
+    r = cli(z.root, "similar", "few", "--by", "nope")
+    assert r.exit_code == 2 and "--by" in r.stderr
+
+
+def test_similar_for_new_data_by_fit(zoo, tmp_path):
+    f = helpers.write_rows(helpers.make_rows("a", 40, 77, labels=("neg", "pos")), tmp_path / "new.csv")
+    r = cli(zoo.root, "similar", "--data", f, "--k", "2", "--json")
+    assert r.exit_code == 0, r.output
+    top = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(top) == 2 and top[0]["task"] in ("related", "full", "few") and top[0]["fit_accuracy"] > 0.6
+    r = cli(zoo.root, "similar", "--data", f, "--by", "fisher", "--json")
+    assert r.exit_code == 0 and all(json.loads(line)["fit_accuracy"] is None for line in r.stdout.splitlines())

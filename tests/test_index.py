@@ -72,8 +72,10 @@ def test_ranking_on_the_index_equals_the_exact_ranking(five, metric):
 
 
 def test_ranking_listing_and_showing_import_no_torch(five):
-    """`similar`, `list`, `show` and `graph` need numpy and h5py only."""
-    for args in (["similar", "t0", "--k", "2", "--json"], ["list", "--json"], ["show", "t0", "--json"],
+    """`similar --by fisher`, `list`, `show` and `graph` need numpy and h5py only (the fit stage of
+    `similar` loads the model: pizoo.predict)."""
+    for args in (["similar", "t0", "--k", "2", "--by", "fisher", "--json"],
+                 ["similar", "t0", "--k", "2", "--by", "fisher", "--metric", "centred", "--json"], ["list", "--json"], ["show", "t0", "--json"],
                  ["graph", "--tasks", "t0,t1,t3", "--out", str(five.root.parent / "g.png")]):
         code = ("import sys\nfrom pizoo.cli import main\n"
                 f"sys.argv = ['pizoo', '--zoo', {str(five.root)!r}, *{args!r}]\n"
@@ -121,3 +123,71 @@ def test_graph_of_a_zoo_too_large_for_a_matrix_draws_clusters(five, tmp_path, mo
     assert not rec["exact"] and sorted(t for ts in rec["clusters"].values() for t in ts) == five.task_names()
     assert rec["tasks"] == sorted(rec["clusters"]) and (tmp_path / "c.png").stat().st_size > 1000
     assert len((tmp_path / "c.csv").read_text().splitlines()) == len(rec["clusters"]) + 1
+
+
+# -- issue 25: the zoo mean and the centred metric ----------------------------------------------------
+def test_centring_stops_a_planted_hub_being_everyones_nearest():
+    """Fisher vectors share a large common part; a task made of little else (the hub) is everyone's
+    nearest by plain cosine. With the zoo mean taken away each task finds its true partner."""
+    import numpy as np
+
+    from pizoo.index import sketch
+
+    rng = np.random.default_rng(0)
+    d = 3000
+    common = rng.uniform(0, 1, d) * 4
+    vecs = {}
+    for pair in "abcd":
+        shared = rng.uniform(0, 1, d) * (rng.uniform(0, 1, d) < 0.1) * 6
+        for j in (1, 2):
+            vecs[f"{pair}{j}"] = {"w": common + shared + rng.uniform(0, 1, d) ** 4 * 6}
+    vecs["hub"] = {"w": common + rng.uniform(0, 1, d) * 0.2}
+    idx = Index.empty()
+    for name, vec in vecs.items():
+        idx = idx.with_task(name, "sha", {"expert": sketch(vec)})
+    tasks = [n for n in vecs if n != "hub"]
+    top1 = {m: {n: idx.candidates(n, "expert", m, 1)[0][0] for n in tasks} for m in ("cosine", "centred")}
+    assert set(top1["cosine"].values()) == {"hub"}  # the planted hub: everyone's nearest
+    assert top1["centred"] == {n: n[0] + ("2" if n[1] == "1" else "1") for n in tasks}  # each its partner
+
+
+def _stored_mean(root):
+    import h5py
+    import numpy as np
+
+    with h5py.File(root / INDEX, "r") as f:
+        return np.asarray(f["mean/expert/cosine"][()])
+
+
+def _mean_of_files(zoo):
+    import numpy as np
+
+    from pizoo.index import sketches_of
+
+    return np.mean([sketches_of(zoo.task_dir(n) / FISHER)["expert"]["cosine"] for n in zoo.task_names()], axis=0)
+
+
+def test_the_index_keeps_the_zoo_mean_through_add_rm_and_a_crash(five, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    shutil.copytree(five.root, tmp_path / "z")
+    zoo = Zoo(tmp_path / "z")
+    assert np.allclose(_stored_mean(zoo.root), _mean_of_files(zoo), atol=1e-6)
+    before = _stored_mean(zoo.root)
+    assert cli(zoo.root, "rm", "t2", "--yes").exit_code == 0
+    after = _stored_mean(zoo.root)
+    assert np.allclose(after, _mean_of_files(zoo), atol=1e-6) and not np.allclose(after, before, atol=1e-6)
+    assert cli(zoo.root, "embed", "t1", "--samples", "8").exit_code == 0
+    assert np.allclose(_stored_mean(zoo.root), _mean_of_files(zoo), atol=1e-6)
+    # a crash between the task's rename and the index update: a task folder the index does not hold
+    shutil.copytree(five.root / "t2", zoo.root / "t2")
+    assert not zoo.index_is_current()
+    ranked = {r["task"]: r["similarity"]
+              for r in similar(zoo, "t0", metric="centred")}
+    assert "t2" in ranked  # ranked against a mean that includes it (the index rebuilt in memory)
+    assert cli(zoo.root, "verify").exit_code == 1  # stale: rebuilt
+    assert np.allclose(_stored_mean(zoo.root), _mean_of_files(zoo), atol=1e-6)
+    rebuilt = {r["task"]: r["similarity"] for r in similar(zoo, "t0", metric="centred")}
+    assert rebuilt == pytest.approx(ranked, abs=1e-6)

@@ -1,0 +1,294 @@
+"""Predict, then interpolate: which experts of the zoo will help a target. One path for `similar`,
+`similar --data` and `interpolate`, in two stages:
+
+1. recall (`fisher`): the R tasks nearest the target by task embedding, from the zoo's index of
+   sketches: one matrix product over every task, so it stays cheap at 10,000 tasks;
+2. precision (`fit`): each recalled expert's own fit to the target's labelled examples: the mean
+   log-likelihood of their gold labels and the accuracy, forward passes only. One label space lets
+   any expert score any task (a shared-space head), so this is the most direct prediction of a
+   source's use short of training with it (cf. LEEP, LogME, LoraHub's few-shot loss). The base is
+   loaded once; each candidate's tensors are swapped in functionally, and the target's label texts
+   are encoded once per candidate.
+
+The log-likelihood is taken after one temperature per candidate, fitted on the same examples
+(`calibrated`): an expert trained to confidence on its own task is often right and overconfident
+on a neighbour's, and the mixture's α and training rescale it anyway; what predicts use is how well
+the expert orders the target's labels, not its temperature. Candidates are ordered by it, then by
+accuracy; without labelled data (an imported adapter) or with a per-task head, by the embedding.
+
+`--k auto`'s probes (pizoo.choose) run on the best few of this ranking: the last, costly check."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from pizoo.errors import PizooError, UsageError
+from pizoo.progress import log
+
+BY = ("fisher", "fit", "both")
+RECALL = 100  # R: tasks taken from the index for the fit stage (`both`)
+TEMPERATURES = tuple(2.0 ** (i / 4) for i in range(-16, 17))  # 1/16 .. 16: a grid, no optimiser to tune
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One task of the zoo as a source for a target: its embedding similarity and its fit."""
+    task: str
+    similarity: float | None = None  # task-embedding similarity (the metric of the ranking)
+    fit_log_likelihood: float | None = None  # mean log p(gold) on the target's examples, calibrated
+    fit_raw_log_likelihood: float | None = None  # the same at the expert's own temperature
+    fit_accuracy: float | None = None
+    fit_temperature: float | None = None
+
+    def key(self, by: str) -> tuple:
+        if by == "fisher" or self.fit_log_likelihood is None:
+            return (-(self.similarity if self.similarity is not None else -math.inf), self.task)
+        return (-self.fit_log_likelihood, -(self.fit_accuracy or 0.0), self.task)
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The candidates, best first, and what the ranking cost."""
+    target: str
+    by: str
+    metric: str
+    candidates: tuple[Candidate, ...]
+    recalled: int = 0  # tasks the fit stage scored
+    fisher_seconds: float = 0.0
+    fit_seconds: float = 0.0
+    n_examples: int = 0  # target examples each candidate was fitted on
+    skipped: tuple[str, ...] = field(default=())
+
+    @property
+    def fit_seconds_per_candidate(self) -> float:
+        return self.fit_seconds / self.recalled if self.recalled else 0.0
+
+    def names(self) -> list[str]:
+        return [c.task for c in self.candidates]
+
+    def rows(self) -> list[dict]:
+        """One JSON-ready row per candidate (rank, task, similarity, fit_*)."""
+        return [{"rank": i + 1, **c.to_json(), "by": self.by} for i, c in enumerate(self.candidates)]
+
+    def cost(self) -> dict:
+        return {"by": self.by, "metric": self.metric, "recalled": self.recalled, "n_examples": self.n_examples,
+                "fisher_seconds": round(self.fisher_seconds, 4), "fit_seconds": round(self.fit_seconds, 4),
+                "fit_seconds_per_candidate": round(self.fit_seconds_per_candidate, 4)}
+
+
+def check_by(by: str) -> None:
+    if by not in BY:
+        raise UsageError(f"--by {by!r} is not one of {', '.join(BY)}")
+
+
+def default_by(zoo, has_data: bool) -> str:
+    """both where the fit can be taken (labelled data, a shared-space head), else fisher."""
+    from pizoo.heads import get_head
+
+    return "both" if has_data and not get_head(zoo.spec.head).per_task else "fisher"
+
+
+def check_fit_possible(zoo, by: str) -> None:
+    from pizoo.heads import get_head
+
+    if by != "fisher" and get_head(zoo.spec.head).per_task:
+        raise UsageError(f"--by {by} scores every expert on the target's labels, which a per-task "
+                         f"{zoo.spec.head!r} head cannot do", "use --by fisher (or a zoo with the match head)")
+
+
+# -- calibrated fit ------------------------------------------------------------------------------
+def calibrated(scores, gold) -> tuple[float, float, float, float]:
+    """(calibrated mean log-likelihood, raw mean log-likelihood, accuracy, temperature) of (N, L)
+    prediction scores against gold indices; the temperature maximises the log-likelihood."""
+    raw = float(scores.log_softmax(-1).gather(1, gold[:, None]).mean())
+    best, best_t = raw, 1.0
+    for t in TEMPERATURES:
+        ll = float((scores / t).log_softmax(-1).gather(1, gold[:, None]).mean())
+        if ll > best:
+            best, best_t = ll, t
+    acc = float((scores.argmax(-1) == gold).float().mean()) if len(gold) else float("nan")
+    return best, raw, acc, best_t
+
+
+def fit_scores(em, rows: Sequence[dict], experts: dict[str, object]) -> dict[str, tuple[float, float, float, float]]:
+    """Each expert's calibrated fit (see `calibrated`) to `rows` (encoded with their gold labels)."""
+    import torch
+
+    gold = torch.tensor([r["label"] for r in rows])
+    out = {}
+    for name, tensors in experts.items():
+        params = {n: t.to(em.device) for n, t in tensors.items()}
+        out[name] = calibrated(em.class_scores(rows, params=params), gold)
+    return out
+
+
+def fit_candidates(zoo, em, rows: Sequence[dict], names: Sequence[str]
+                   ) -> tuple[dict[str, tuple], float, list[str]]:
+    """The fit of each named task's expert to `rows`, the seconds it took, and the tasks skipped
+    (a corrupt or foreign expert is named and left out, never fatal for the target)."""
+    from pizoo import progress
+    from pizoo.interpolate import load_expert_part
+
+    fits, skipped = {}, []
+    start = time.perf_counter()
+    with progress.task(f"fitting {len(names)} experts to the target's examples", len(names)) as advance:
+        for name in names:
+            try:
+                fits.update(fit_scores(em, rows, {name: load_expert_part(zoo, name, em)}))
+            except PizooError as e:
+                skipped.append(f"{name} ({e.message})")
+            advance()
+    if skipped:
+        log.warning("skipped experts that could not be read: " + "; ".join(skipped) + " — check them: pizoo verify")
+    return fits, time.perf_counter() - start, [s.split(" (")[0] for s in skipped]
+
+
+# -- the two stages ------------------------------------------------------------------------------
+def recall(zoo, target: str, *, metric: str, group: str, count: int | None, exclude: Sequence[str] = ()
+           ) -> list[tuple[str, float]]:
+    """The `count` tasks nearest `target` by embedding (None: every one), best first."""
+    from pizoo.embed import ranked_by_embedding
+
+    return ranked_by_embedding(zoo, target, metric=metric, group=group, count=count, exclude=exclude)
+
+
+def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", group: str = "expert",
+                 em=None, rows: Sequence[dict] | None = None, count: int | None = None,
+                 recall_count: int = RECALL, distinct: bool = True) -> Ranking:
+    """The zoo's tasks as sources for `target`, best first: at least the top `count` (None: every
+    task for fisher and fit, the R recalled for both).
+
+    by fisher: the embedding alone; fit: every task's fit (exhaustive); both: the embedding recalls
+    `recall_count` tasks, the fit orders them. `em` and `rows` (the target's labelled examples,
+    encoded) are needed for fit/both. `distinct`: one version per task root (X, X-pi, ... count
+    once) and never the target's own derivatives."""
+    check_by(by)
+    if by != "fisher":
+        check_fit_possible(zoo, by)
+        if em is None or not rows:
+            raise UsageError(f"--by {by} needs the target's labelled examples", "use --by fisher")
+    exclude = _same_root(zoo, target) if distinct else ()
+    want = None if by == "fit" else max(recall_count, count or 0) if by == "both" else count
+    start = time.perf_counter()
+    ranked = _recall_distinct(zoo, target, metric, group, want, exclude, distinct)
+    fisher_seconds = time.perf_counter() - start
+    sims = dict(ranked)
+    if by == "fisher":
+        return Ranking(target, by, metric, tuple(Candidate(n, s) for n, s in ranked), 0, fisher_seconds)
+    head = [n for n, _ in ranked] if by == "fit" else [n for n, _ in ranked[:recall_count]]
+    fits, seconds, skipped = fit_candidates(zoo, em, rows, head)
+    scored = [Candidate(n, sims[n], *fits[n]) for n in head if n in fits]
+    scored.sort(key=lambda c: c.key("fit"))
+    tail = [Candidate(n, s) for n, s in ranked if n not in fits and n not in skipped]
+    return Ranking(target, by, metric, tuple(scored + tail), len(head), fisher_seconds, seconds, len(rows),
+                   tuple(skipped))
+
+
+def rank_data(zoo, vec: dict, em, rows: Sequence[dict], *, by: str, metric: str, label: str,
+              recall_count: int = RECALL) -> Ranking:
+    """The same two stages for data that has no expert yet: `vec` is its probe embedding."""
+    from pizoo.embed import ranked_by_vector
+
+    check_by(by)
+    if by != "fisher":
+        check_fit_possible(zoo, by)
+    start = time.perf_counter()
+    ranked = ranked_by_vector(zoo, vec, metric=metric, group="probe")
+    fisher_seconds = time.perf_counter() - start
+    if by == "fisher":
+        return Ranking(label, by, metric, tuple(Candidate(n, s) for n, s in ranked), 0, fisher_seconds)
+    sims = dict(ranked)
+    head = [n for n, _ in ranked] if by == "fit" else [n for n, _ in ranked[:recall_count]]
+    fits, seconds, skipped = fit_candidates(zoo, em, rows, head)
+    scored = sorted((Candidate(n, sims[n], *fits[n]) for n in head if n in fits), key=lambda c: c.key("fit"))
+    tail = [Candidate(n, s) for n, s in ranked if n not in fits and n not in skipped]
+    return Ranking(label, by, metric, tuple(scored + tail), len(head), fisher_seconds, seconds, len(rows),
+                   tuple(skipped))
+
+
+def _recall_distinct(zoo, target, metric, group, want, exclude, distinct) -> list[tuple[str, float]]:
+    """The top `want` (None: all) by embedding, one per root task when `distinct`; asks the index
+    for more when versions of one root take places."""
+    ask = want
+    while True:
+        try:
+            ranked = recall(zoo, target, metric=metric, group=group, count=ask, exclude=exclude)
+        except UsageError:  # fewer tasks than asked for: take them all
+            if ask is None:
+                raise
+            ranked, ask = recall(zoo, target, metric=metric, group=group, count=None, exclude=exclude), None
+        out = _one_per_root(zoo, ranked) if distinct else ranked
+        if want is None or ask is None or len(out) >= want:
+            return out if want is None else out[:want]
+        ask *= 2
+
+
+def root_of(zoo, name: str) -> str:
+    """The task a task was ultimately made for: X for X-pi, X-pi-pi, ..."""
+    seen = {name}
+    while True:
+        try:
+            target = zoo.manifest(name).provenance.get("interpolation", {}).get("target")
+        except PizooError:  # an unreadable task is its own root; verify reports it
+            return name
+        if not target or target in seen or not zoo.has_task(target):
+            return name
+        seen.add(target)
+        name = target
+
+
+def _same_root(zoo, target: str) -> tuple[str, ...]:
+    roots = {n: root_of(zoo, n) for n in zoo.task_names()}
+    own = roots.get(target, target)
+    return tuple(n for n, r in roots.items() if r == own)
+
+
+def _one_per_root(zoo, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    out, seen = [], set()
+    for name, sim in ranked:
+        root = root_of(zoo, name)
+        if root not in seen:  # one version per root task: the most similar
+            seen.add(root)
+            out.append((name, sim))
+    return out
+
+
+def similar_to_task(zoo, name: str, *, k: int | None = None, metric: str = "cosine", group: str = "expert",
+                    by: str | None = None, device: str = "cpu", recall_count: int = RECALL) -> Ranking:
+    """`pizoo similar NAME`: the zoo's tasks as sources for task `name`, ranked as `interpolate`
+    proposes them (the same candidates for the same target): by embedding, then by each expert's
+    fit to the task's training split (default both where the task has data and the head a shared
+    label space)."""
+    manifest = zoo.manifest(name)
+    if by is None:
+        by = default_by(zoo, has_data=has_data(manifest))
+    check_by(by)
+    em = rows = None
+    if by != "fisher":
+        check_fit_possible(zoo, by)
+        from pizoo.tasks import load_task_model, task_data
+
+        em, manifest = load_task_model(zoo, name, device)
+        td = task_data(zoo, name, manifest)
+        rows = em.encode(td.train, td.label_ids(td.train))
+    ranking = rank_sources(zoo, name, by=by, metric=metric, group=group, em=em, rows=rows, count=k,
+                           recall_count=recall_count)
+    if k is not None:
+        from pizoo.embed import check_k
+
+        check_k(k, len(ranking.candidates))
+        ranking = Ranking(**{**ranking.__dict__, "candidates": ranking.candidates[:k]})
+    return ranking
+
+
+def has_data(manifest) -> bool:
+    """Whether a task has labelled examples to fit experts on (its kept split or its source file)."""
+    from pizoo.zoo import TRAIN_SPLIT
+
+    return TRAIN_SPLIT in manifest.files or "columns" in manifest.source
