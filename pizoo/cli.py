@@ -135,7 +135,7 @@ def _train_config(zoo, *, lr: float | None, **kwargs):
     from pizoo.experts import get_kind
     from pizoo.train import TrainConfig
 
-    return TrainConfig(lr=lr or get_kind(zoo.spec.kind).default_lr, **kwargs)
+    return TrainConfig(lr=get_kind(zoo.spec.kind).default_lr if lr is None else lr, **kwargs)  # --lr 0 is refused, not "default"
 
 
 def _columns(text: str | None, text_pair: str | None, label: str, verbalizer: str | None,
@@ -510,20 +510,11 @@ def similar(ctx: typer.Context,
         ranking = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template, image),
                                   k=k, metric=metric, samples=samples, device=device, by=by)
         title = f"tasks most similar to {data} (probe, {metric}"
-    else:
+    else:  # the title's parenthesis is closed by render.ranking, which says what ordered the rows
         ranking = similar_to_task(zoo, name, k=k, metric=metric, group=which, by=by, device=device,
                                   recall_count=recall)
         title = f"tasks most similar to {name} ({which}, {metric}"
-    rows = ranking.rows()
-    if json_:
-        return render.emit_jsonl(rows)
-    if ranking.by == "fisher":
-        return render.table(rows, ["rank", "task", "similarity"], title=title + ")")
-    render.table(rows, ["rank", "task", "fit_log_likelihood", "fit_accuracy", "similarity"],
-                 title=title + f", then fit on {ranking.n_examples} examples)")
-    cost = ranking.cost()
-    render.log(f"fit of {cost['recalled']} experts in {cost['fit_seconds']:.1f} s ({cost['fit_seconds_per_candidate']:.2f} s "
-               f"each); embedding recall {cost['fisher_seconds']:.2f} s")
+    render.emit_jsonl(ranking.rows()) if json_ else render.ranking(ranking, title)
 
 
 @command("graph")

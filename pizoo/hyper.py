@@ -271,6 +271,7 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
     from pizoo.train import device_for, fit
 
     _check_head(zoo)
+    zoo.check_writable()
     tasks = list(tasks or default_tasks(zoo))
     if len(tasks) < 2:
         raise UsageError(f"a hypernetwork is trained over several tasks; {len(tasks)} given",

@@ -4,6 +4,7 @@ experts (the paper's Fig. 3a)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -101,8 +102,8 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     from pizoo.zoo import EXPERT
 
     n_sources = parse_k(k if k is not None else len(with_) if with_ else "auto")
-    if alpha_lr <= 0:
-        raise UsageError(f"--alpha-lr must be positive, got {alpha_lr}")
+    if not (alpha_lr > 0 and math.isfinite(alpha_lr)):  # nan passes `<= 0`
+        raise UsageError(f"--alpha-lr must be a positive number, got {alpha_lr}")
     out_name = name or f"{target}-pi"
     refuse_existing(zoo, out_name)
     check_by(by or "both")

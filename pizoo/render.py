@@ -84,6 +84,18 @@ def key_values(pairs: dict[str, Any], title: str | None = None) -> None:
     out().print(t)
 
 
+def ranking(r, title: str) -> None:
+    """A pizoo.predict Ranking: the candidates with both scores, and what the fit cost (stderr)."""
+    rows = r.rows()
+    if r.by == "fisher":
+        return table(rows, ["rank", "task", "similarity"], title=title + ")")
+    table(rows, ["rank", "task", "fit_log_likelihood", "fit_accuracy", "similarity"],
+          title=title + f", then fit on {r.n_examples} examples)")
+    cost = r.cost()
+    log(f"fit of {cost['recalled']} experts in {cost['fit_seconds']:.1f} s ({cost['fit_seconds_per_candidate']:.2f} s "
+        f"each); embedding recall {cost['fisher_seconds']:.2f} s")
+
+
 def zero_shot(result: dict) -> None:
     key_values({"task": result["task"], "accuracy": result["accuracy"], "n": result["n"],
                 "sources": ", ".join(f"{s['task']} ({s['similarity']:.3f})" for s in result["sources"])},

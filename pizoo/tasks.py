@@ -86,10 +86,12 @@ def provenance(spec: ZooSpec, **extra: Any) -> dict[str, Any]:
 
 
 def refuse_existing(zoo: Zoo, name: str) -> None:
+    """Before making a new task: a valid, free name in a zoo we can write to (checked before training)."""
     check_name(name)
     if zoo.has_task(name):
         raise TaskExists(f"task {name!r} already exists in {zoo.root}",
                          f"choose another name, or pizoo rm {name} --yes first")
+    zoo.check_writable()
 
 
 def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[str] | None = None

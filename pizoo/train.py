@@ -43,8 +43,8 @@ class TrainConfig:
                         ("--grad-accum", self.grad_accum)):
             if v is not None and v < 1:
                 raise UsageError(f"{flag} must be at least 1, got {v}")
-        if not self.lr > 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f"--lr must be a positive number, got {self.lr}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("no", "bf16", "fp16"):

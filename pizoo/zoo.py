@@ -94,6 +94,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _as_created(path: Path) -> None:
+    """One mode for every file pizoo writes: what open() gives under the user's umask. Some writers
+    (safetensors) create through a private temporary file (0600), which would hide experts from the
+    other users of a shared zoo."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write(path: Path, data: bytes | str | Writer) -> None:
     """Write `path` via a temporary sibling and os.replace: the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -104,6 +117,7 @@ def atomic_write(path: Path, data: bytes | str | Writer) -> None:
             tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        _as_created(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -187,6 +201,7 @@ def write_files(folder: Path, files: dict[str, Writer]) -> dict[str, str]:
         writer(folder / fname)
         with open(folder / fname, "rb+") as f:
             os.fsync(f.fileno())
+        _as_created(folder / fname)
         shas[fname] = sha256_file(folder / fname)
     return shas
 
@@ -268,6 +283,17 @@ class Zoo:
                 entry.unlink(missing_ok=True)
 
     # -- tasks ---------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Refuse early, before any training, a zoo this process cannot write to."""
+        probe = self.root / f".tmp-writable-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.write_bytes(b"")
+        except OSError as e:
+            raise NotAZoo(f"cannot write to the zoo {self.root} ({e.strerror or e}): nothing was trained",
+                          "check the folder's permissions, or pass --zoo a zoo you can write to") from e
+        finally:
+            probe.unlink(missing_ok=True)
+
     def task_dir(self, name: str) -> Path:
         return self.root / check_name(name)
 

@@ -264,3 +264,30 @@ def test_export_force_keeps_a_users_file_beside_an_earlier_export(z, tmp_path):
     (out / "my-notes.txt").unlink()
     assert cli(z, "export", "b", "--out", out, "--force").exit_code == 0
     assert json.loads((out / "pizoo_provenance.json").read_text())["task"] == "b"
+
+
+def test_zero_and_nan_learning_rates_are_refused_not_taken_as_default(z, abc):
+    """Regression: `--lr 0` trained at the kind's default (`lr or default`); `--alpha-lr nan` trained."""
+    before = helpers.tree(z)
+    for args in (("add-task", "new", "--data", abc[1], "--lr", "0"),
+                 ("add-task", "new", "--data", abc[1], "--lr", "nan"),
+                 ("interpolate", "--target", "a", "--k", "1", "--lr", "0"),
+                 ("interpolate", "--target", "a", "--k", "1", "--alpha-lr", "nan")):
+        r = cli(z, *args)
+        assert r.exit_code == 2 and "must be a positive number" in r.stderr, (args, r.stderr)
+    assert helpers.tree(z) == before
+
+
+def test_every_file_of_a_task_has_the_mode_the_umask_gives(z, abc):
+    """Regression: expert.safetensors was written 0600 (safetensors' private temporary file) while
+    the rest was 0644, so the other users of a shared zoo could not read experts."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        assert cli(z, "add-task", "m", "--data", abc[1], "--epochs", "1").exit_code == 0
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(z / "m").as_posix(): stat.S_IMODE(p.stat().st_mode) for p in (z / "m").rglob("*") if p.is_file()}
+    assert "expert.safetensors" in modes and set(modes.values()) == {0o644}, modes
