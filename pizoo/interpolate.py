@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from pizoo.errors import UsageError
+from pizoo.errors import IncompatibleExperts, UsageError
 from pizoo.mixture import MixSpec, Mixture, lerp
 from pizoo.predict import Candidate, check_by, default_by, root_of
 from pizoo.similarity import PAIRWISE, similarity
@@ -94,6 +94,7 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
 
     from pizoo.choose import AUTO_CANDIDATES, Probe, choose, probe_steps
     from pizoo.config import TaskManifest
+    from pizoo.embed import check_k
     from pizoo.fisher import embedding_writer
     from pizoo.models import save_tensors
     from pizoo.progress import log
@@ -114,7 +115,15 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     eval_rows = em.encode(data.eval, data.label_ids(data.eval))
     # the candidates come through the one ranking path `pizoo similar` shows (pizoo.predict)
     by = by or default_by(zoo, has_data=True)
-    ranked = choose_sources(zoo, target, with_=with_, k=n_sources, metric=metric, by=by, em=em, rows=train_rows)
+    ranked = choose_sources(zoo, target, with_=with_, k=n_sources if with_ else None, metric=metric, by=by, em=em,
+                            rows=train_rows)
+    if not with_:  # a broken expert among the proposed sources is left out with a warning, never fatal
+        if n_sources is not None:
+            check_k(n_sources, len(ranked))
+        ranked = _loadable(zoo, ranked, em, need=n_sources or AUTO_CANDIDATES)
+        if n_sources is not None and len(ranked) < n_sources:
+            raise IncompatibleExperts(f"only {len(ranked)} of the top {n_sources} sources could be read",
+                                      "pizoo verify, or ask for fewer: --k")
     sources = ranked[:AUTO_CANDIDATES] if n_sources is None and not with_ else ranked
     experts = {c.task: load_expert_part(zoo, c.task, em) for c in sources}
     own_state, own = em.state(), em.score(eval_rows)
@@ -180,6 +189,26 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
                        metrics=metrics,
                        provenance=provenance(zoo.spec, how="interpolate", training=training, interpolation=record))
     return zoo.write_task(out, files)
+
+
+def _loadable(zoo, ranked: list, em, need: int) -> list:
+    """The first `need` candidates whose experts can be read (checked), in order; the unreadable
+    ones passed over are named on stderr."""
+    from pizoo.errors import PizooError
+    from pizoo.progress import log
+
+    out, skipped = [], []
+    for c in ranked:
+        if len(out) == need:
+            break
+        try:
+            load_expert_part(zoo, c.task, em)
+            out.append(c)
+        except PizooError as e:
+            skipped.append(f"{c.task} ({e.message})")
+    if skipped:
+        log.warning("skipped sources whose expert could not be read: " + "; ".join(skipped) + " — pizoo verify")
+    return out
 
 
 def _fit(mixture: Mixture, rows, cfg, alpha_lr: float, desc: str):

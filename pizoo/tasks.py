@@ -135,6 +135,10 @@ def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[st
         tensors = {k: v for k, v in tensors.items() if not k.startswith("head.")}
         if not labels:
             raise DataError(f"a {spec.head} task needs its label texts", "pass --labels negative,positive")
+    if len(set(labels)) != len(labels) or len(labels) < 2:
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        raise DataError(f"--labels {','.join(labels)}: " + (f"names {dup[0]!r} twice" if dup else "one label only")
+                        + ": a task needs two or more distinct labels", "pass --labels negative,positive")
     em = ExpertModel(spec, labels)
     tensors = _match_backbone_names(tensors, set(em.trainable()), getattr(em.hf, "base_model_prefix", ""))
     try:

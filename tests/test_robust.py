@@ -291,3 +291,20 @@ def test_every_file_of_a_task_has_the_mode_the_umask_gives(z, abc):
         os.umask(old)
     modes = {p.relative_to(z / "m").as_posix(): stat.S_IMODE(p.stat().st_mode) for p in (z / "m").rglob("*") if p.is_file()}
     assert "expert.safetensors" in modes and set(modes.values()) == {0o644}, modes
+
+
+def test_a_corrupt_candidate_is_skipped_not_fatal_for_an_unrelated_target(z):
+    """Regression: one corrupt expert among the proposed sources aborted `interpolate --target a`."""
+    (z / "b" / "expert.safetensors").write_bytes(b"garbage")
+    r = cli(z, "interpolate", "--target", "a", "--k", "1", "--by", "fisher", "--steps", "1", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["sources"][0]["task"] == "c" and "skipped sources" in r.stderr
+
+
+@pytest.mark.parametrize("labels,why", [("no,no", "twice"), ("pos", "one label only")])
+def test_import_refuses_duplicate_or_single_labels(tmp_path, bert_dir, labels, why):
+    zoo = helpers.new_zoo(tmp_path / "zoo", bert_dir, head="match")
+    adapter = helpers.peft_lora_adapter(bert_dir, tmp_path / "adapter", task_type="FEATURE_EXTRACTION")
+    before = helpers.tree(zoo.root)
+    r = cli(zoo.root, "add-task", "imp", "--from-adapter", adapter, "--labels", labels)
+    assert r.exit_code == 1 and why in r.stderr and helpers.tree(zoo.root) == before
