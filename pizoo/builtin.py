@@ -58,7 +58,7 @@ def _package_file(package: str, rel: str, pip: str) -> Path:
 
 def sources() -> tuple[Path, Path]:
     """The ONNX file with DINOv2-small, and the packaged MiniLM folder."""
-    from pizoo.models import default_base_model
+    from pizoo.basemodel import default_base_model
 
     return _package_file(ONNX_PACKAGE, ONNX_FILE, ONNX_PIP), Path(default_base_model())
 

@@ -148,6 +148,8 @@ def load_rows(path: str | Path | None = None, *, dataset: str | None = None, con
             if fmt is None:
                 raise DataError(f"cannot tell the format of {path}: use .csv, .tsv, .json, .jsonl or .parquet")
             kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+            if fmt == "csv":  # read cells as written: "NA", "null", "None", "nan" are labels and texts, not missing
+                kwargs["keep_default_na"] = False
             if path.stat().st_size == 0:
                 raise DataError(f"data file {path} is empty")
             if fmt == "csv":
@@ -207,8 +209,13 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
         label = row[cols.label]
         pair = row[cols.text_pair] if cols.text_pair else ""
         image = row[cols.image] if cols.image else b""
+        for flag, col, value in (("--text", cols.text, text), ("--text-pair", cols.text_pair, pair),
+                                 ("--label", cols.label, label)):
+            if col and isinstance(value, (dict, list, tuple)):  # a nested json value: never stored as its repr
+                raise DataError(f"{where} row {i + 1}: column {col!r} holds a {type(value).__name__}, not a "
+                                f"{'label' if flag == '--label' else 'text'}", f"pass {flag} a column of plain values")
         if (text is None or label is None or (isinstance(text, str) and cols.text and not text.strip())
-                or pair is None or image is None):
+                or (isinstance(label, str) and not label.strip()) or pair is None or image is None):
             dropped += 1  # rows without input or label teach nothing
             continue
         if cols.image:

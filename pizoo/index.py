@@ -148,6 +148,19 @@ class Index:
                 f.create_dataset(key, data=arr, dtype=np.float32)
                 f.create_dataset(f"{MEAN}/{key}", data=mean_of(arr), dtype=np.float64)
 
+    @classmethod
+    def of(cls, rows: list[tuple[str, str, dict[str, dict[str, np.ndarray]]]]) -> "Index":
+        """An index of (name, sha, sketches) rows in one pass (with_task copies every array per
+        task: quadratic over a whole zoo)."""
+        names = [n for n, _, _ in rows]
+        arrays = {}
+        for g in GROUPS:
+            for v in VIEWS:
+                zero = np.zeros(WIDTH, np.float32)
+                arrays[f"{g}/{v}"] = (np.stack([sk.get(g, {}).get(v, zero) for _, _, sk in rows]).astype(np.float32)
+                                      if rows else np.zeros((0, WIDTH), np.float32))
+        return cls(names, [sha for _, sha, _ in rows], arrays)
+
     def covering(self, tasks: list[str]) -> "Index":
         """The same index, recorded as covering exactly these tasks of the zoo."""
         return Index(self.names, self.sha, self.arrays, list(tasks))

@@ -38,8 +38,8 @@ def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: i
             if not zoo.has_task(name):
                 raise TaskNotFound(f"--with names {name!r}, which is not in {zoo.root}", "pizoo list")
         try:  # similarities are informative here, not required
-            tv = load_embedding(zoo, target)
-            sims = {n: similarity(tv, load_embedding(zoo, n), metric if metric in PAIRWISE else "cosine")
+            tv = load_embedding(zoo, target, "probe")
+            sims = {n: similarity(tv, load_embedding(zoo, n, "probe"), metric if metric in PAIRWISE else "cosine")
                     for n in with_}
         except Exception:
             sims = {}

@@ -458,17 +458,17 @@ class Zoo:
 
     def build_index(self):
         """The index of every task with a readable embedding, from the task folders."""
-        from pizoo.index import Index, sketches_of
+        from pizoo.index import Index, sketches_of  # numpy and h5py only
 
-        idx = Index.empty()
+        rows = []
         for name in self.task_names():
             try:
                 manifest = self.manifest(name)
                 if FISHER in manifest.files:
-                    idx = idx.with_task(name, manifest.files[FISHER], sketches_of(self.task_dir(name) / FISHER))
+                    rows.append((name, manifest.files[FISHER], sketches_of(self.task_dir(name) / FISHER)))
             except PizooError:
                 continue  # verify names the broken task itself
-        return idx
+        return Index.of(rows)
 
     def index_is_current(self) -> bool:
         from pizoo.index import INDEX, Index
@@ -503,6 +503,12 @@ class Zoo:
             except OSError:  # cannot create or take the lock: a read-only zoo, checked as it is
                 locked = False
             problems = self._problems(quick)
+            if not quick:  # every eval would fail on a base model that is not the zoo's
+                from pizoo.basemodel import base_problem
+
+                wrong = base_problem(self.spec)
+                if wrong:
+                    problems.insert(0, Problem("", ZOO_FILE, wrong))
             if not self.index_is_current():
                 problems.append(Problem("", INDEX, "stale (rebuilt)" if locked else "stale"))
                 if locked:

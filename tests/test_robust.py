@@ -308,3 +308,45 @@ def test_import_refuses_duplicate_or_single_labels(tmp_path, bert_dir, labels, w
     before = helpers.tree(zoo.root)
     r = cli(zoo.root, "add-task", "imp", "--from-adapter", adapter, "--labels", labels)
     assert r.exit_code == 1 and why in r.stderr and helpers.tree(zoo.root) == before
+
+
+def test_verify_fails_when_zoo_toml_names_another_base_model(z, tmp_path, bert_dir):
+    """Regression: verify said ok (exit 0) for a zoo.toml pointing at another model; every eval then
+    failed on the fingerprint."""
+    import shutil
+
+    other = tmp_path / "other-model"
+    shutil.copytree(bert_dir, other)
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "hidden_dropout_prob": 0.3}))
+    toml = (z / "zoo.toml").read_text()
+    assert str(bert_dir) in toml
+    (z / "zoo.toml").write_text(toml.replace(str(bert_dir), str(other)))
+    r = cli(z, "verify", "--json")
+    assert r.exit_code == 1, r.output
+    problem = json.loads(r.stdout)["problems"][0]
+    assert problem["file"] == "zoo.toml" and "not the one this zoo was made with" in problem["issue"]
+    (z / "zoo.toml").write_text(toml)
+    assert cli(z, "verify").exit_code == 0
+
+
+def test_cells_are_read_as_written_not_as_missing_values(tmp_path):
+    """Regression: labels `NA` vanished (a whole class), texts `null`/`None`/`nan` were dropped, a
+    whitespace-only label became a class "", nested jsonl values were stored as Python reprs."""
+    from pizoo.data import Columns, load_rows, read_examples
+    from pizoo.errors import DataError
+
+    rows = [("good film", "yes"), ("bad film", "no"), ("so so film", "NA"), ("null", "yes"), ("None", "no"),
+            ("nan", "NA"), ("blank label", "  ")]
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    ex = read_examples(load_rows(f), Columns(), str(f))
+    assert sorted(set(ex.labels)) == ["NA", "no", "yes"] and ex.labels.count("NA") == 2
+    assert {"null", "None", "nan"} <= set(ex.texts) and len(ex) == 6  # the blank label's row is dropped
+    j = tmp_path / "d.jsonl"
+    j.write_text('{"text": "fine", "label": "a"}\n{"text": {"nested": 1}, "label": "b"}\n')
+    with pytest.raises(DataError, match="row 2: column 'text' holds a dict"):
+        read_examples(load_rows(j), Columns(), str(j))
+    j.write_text('{"text": "fine", "label": "a"}\n{"text": "ok", "label": ["b", "c"]}\n')
+    with pytest.raises(DataError, match="row 2: column 'label' holds a list"):
+        read_examples(load_rows(j), Columns(), str(j))

