@@ -66,11 +66,11 @@ def splits(path: Path, out: Path, shots: int, seed: int) -> tuple[Path, Path, Pa
 def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cfg, log) -> dict:
     from transfer import quiet
 
-    from pizoo.choose import AUTO_CANDIDATES
+    from pizoo.choose import AUTO_CANDIDATES, RULE
     from pizoo.data import Columns
     from pizoo.interpolate import choose_sources, interpolate_task
     from pizoo.mixture import MixSpec
-    from pizoo.tasks import DataArgs, evaluate_task, train_task
+    from pizoo.tasks import DataArgs, evaluate_task, load_task_model, task_data, train_task
 
     pool, held, test = splits(f, work / "splits", n, seed)
     name = f"{f.stem}-{n}-s{seed}"
@@ -79,9 +79,15 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
                                              seed=seed), cfg(seed, epochs=args.epochs), max_length=64,
                          fisher_samples=128)
         own_test = evaluate_task(zoo, name, data=str(test))
-    # the candidates, best first: every other task's expert; the target task's own full-pool expert
-    # (src-<target>) is in the cached zoo but is not a source (the same task with more data)
-    every = [s for s, _ in choose_sources(zoo, name, k=None)]
+    # the candidates, best first, as interpolate ranks them (pizoo.predict: the probe Fisher recalls,
+    # the fit to the target's training shots orders): every other task's expert; the target task's
+    # own full-pool expert (src-<target>) is in the cached zoo but is not a source (the same task with
+    # more data)
+    em, manifest = load_task_model(zoo, name)
+    td = task_data(zoo, name, manifest)
+    every = [c.task for c in choose_sources(zoo, name, k=None, by="both", em=em,
+                                            rows=em.encode(td.train, td.label_ids(td.train)))]
+    del em
     ranked = [s for s in every if s != f"src-{f.stem}"]
     rec = {"target": f.stem, "shots": n, "seed": seed, "n_eval": own.metrics["n_eval"], "n_test": own_test["n"],
            "own": {"eval": own.metrics["accuracy"], "test": own_test["accuracy"]}, "k": {},
@@ -89,9 +95,12 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
     for k in ks:
         t0 = time.perf_counter()
         with_ = ranked[:AUTO_CANDIDATES] if k == "auto" else ranked[:int(k)]
+        # since issue 25 keep-best judges several finalists (pizoo.choose.keep): the auto run saves
+        # what the tool saves, and its test accuracy is measured; fixed k still saves the raw result
+        tool_keep = k == "auto" and "calibrated" in RULE
         with quiet():
             r = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), k=k, with_=with_,
-                                 spec=MixSpec(mode="full"), name=f"{name}-k{k}", embed=False, keep_best=False)
+                                 spec=MixSpec(mode="full"), name=f"{name}-k{k}", embed=False, keep_best=tool_keep)
             test_acc = evaluate_task(zoo, r.name, data=str(test))["accuracy"]
         m, ip = r.metrics, r.provenance["interpolation"]
         rec["own"]["eval_ll"] = m["log_likelihood_target"]
@@ -99,6 +108,7 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
                        "eval": m.get("accuracy_interpolated", m["accuracy_target"]),
                        "eval_ll": m.get("log_likelihood_interpolated", m["log_likelihood_target"]),
                        "chosen_k": ip["k"], "seconds": round(time.perf_counter() - t0, 1),
+                       "kept": ip["kept"] if tool_keep else None,
                        "cost": ip["auto"]["cost_interpolations"] if "auto" in ip else 1.0}
         zoo.remove_task(r.name)
     zoo.remove_task(name)
@@ -244,6 +254,8 @@ def run(args, ks: list[str]) -> None:
     start = time.perf_counter()
     settings = {"epochs": args.epochs, "source_epochs": args.source_epochs, "lr": args.lr, "head": args.head,
                 "protocol": "choose-k", "candidates": "other tasks", "rule": RULE}
+    if "calibrated" in RULE:  # since the ranking and the keep rule of issue 25 (older records: neither key)
+        settings.update(ranking="probe Fisher recall, fit order", keep="finalists beyond noise")
     path = Path(args.records if args.records else ROOT / "benchmarks" / "results" / "choose-k-runs.jsonl")
     done = {}
     if path.exists():
@@ -276,6 +288,13 @@ def run(args, ks: list[str]) -> None:
         if not args.no_write:
             put_block("choose-k", "Choosing k, and never a worse expert", "transfer.py", text)
 
+    if getattr(args, "before_after", False):
+        text = "\n\n".join(before_after(path, n) for n in shots)
+        print(text)
+        if not args.no_write:
+            put_block("choose-k-issue25", "k auto before and after the issue-25 ranking and keep rule", "transfer.py",
+                      text)
+        return
     if args.report_only:
         return report(len(done) == len(wanted))
     zoo = source_zoo(args, init_zoo)
@@ -292,3 +311,35 @@ def run(args, ks: list[str]) -> None:
         report(len(done) == len(wanted))
     if not todo:
         report(True)
+
+
+def before_after(path: Path, shots: int) -> str:
+    """`--k auto` before and after issue 25 (ranking by probe Fisher and fit; keep-best over the
+    finalists by the calibrated paired rule) on the runs both record files hold: the test accuracy
+    of what the tool saves (before: replayed with the tool's rule of then, accuracy then raw
+    log-likelihood, which is what it saved)."""
+    old, new = {}, {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["shots"] != shots or "auto" not in rec["k"]:
+            continue
+        key = (rec["target"], rec["seed"])
+        (new if "ranking" in rec["settings"] else old)[key] = rec
+    both = sorted(set(old) & set(new))
+    if not both:
+        return "no run in both record sets"
+    lines = [f"`--k auto` at {shots} shots on the {len(both)} runs measured both ways (test accuracy of what the "
+             "tool saves; own = the target's expert alone):", "",
+             "| target | seed | own | before: auto (k, kept) | after: auto (k, kept) |", "| --- | --- | --- | --- | --- |"]
+    b, a, o = [], [], []
+    for t, seed in both:
+        rb, ra = old[(t, seed)], new[(t, seed)]
+        before = kept(rb, "auto")
+        b.append(before)
+        a.append(ra["k"]["auto"]["test"])
+        o.append(ra["own"]["test"])
+        kept_before = "target" if before == rb["own"]["test"] and rb["k"]["auto"]["test"] != before else "interpolated"
+        lines.append(f"| {t} | {seed} | {ra['own']['test']:.3f} | {before:.3f} (k={rb['k']['auto']['chosen_k']}, "
+                     f"{kept_before}) | {a[-1]:.3f} (k={ra['k']['auto']['chosen_k']}, {ra['k']['auto']['kept']}) |")
+    lines.append(f"| **mean** | | {statistics.mean(o):.3f} | {statistics.mean(b):.3f} | {statistics.mean(a):.3f} |")
+    return "\n".join(lines)

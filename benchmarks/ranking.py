@@ -15,6 +15,8 @@ expert per other task on its whole pool; the same few-shot splits), each source 
                       of the gold labels after one temperature per expert (pizoo.predict; the default)
   fit-raw             the same at the expert's own temperature
   fit-accuracy        the source expert's accuracy on the shots
+  both                the order `--by both` gives here (every source is recalled): the sources whose fit
+                      beats the base model's beyond noise, by fit, then the others by the probe Fisher
 
 and set against the gain that transfer.py measured for the same (target, source, shots, seed):
 the accuracy of interpolating the target's expert with that source alone (k = 1, mode alpha) minus
@@ -50,7 +52,7 @@ from _common import put_block, tmpdir  # noqa: E402
 from transfer import FAMILY, columns, quiet, source_zoo, train_sources  # noqa: E402
 
 SCORES = ("fisher-cosine", "fisher-normalized", "probe-cosine", "probe-normalized", "probe-centred", "fit",
-          "fit-raw", "fit-accuracy")
+          "fit-raw", "fit-accuracy", "both")
 FAMILY_TEXT = ("bbc-topic", "clothing-department", "clothing-rating", "clothing-recommended", "rt-sentiment",
                "rt-subjectivity")
 TRANSFER_SETTINGS = {"epochs": 15, "source_epochs": 5, "lr": 0.002, "k": 2, "corr_steps": 15, "head": "match"}
@@ -80,7 +82,8 @@ def measure(zoo, f, shots: int, seed: int, sources: list[str]) -> dict:
     from pizoo.index import Index, centred_scores, sketch, sketches_of
     from pizoo.interpolate import load_expert_part
     from pizoo.models import ExpertModel
-    from pizoo.predict import fit_scores
+    from pizoo.choose import compare
+    from pizoo.predict import base_fit, fit_scores
     from pizoo.similarity import similarity
     from pizoo.tasks import DataArgs
     from pizoo.zoo import FISHER
@@ -105,11 +108,14 @@ def measure(zoo, f, shots: int, seed: int, sources: list[str]) -> dict:
                "probe-normalized": similarity(vec, probes[n], "normalized"),
                "probe-centred": float(centred[idx.row[n]])} for s, n in zip(sources, names)}
     fit_seconds = {}
+    base = base_fit(em, rows)
     for s, n in zip(sources, names):
         t0 = time.perf_counter()
-        ll, raw, acc, temperature = fit_scores(em, rows, {n: load_expert_part(zoo, n, em)})[n]
+        fit = fit_scores(em, rows, {n: load_expert_part(zoo, n, em)})[n]
         fit_seconds[s] = time.perf_counter() - t0
-        out[s].update({"fit": ll, "fit-raw": raw, "fit-accuracy": acc, "temperature": temperature})
+        out[s].update({"fit": fit.calibrated_log_likelihood, "fit-raw": fit.log_likelihood,
+                       "fit-accuracy": fit.accuracy, "temperature": fit.temperature,
+                       "beats_base": compare(fit, base) > 0})
     return {"scores": out, "n_train": len(rows),
             "seconds": {"probe_fisher": probe_seconds, "probe_rank": rank_seconds,
                         "fit_per_candidate": statistics.mean(fit_seconds.values())}}
@@ -141,6 +147,19 @@ def check_sources(zoo, f, records_path: Path) -> str:
             f"each retrained source differs from the recorded one by at most {diff:.1e}.")
 
 
+def _value(score: str, sc: dict, g: dict, s: str, srcs: list[str]) -> float:
+    """A source's value under a score (higher ranks first). `both` is the order `--by both` gives in
+    this zoo (every source recalled): the sources whose fit beats the base model's beyond noise, by
+    fit, then the others by the probe Fisher (pizoo.predict.order)."""
+    if score.startswith("fisher"):
+        return g[s][1 if score == "fisher-cosine" else 2]
+    if score == "both":
+        ahead = sorted((t for t in srcs if sc[t]["beats_base"]), key=lambda t: -sc[t]["fit"])
+        rest = sorted((t for t in srcs if not sc[t]["beats_base"]), key=lambda t: -sc[t]["probe-cosine"])
+        return -(ahead + rest).index(s)
+    return sc[s][score]
+
+
 def report(args, runs: dict, gains: dict) -> str:
     from scipy.stats import spearmanr
 
@@ -164,8 +183,7 @@ def report(args, runs: dict, gains: dict) -> str:
             for k in keys:
                 g, sc = gains[k], runs[k]["scores"]
                 srcs = sorted(g)
-                vals = [(sc[s][score] if not score.startswith("fisher") else g[s][1 if score == "fisher-cosine" else 2])
-                        for s in srcs]
+                vals = [_value(score, sc, g, s, srcs) for s in srcs]
                 gs = [g[s][0] for s in srcs]
                 xs += vals
                 ys += gs

@@ -210,6 +210,8 @@ def main() -> None:
     ap.add_argument("--modality", default="text", choices=("text", "image"),
                     help="image: the image tasks of zoo/image-recipes on pizoo:multimodal")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    ap.add_argument("--before-after", action="store_true",
+                    help="with --k auto: tabulate auto before and after issue 25's ranking and keep rule")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: tabulate the runs the record file holds for these settings")
     args = ap.parse_args()

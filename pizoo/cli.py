@@ -472,7 +472,9 @@ def similar(ctx: typer.Context,
             k: Annotated[Optional[int], typer.Option(help="Show the top k (default: all).")] = None,
             by: ByOpt = None,
             metric: MetricOpt = "cosine",
-            which: WhichOpt = "probe",
+            which: Annotated[Optional[str], typer.Option(help="probe: Fisher at the shared probe (the default with a "
+                                                         "shared label space) | expert: at each task's expert (the "
+                                                         "default with per-task heads)")] = None,
             recall: Annotated[int, typer.Option(help="With --by both: tasks the embeddings recall for the fit.")] = 100,
             data: Annotated[Optional[Path], typer.Option(help="Zero-shot: rank tasks against this data (probe).")] = None,
             text: Annotated[Optional[str], typer.Option(help="Text column (with --data; default: text, none for images).")] = None,
@@ -513,7 +515,7 @@ def similar(ctx: typer.Context,
     else:  # the title's parenthesis is closed by render.ranking, which says what ordered the rows
         ranking = similar_to_task(zoo, name, k=k, metric=metric, group=which, by=by, device=device,
                                   recall_count=recall)
-        title = f"tasks most similar to {name} ({which}, {metric}"
+        title = f"tasks most similar to {name} ({which or 'default embedding'}, {metric}"
     render.emit_jsonl(ranking.rows()) if json_ else render.ranking(ranking, title)
 
 

@@ -146,14 +146,24 @@ def ranked_by_embedding(zoo: Zoo, name: str, *, metric: str = "cosine", group: s
     return ranked[:count] if count else ranked
 
 
-def ranked_by_vector(zoo: Zoo, vec: dict, *, metric: str = "cosine", group: str = "probe"
-                     ) -> list[tuple[str, float]]:
-    """Every embedded task, nearest first, to an embedding that is not in the zoo (new data)."""
+def ranked_by_vector(zoo: Zoo, vec: dict, *, metric: str = "cosine", group: str = "probe",
+                     count: int | None = None) -> list[tuple[str, float]]:
+    """The embedded tasks nearest an embedding that is not in the zoo (new data), best first: the
+    top `count` (None: all). With `count` and a current index, the sketches pick the candidates and
+    only those are compared exactly (`centred` always ranks on the sketches)."""
     check_metric(metric)
+    idx = _current_index(zoo, group, metric)
     if metric == "centred":
-        idx = _current_index(zoo, group, metric) or zoo.build_index()
-        return idx.candidates("", group, metric, None, row=sketch(vec)["cosine"])
-    return rank(vec, embedded_tasks(zoo, group), metric)
+        idx = idx or zoo.build_index()
+        ranked = idx.candidates("", group, metric, count, row=sketch(vec)["cosine"])
+    elif count is not None and idx is not None:
+        row = sketch(vec)[VIEW_OF_METRIC[metric]]
+        near = [n for n, _ in idx.candidates("", group, metric, max(RERANK * count, MIN_CANDIDATES), row=row)]
+        ranked = rank(vec, _embeddings(zoo, near, group), metric)
+    else:
+        ranked = rank(vec, embedded_tasks(zoo, group), metric)
+    check_k(count if count is not None else 1, len(ranked))
+    return ranked[:count] if count else ranked
 
 
 def _current_index(zoo: Zoo, group: str, metric: str) -> Index | None:
@@ -191,8 +201,7 @@ def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None
     check_metric(metric)
     by = by or default_by(zoo, has_data=True)
     check_by(by)
-    others = embedded_tasks(zoo, "probe")
-    check_k(k if k is not None else 1, len(others))
+    check_k(k if k is not None else 1, len(zoo.task_names()))  # fail before the probe Fisher in an empty zoo
     ex = read_examples(load_rows(data), columns, str(data), Path(data).parent)
     labels = sorted_labels(ex.labels)
     if len(labels) < 2:
@@ -202,7 +211,7 @@ def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None
     sample = choose(rows, samples, seed)
     vec = {n: t.numpy() for n, t in probe_fisher(em, sample).items()}
     check(vec, str(data))
-    ranking = rank_data(zoo, vec, em, sample, by=by, metric=metric, label=str(data))
+    ranking = rank_data(zoo, vec, em, sample, by=by, metric=metric, label=str(data), count=k)
     if k:
         ranking = dataclasses.replace(ranking, candidates=ranking.candidates[:k])
     return em, rows, ranking

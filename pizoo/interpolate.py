@@ -26,7 +26,7 @@ def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: i
     offered."""
     from pizoo.embed import check_k, load_embedding
     from pizoo.errors import TaskNotFound
-    from pizoo.predict import fit_candidates, rank_sources
+    from pizoo.predict import candidate, fit_candidates, rank_sources
 
     zoo.manifest(target)
     if with_:
@@ -43,8 +43,10 @@ def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: i
                     for n in with_}
         except Exception:
             sims = {}
-        fits = fit_candidates(zoo, em, rows, list(with_))[0] if by != "fisher" and em is not None and rows else {}
-        return [Candidate(n, sims.get(n), *fits.get(n, ())) for n in with_]
+        fits, base = ({}, None)
+        if by != "fisher" and em is not None and rows:
+            fits, _, _, base = fit_candidates(zoo, em, rows, list(with_))
+        return [candidate(n, sims.get(n), fits.get(n), base) for n in with_]
     ranking = rank_sources(zoo, target, by=by, metric=metric, em=em, rows=rows, count=k)
     ranked = list(ranking.candidates)
     if k is None:
@@ -92,7 +94,7 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     (data neither was tuned on) and the better of the two is saved; the record says which."""
     import dataclasses
 
-    from pizoo.choose import AUTO_CANDIDATES, Probe, choose, probe_steps
+    from pizoo.choose import AUTO_CANDIDATES, Finalist, Probe, choose, keep, probe_steps
     from pizoo.config import TaskManifest
     from pizoo.embed import check_k
     from pizoo.fisher import embedding_writer
@@ -128,7 +130,7 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     experts = {c.task: load_expert_part(zoo, c.task, em) for c in sources}
     own_state, own = em.state(), em.score(eval_rows)
     run_steps = planned_steps(cfg, len(train_rows))
-    choice = None
+    choice, probe_states = None, {}
     if n_sources is None:
         def probe(names):
             if not names and spec.mode != "full":  # nothing would train: the control is the own expert
@@ -137,6 +139,7 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
                                    dataclasses.replace(cfg, epochs=None, steps=probe_steps(run_steps)), alpha_lr,
                                    f"probing {target} with {', '.join(names) or 'no source (control)'}")
             s = em.score(eval_rows, params=mixture.mixed())
+            probe_states[tuple(names)] = mixture.result()  # a finalist for keep-best
             em.load_state(own_state, where="target expert")  # a full-mode probe trains it in place
             return Probe(tuple(names), s, result.steps)
 
@@ -151,10 +154,18 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
               "alpha_lr": alpha_lr, "k": len(sources)}
     metrics = {"accuracy_target": own.accuracy, "log_likelihood_target": own.log_likelihood,
                "n_train": len(train_rows), "n_eval": len(eval_rows)}
+    finalists = [Finalist("target", own_state, own)]  # every expert this run made, judged on the eval split
+    if choice is not None and choice.probes and choice.probes[0].steps:  # the control: the own expert trained as long
+        finalists.append(Finalist("control", probe_states[()], choice.probes[0].score))
+    if choice is not None and choice.sources:
+        best_probe = next(p for p in choice.probes if p.sources == choice.sources)
+        finalists.append(Finalist("probe", probe_states[choice.sources], best_probe.score))
     if sources:
         mixture = Mixture(em, [experts[c.task] for c in sources], spec)
         with torch.no_grad():
-            metrics[f"accuracy_{spec.init}_mixture"] = em.accuracy(eval_rows, params=mixture.mixed())
+            soup = em.score(eval_rows, params=mixture.mixed())
+        finalists.append(Finalist(f"{spec.init} mixture", mixture.result(), soup))
+        metrics[f"accuracy_{spec.init}_mixture"] = soup.accuracy
         log.info(f"interpolating {target} with {', '.join(c.task for c in sources)}: target alone {own.accuracy:.3f}, "
                  f"{spec.init} mixture before tuning {metrics[f'accuracy_{spec.init}_mixture']:.3f}")
         result = _fit(mixture, train_rows, cfg, alpha_lr, f"interpolating {target}")
@@ -163,6 +174,7 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
         tensors = mixture.result()
         em.load_state(tensors, where="interpolated expert")
         mixed = em.score(eval_rows)
+        finalists.insert(0, Finalist("interpolated", tensors, mixed))
         record.update(alpha=mixture.alpha_record(), steps=result.steps)
         metrics.update(accuracy_interpolated=mixed.accuracy, log_likelihood_interpolated=mixed.log_likelihood,
                        steps=result.steps, loss_first=result.first_loss,
@@ -171,14 +183,17 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
         mixed = None
         record.update(alpha={}, steps=0)
         metrics["steps"] = 0
-    kept = "interpolated" if mixed is not None and not (keep_best and own > mixed) else "target"
-    if kept == "target":
-        tensors = own_state
-        em.load_state(tensors, where="target expert")
-    record.update(kept=kept, keep_best=keep_best, compared_on="eval split")
+    if choice is not None and not choice.sources and choice.control_wins:  # k = 0: the better of own and control
+        finalists.insert(0, next(f for f in finalists if f.what == "control"))
+    chosen = keep(finalists, keep_best)
+    kept, tensors = chosen.what, chosen.tensors
+    em.load_state(tensors, where=f"{kept} expert")
+    record.update(kept=kept, keep_best=keep_best, compared_on="eval split",
+                  finalists={f.what: {"accuracy": f.score.accuracy, "calibrated_log_likelihood":
+                                      f.score.calibrated_log_likelihood} for f in finalists})
     if choice is not None:
         record["auto"] = choice.record(run_steps)
-    metrics["accuracy"] = own.accuracy if kept == "target" else mixed.accuracy
+    metrics["accuracy"] = chosen.score.accuracy
     log.info(f"{out_name}: kept the {kept} expert, accuracy {metrics['accuracy']:.3f} on the eval split (target "
              f"alone {own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
     files = {EXPERT: lambda p: save_tensors(tensors, p), **split_writers(data)}

@@ -115,6 +115,7 @@ class ExpertModel:
         module = self.head_type.task_module(hf)
         self.head: dict[str, nn.Parameter] = {HEAD_PREFIX + n: p for n, p in module.named_parameters()} if module else {}
         self._init_head(head_seed)
+        self.initial_state = self.state()  # the zoo's shared starting expert: what a task has with no training
         for p in self.trainable().values():
             p.requires_grad_(True)
         self._live = {id(p): n for n, p in self.wrapped.named_parameters(remove_duplicate=False)}
@@ -240,11 +241,15 @@ class ExpertModel:
         prediction scores): the second breaks ties of the first and is far less noisy."""
         if not rows:
             return Score(float("nan"), float("nan"))
+        from pizoo.predict import best_temperature
+
         scores = self.class_scores(rows, params=params)
         gold = torch.tensor([r["label"] for r in rows])
         ll = scores.log_softmax(-1).gather(1, gold[:, None])[:, 0]
         correct = (scores.argmax(-1) == gold).float()
-        return Score(float(correct.mean()), float(ll.mean()), correct)
+        t = best_temperature(scores, gold)
+        cal = (scores / t).log_softmax(-1).gather(1, gold[:, None])[:, 0]
+        return Score(float(correct.mean()), float(ll.mean()), correct, float(cal.mean()), cal, t)
 
 
 class _Runner(nn.Module):
@@ -262,10 +267,15 @@ class _Runner(nn.Module):
 class Score:
     """How well an expert does on a split; compared by accuracy, then log-likelihood. `correct` (each
     example's 0/1 outcome, in row order) allows paired comparisons of two experts on the same rows
-    (pizoo.choose)."""
+    (pizoo.choose); so does `calibrated_each`, each example's log-likelihood of its gold label after
+    one temperature fitted for this expert on these rows (`calibrated_log_likelihood` their mean):
+    a proper score that an overconfident expert cannot lose by confidence alone."""
     accuracy: float
     log_likelihood: float
     correct: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    calibrated_log_likelihood: float | None = field(default=None, compare=False)
+    calibrated_each: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    temperature: float | None = field(default=None, compare=False)
 
 
 REMOTE_CODE_ENV = "PIZOO_TRUST_REMOTE_CODE"

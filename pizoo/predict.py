@@ -47,6 +47,7 @@ class Candidate:
     fit_raw_log_likelihood: float | None = None  # the same at the expert's own temperature
     fit_accuracy: float | None = None
     fit_temperature: float | None = None
+    beats_base: bool | None = None  # the fit beats the base model's (the zoo's starting expert) beyond noise
 
     def key(self, by: str) -> tuple:
         if by == "fisher" or self.fit_log_likelihood is None:
@@ -99,6 +100,15 @@ def default_by(zoo, has_data: bool) -> str:
     return "both" if has_data and not get_head(zoo.spec.head).per_task else "fisher"
 
 
+def default_group(zoo) -> str:
+    """The embedding that recalls: the Fisher at the shared probe where one label space makes tasks
+    comparable at one point (measured: benchmarks/ranking.py), the Fisher at each expert with a
+    per-task head (whose probe is a random head over each task's own labels; not measured better)."""
+    from pizoo.heads import get_head
+
+    return "expert" if get_head(zoo.spec.head).per_task else "probe"
+
+
 def check_fit_possible(zoo, by: str) -> None:
     from pizoo.heads import get_head
 
@@ -108,40 +118,39 @@ def check_fit_possible(zoo, by: str) -> None:
 
 
 # -- calibrated fit ------------------------------------------------------------------------------
-def calibrated(scores, gold) -> tuple[float, float, float, float]:
-    """(calibrated mean log-likelihood, raw mean log-likelihood, accuracy, temperature) of (N, L)
-    prediction scores against gold indices; the temperature maximises the log-likelihood."""
-    raw = float(scores.log_softmax(-1).gather(1, gold[:, None]).mean())
-    best, best_t = raw, 1.0
-    for t in TEMPERATURES:
+def best_temperature(scores, gold) -> float:
+    """The temperature (on a fixed grid, 1 included) that maximises the mean log-likelihood of the
+    gold labels under (N, L) prediction scores."""
+    best, best_t = -math.inf, 1.0
+    for t in (1.0, *TEMPERATURES):
         ll = float((scores / t).log_softmax(-1).gather(1, gold[:, None]).mean())
         if ll > best:
             best, best_t = ll, t
-    acc = float((scores.argmax(-1) == gold).float().mean()) if len(gold) else float("nan")
-    return best, raw, acc, best_t
+    return best_t
 
 
-def fit_scores(em, rows: Sequence[dict], experts: dict[str, object]) -> dict[str, tuple[float, float, float, float]]:
-    """Each expert's calibrated fit (see `calibrated`) to `rows` (encoded with their gold labels)."""
-    import torch
-
-    gold = torch.tensor([r["label"] for r in rows])
-    out = {}
-    for name, tensors in experts.items():
-        params = {n: t.to(em.device) for n, t in tensors.items()}
-        out[name] = calibrated(em.class_scores(rows, params=params), gold)
-    return out
+def fit_scores(em, rows: Sequence[dict], experts: dict[str, object]) -> dict:
+    """Each expert's fit to `rows` (encoded with their gold labels): a Score (pizoo.models) with the
+    accuracy, the raw and the calibrated log-likelihood, and their per-example values."""
+    return {name: em.score(rows, params={n: t.to(em.device) for n, t in tensors.items()})
+            for name, tensors in experts.items()}
 
 
-def fit_candidates(zoo, em, rows: Sequence[dict], names: Sequence[str]
-                   ) -> tuple[dict[str, tuple], float, list[str]]:
-    """The fit of each named task's expert to `rows`, the seconds it took, and the tasks skipped
-    (a corrupt or foreign expert is named and left out, never fatal for the target)."""
+def base_fit(em, rows: Sequence[dict]):
+    """The fit of the zoo's shared starting expert (the base model itself for LoRA, adapters and
+    AdaLink): what the target has from no source at all."""
+    return em.score(rows, params={n: em.initial_state[n].to(em.device) for n in em.expert})
+
+
+def fit_candidates(zoo, em, rows: Sequence[dict], names: Sequence[str]) -> tuple[dict, float, list[str], object]:
+    """The fit (a Score) of each named task's expert to `rows`, the seconds it took, the tasks skipped
+    (a corrupt or foreign expert is named and left out, never fatal for the target), and the base fit."""
     from pizoo import progress
     from pizoo.interpolate import load_expert_part
 
     fits, skipped = {}, []
     start = time.perf_counter()
+    base = base_fit(em, rows)
     with progress.task(f"fitting {len(names)} experts to the target's examples", len(names)) as advance:
         for name in names:
             try:
@@ -151,7 +160,27 @@ def fit_candidates(zoo, em, rows: Sequence[dict], names: Sequence[str]
             advance()
     if skipped:
         log.warning("skipped experts that could not be read: " + "; ".join(skipped) + " — check them: pizoo verify")
-    return fits, time.perf_counter() - start, [s.split(" (")[0] for s in skipped]
+    return fits, time.perf_counter() - start, [s.split(" (")[0] for s in skipped], base
+
+
+def candidate(name: str, similarity: float | None, fit=None, base=None) -> "Candidate":
+    """A Candidate from its similarity and its fit Score (None: not fitted), judged against the base's."""
+    if fit is None:
+        return Candidate(name, similarity)
+    from pizoo.choose import compare
+
+    return Candidate(name, similarity, fit.calibrated_log_likelihood, fit.log_likelihood, fit.accuracy,
+                     fit.temperature, None if base is None else compare(fit, base) > 0)
+
+
+def order(scored: list["Candidate"]) -> list["Candidate"]:
+    """The fitted candidates, best first: those whose fit beats the base model's beyond noise, by fit;
+    then the others by embedding. An expert that does no better on the target than the frozen base
+    model carries nothing the fit can see (an untrained or near-identity expert fits exactly as well
+    as the base does where the base is already good), so there the embedding's family signal decides."""
+    ahead = sorted((c for c in scored if c.beats_base is not False), key=lambda c: c.key("fit"))
+    rest = sorted((c for c in scored if c.beats_base is False), key=lambda c: c.key("fisher"))
+    return ahead + rest
 
 
 # -- the two stages ------------------------------------------------------------------------------
@@ -163,7 +192,7 @@ def recall(zoo, target: str, *, metric: str, group: str, count: int | None, excl
     return ranked_by_embedding(zoo, target, metric=metric, group=group, count=count, exclude=exclude)
 
 
-def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", group: str = "probe",
+def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", group: str | None = None,
                  em=None, rows: Sequence[dict] | None = None, count: int | None = None,
                  recall_count: int = RECALL, distinct: bool = True) -> Ranking:
     """The zoo's tasks as sources for `target`, best first: at least the top `count` (None: every
@@ -179,6 +208,7 @@ def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", 
         if em is None or not rows:
             raise UsageError(f"--by {by} needs the target's labelled examples", "use --by fisher")
     exclude = _same_root(zoo, target) if distinct else ()
+    group = group or default_group(zoo)
     want = None if by == "fit" else max(recall_count, count or 0) if by == "both" else count
     start = time.perf_counter()
     ranked = _recall_distinct(zoo, target, metric, group, want, exclude, distinct)
@@ -187,34 +217,40 @@ def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", 
     if by == "fisher":
         return Ranking(target, by, metric, tuple(Candidate(n, s) for n, s in ranked), 0, fisher_seconds)
     head = [n for n, _ in ranked] if by == "fit" else [n for n, _ in ranked[:recall_count]]
-    fits, seconds, skipped = fit_candidates(zoo, em, rows, head)
-    scored = [Candidate(n, sims[n], *fits[n]) for n in head if n in fits]
-    scored.sort(key=lambda c: c.key("fit"))
+    fits, seconds, skipped, base = fit_candidates(zoo, em, rows, head)
+    scored = order([candidate(n, sims[n], fits[n], base) for n in head if n in fits])
     tail = [Candidate(n, s) for n, s in ranked if n not in fits and n not in skipped]
     return Ranking(target, by, metric, tuple(scored + tail), len(head), fisher_seconds, seconds, len(rows),
                    tuple(skipped))
 
 
 def rank_data(zoo, vec: dict, em, rows: Sequence[dict], *, by: str, metric: str, label: str,
-              recall_count: int = RECALL) -> Ranking:
-    """The same two stages for data that has no expert yet: `vec` is its probe embedding."""
+              recall_count: int = RECALL, count: int | None = None) -> Ranking:
+    """The same two stages for data that has no expert yet: `vec` is its probe embedding; at least
+    the top `count` come back (None: every task for fisher and fit, the R recalled for both)."""
     from pizoo.embed import ranked_by_vector
 
     check_by(by)
     if by != "fisher":
         check_fit_possible(zoo, by)
+    want = None if by == "fit" else max(recall_count, count or 0) if by == "both" else count
     start = time.perf_counter()
-    ranked = ranked_by_vector(zoo, vec, metric=metric, group="probe")
+    ranked = ranked_by_vector(zoo, vec, metric=metric, group="probe", count=_at_most(zoo, want))
     fisher_seconds = time.perf_counter() - start
     if by == "fisher":
         return Ranking(label, by, metric, tuple(Candidate(n, s) for n, s in ranked), 0, fisher_seconds)
     sims = dict(ranked)
     head = [n for n, _ in ranked] if by == "fit" else [n for n, _ in ranked[:recall_count]]
-    fits, seconds, skipped = fit_candidates(zoo, em, rows, head)
-    scored = sorted((Candidate(n, sims[n], *fits[n]) for n in head if n in fits), key=lambda c: c.key("fit"))
+    fits, seconds, skipped, base = fit_candidates(zoo, em, rows, head)
+    scored = order([candidate(n, sims[n], fits[n], base) for n in head if n in fits])
     tail = [Candidate(n, s) for n, s in ranked if n not in fits and n not in skipped]
     return Ranking(label, by, metric, tuple(scored + tail), len(head), fisher_seconds, seconds, len(rows),
                    tuple(skipped))
+
+
+def _at_most(zoo, want: int | None) -> int | None:
+    """`want`, or None (all) where the zoo holds fewer tasks than that."""
+    return None if want is None or want >= len(zoo.task_names()) else want
 
 
 def _recall_distinct(zoo, target, metric, group, want, exclude, distinct) -> list[tuple[str, float]]:
@@ -264,7 +300,7 @@ def _one_per_root(zoo, ranked: list[tuple[str, float]]) -> list[tuple[str, float
     return out
 
 
-def similar_to_task(zoo, name: str, *, k: int | None = None, metric: str = "cosine", group: str = "probe",
+def similar_to_task(zoo, name: str, *, k: int | None = None, metric: str = "cosine", group: str | None = None,
                     by: str | None = None, device: str = "cpu", recall_count: int = RECALL) -> Ranking:
     """`pizoo similar NAME`: the zoo's tasks as sources for task `name`, ranked as `interpolate`
     proposes them (the same candidates for the same target): by embedding, then by each expert's

@@ -123,7 +123,9 @@ def interpolation(record: dict) -> None:
         rows[f"accuracy, {init} mixture before tuning"] = m[f"accuracy_{init}_mixture"]
     if "accuracy_interpolated" in m:
         rows["accuracy, interpolated"] = m["accuracy_interpolated"]
-    kept = "interpolated expert" if record["kept"] == "interpolated" else "target's own expert"
+    kept = {"interpolated": "interpolated expert", "target": "target's own expert", "control": "target's expert "
+            "trained as long as a probe (the control)", "probe": "best probe's mixture"}.get(record["kept"],
+                                                                                          record["kept"])
     rows.update({"steps": m["steps"], "saved": f"{kept} (accuracy {m['accuracy']:.3f} on the eval split)"})
     key_values(rows, title="result")
 

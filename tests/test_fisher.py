@@ -181,7 +181,7 @@ def _replace_fisher(zoo, name, fn):
     vec, attrs = rd(zoo.task_dir(name) / FISHER, "expert")
     probe, _ = rd(zoo.task_dir(name) / FISHER, "probe")
     groups = {"expert": {k: torch.from_numpy(fn(v)) for k, v in vec.items()},
-              "probe": {k: torch.from_numpy(v) for k, v in probe.items()}}
+              "probe": {k: torch.from_numpy(fn(v)) for k, v in probe.items()}}  # both: similar ranks by probe
     zoo.update_task(name, {FISHER: lambda p: write_h5(p, groups, attrs)}, lambda m: m)
 
 

@@ -72,10 +72,10 @@ def test_ranking_on_the_index_equals_the_exact_ranking(five, metric):
 
 
 def test_ranking_listing_and_showing_import_no_torch(five):
-    """`similar --by fisher`, `list`, `show` and `graph` need numpy and h5py only (the fit stage of
-    `similar` loads the model: pizoo.predict)."""
-    for args in (["similar", "t0", "--k", "2", "--by", "fisher", "--json"],
-                 ["similar", "t0", "--k", "2", "--by", "fisher", "--metric", "centred", "--json"], ["list", "--json"], ["show", "t0", "--json"],
+    """`similar --by fisher --which W`, `list`, `show` and `graph` need numpy and h5py only (the fit
+    stage of `similar` loads the model, and the default embedding depends on the head: pizoo.predict)."""
+    for args in (["similar", "t0", "--k", "2", "--by", "fisher", "--which", "probe", "--json"],
+                 ["similar", "t0", "--k", "2", "--by", "fisher", "--which", "expert", "--metric", "centred", "--json"], ["list", "--json"], ["show", "t0", "--json"],
                  ["graph", "--tasks", "t0,t1,t3", "--out", str(five.root.parent / "g.png")]):
         code = ("import sys\nfrom pizoo.cli import main\n"
                 f"sys.argv = ['pizoo', '--zoo', {str(five.root)!r}, *{args!r}]\n"
