@@ -6,6 +6,8 @@ read once, checked, and kept as their encoded bytes (a task folder never points 
 
 from __future__ import annotations
 
+import json
+
 import logging
 import random
 from collections import defaultdict
@@ -40,9 +42,16 @@ class Columns:
             raise UsageError("a task needs a --text or an --image column")
         if self.text_pair is not None and self.text is None:
             raise UsageError("--text-pair needs --text as well")
-        if self.label_template is not None and "{label}" not in self.label_template:
-            raise UsageError(f"--label-template {self.label_template!r} must contain {{label}}",
-                             "e.g. --label-template 'a review that is {label}'")
+        if self.label_template is not None:
+            if "{label}" not in self.label_template:
+                raise UsageError(f"--label-template {self.label_template!r} must contain {{label}}",
+                                 "e.g. --label-template 'a review that is {label}'")
+            try:  # any other field ({other}, a stray brace) would fail on the first label
+                self.label_template.format(label="x")
+            except (KeyError, IndexError, ValueError) as e:
+                raise UsageError(f"--label-template {self.label_template!r} may name only {{label}} ({e!r}); "
+                                 "write a literal brace as {{ or }}", "e.g. --label-template 'a review that is {label}'"
+                                 ) from None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Columns":
@@ -142,6 +151,9 @@ def load_rows(path: str | Path | None = None, *, dataset: str | None = None, con
     try:
         if path is not None:
             path = Path(path)
+            if path.is_dir():
+                raise DataError(f"{path} is a folder, not a data file", "pass --data a csv, tsv, json, jsonl or "
+                                "parquet file")
             if not path.is_file():
                 raise DataError(f"data file {path} does not exist", "check the --data path")
             fmt = FORMATS.get(path.suffix.lower())
@@ -154,6 +166,8 @@ def load_rows(path: str | Path | None = None, *, dataset: str | None = None, con
                 raise DataError(f"data file {path} is empty")
             if fmt == "csv":
                 check_csv_rows(path, kwargs.get("delimiter", ","))
+            elif fmt == "json" and path.suffix.lower() == ".jsonl":
+                check_jsonl_rows(path)
             with _quiet_datasets():
                 return datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
         with _quiet_datasets():
@@ -178,6 +192,22 @@ def _quiet_datasets():
         logger.setLevel(before)
 
 
+def check_jsonl_rows(path: Path) -> None:
+    """Every line of a jsonl file is one JSON object: name the first that is not (datasets says only
+    that an error occurred while generating the dataset)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                ok = isinstance(json.loads(line), dict)
+            except ValueError as e:
+                raise DataError(f"{path} line {n} is not valid JSON ({e.msg})", "fix that line: one JSON object "
+                                "per line") from None
+            if not ok:
+                raise DataError(f"{path} line {n} is not a JSON object", "one JSON object per line")
+
+
 def check_csv_rows(path: Path, delimiter: str) -> None:
     """Every row has as many fields as the header: a row with more would shift the columns
     (pandas reads the surplus as an index) and be silently misread."""
@@ -188,10 +218,14 @@ def check_csv_rows(path: Path, delimiter: str) -> None:
         header = next(reader, None)
         if header is None:
             raise DataError(f"data file {path} is empty")
+        rows = 0
         for row in reader:
             if row and len(row) != len(header):
                 raise DataError(f"{path} line {reader.line_num} has {len(row)} fields, the header has {len(header)}",
                                 "quote fields that contain the delimiter, or fix that line")
+            rows += bool(row)
+        if not rows:
+            raise DataError(f"{path} has a header ({', '.join(header)}) and no rows", "add the examples below the header")
 
 
 def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -> Examples:

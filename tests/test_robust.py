@@ -350,3 +350,21 @@ def test_cells_are_read_as_written_not_as_missing_values(tmp_path):
     j.write_text('{"text": "fine", "label": "a"}\n{"text": "ok", "label": ["b", "c"]}\n')
     with pytest.raises(DataError, match="row 2: column 'label' holds a list"):
         read_examples(load_rows(j), Columns(), str(j))
+
+
+def test_unreadable_data_is_one_line_that_names_the_problem(tmp_path):
+    """Regression: a header-only csv, a broken jsonl, a folder as --data and a template with another
+    field were refused with datasets' internals, "does not exist", or at the first label."""
+    from pizoo.data import Columns, load_rows
+    from pizoo.errors import DataError, UsageError
+
+    (tmp_path / "h.csv").write_text("text,label\n")
+    (tmp_path / "b.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "lab\n')
+    (tmp_path / "l.jsonl").write_text('{"text": "a", "label": "x"}\n["not", "an", "object"]\n')
+    for path, words in (("h.csv", r"a header \(text, label\) and no rows"), ("b.jsonl", "line 2 is not valid JSON"),
+                        ("l.jsonl", "line 2 is not a JSON object"), (".", "is a folder, not a data file")):
+        with pytest.raises(DataError, match=words):
+            load_rows(tmp_path / path)
+    with pytest.raises(UsageError, match="may name only"):
+        Columns(label_template="{label} {other}")
+    assert Columns(label_template="{{literal}} {label}").label_template  # escaped braces are fine
