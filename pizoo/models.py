@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pizoo.config import ZooSpec
-from pizoo.errors import CorruptFile, IncompatibleExperts, ModelError
+from pizoo.errors import CorruptFile, IncompatibleExperts, ModelError, UsageError
 from pizoo.experts import get_kind
 from pizoo.heads import get_head
 
@@ -123,8 +123,18 @@ class ExpertModel:
         self.prefix = self.kind.prefix_length(spec.options)
         text_config = getattr(hf.config, "text_config", None) or hf.config
         positions = getattr(text_config, "max_position_embeddings", None)
-        if self.prefix and isinstance(positions, int):  # texts are cut to leave room for the prompt
-            self.max_length = min(self.max_length, positions - self.prefix)
+        if isinstance(positions, int):  # texts are cut to what the model can read, less the prompt's room
+            room = positions - self.prefix
+            if room < 4:
+                raise UsageError(f"--virtual-tokens {self.prefix} leaves {room} of the model's {positions} positions "
+                                 "for the text", f"use at most {positions - 4} virtual tokens")
+            if self.max_length > room:
+                from pizoo.progress import log
+
+                if max_length != 128:  # the flags' default: cut silently; a value the user gave: say so
+                    log.warning(f"--max-length {max_length} is more than the {room} positions the model has for a "
+                                f"text: texts are cut to {room} tokens")
+                self.max_length = room
         self.wrapped.to(device)
         self.wrapped.eval()
         if self.labels:  # no labels: a structural check (init) that scores nothing

@@ -368,3 +368,25 @@ def test_unreadable_data_is_one_line_that_names_the_problem(tmp_path):
     with pytest.raises(UsageError, match="may name only"):
         Columns(label_template="{label} {other}")
     assert Columns(label_template="{{literal}} {label}").label_template  # escaped braces are fine
+
+
+@pytest.mark.parametrize("args,words", [(("--alpha", "0"), "--alpha must be positive"),
+                                        (("--dropout", "-0.5"), "--dropout must be in [0, 1)"),
+                                        (("--dropout", "2"), "--dropout must be in [0, 1)"),
+                                        (("--kind", "prompt", "--virtual-tokens", "126"), "leaves 2 of")])
+def test_init_refuses_impossible_expert_options(tmp_path, bert_dir, args, words):
+    """Regression: `init --alpha 0` (every expert a no-op), `--dropout 2`, and more virtual tokens
+    than the model has positions (every later add-task failed) were stored."""
+    r = runner.invoke(app, ["--zoo", str(tmp_path / "z"), "init", "--base-model", str(bert_dir), *args])
+    assert r.exit_code == 2 and words in r.stderr, r.output
+    assert not (tmp_path / "z" / "zoo.toml").exists()
+
+
+def test_a_max_length_beyond_the_models_positions_is_cut_to_them(tmp_path, bert_dir, abc):
+    from pizoo.models import ExpertModel
+
+    zoo = helpers.new_zoo(tmp_path / "zoo", bert_dir, head="match")
+    import json as _json
+
+    positions = _json.loads((bert_dir / "config.json").read_text())["max_position_embeddings"]
+    assert ExpertModel(zoo.spec, ("a", "b"), max_length=10 * positions).max_length == positions

@@ -64,6 +64,13 @@ class ExpertKind:
         for key in ("r", "num_virtual_tokens"):
             if key in merged and (not isinstance(merged[key], int) or merged[key] < 1):
                 raise UsageError(f"{self.flags.get(key, key)} must be a positive integer, got {merged[key]!r}")
+        # an alpha of 0 makes every expert a no-op; dropout is a probability below 1
+        if "lora_alpha" in merged and not (isinstance(merged["lora_alpha"], (int, float)) and merged["lora_alpha"] > 0):
+            raise UsageError(f"{self.flags.get('lora_alpha', 'lora_alpha')} must be positive, got {merged['lora_alpha']!r}")
+        if "lora_dropout" in merged and not (isinstance(merged["lora_dropout"], (int, float))
+                                             and 0 <= merged["lora_dropout"] < 1):
+            raise UsageError(f"{self.flags.get('lora_dropout', 'lora_dropout')} must be in [0, 1), "
+                             f"got {merged['lora_dropout']!r}")
         return merged
 
     def attach(self, model: nn.Module, options: dict[str, Any], head) -> nn.Module:
