@@ -319,12 +319,14 @@ def before_after(path: Path, shots: int) -> str:
     of what the tool saves (before: replayed with the tool's rule of then, accuracy then raw
     log-likelihood, which is what it saved)."""
     old, new = {}, {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        if rec["shots"] != shots or "auto" not in rec["k"]:
-            continue
-        key = (rec["target"], rec["seed"])
-        (new if "ranking" in rec["settings"] else old)[key] = rec
+    same = ("epochs", "source_epochs", "lr", "head", "protocol", "candidates")
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    now = next((r["settings"] for r in recs if "ranking" in r["settings"]), None)
+    for rec in recs:
+        st = rec["settings"]
+        if rec["shots"] != shots or "auto" not in rec["k"] or now is None or any(st.get(k) != now.get(k) for k in same):
+            continue  # another protocol (earlier records offered the target's own full-pool expert)
+        (new if "ranking" in st else old)[(rec["target"], rec["seed"])] = rec
     both = sorted(set(old) & set(new))
     if not both:
         return "no run in both record sets"

@@ -124,6 +124,9 @@ def atomic_write(path: Path, data: bytes | str | Writer) -> None:
     _fsync_dir(path.parent)
 
 
+EXPERT_LIMIT = 1e6
+
+
 def check_content(path: Path) -> str | None:
     """What is wrong inside a file whose hash matches (it may have been rewritten with its hash):
     an unreadable file, an expert or embedding that is not finite, a kept image that does not
@@ -163,6 +166,13 @@ def check_content(path: Path) -> str | None:
             return "not finite"
         if path.suffix == ".h5" and np.any(value < 0):
             return "negative"
+        if path.suffix == ".safetensors":
+            if value.dtype != np.float32:  # pizoo writes experts in float32; another dtype was written by hand
+                return f"not float32 ({value.dtype})"
+            # a trained expert's parameters are of order 1; past EXPERT_LIMIT its product with the
+            # hidden states saturates every softmax or overflows float32 a few layers on
+            if value.size and float(np.abs(value).max()) > EXPERT_LIMIT:
+                return f"out of range (|x| > {EXPERT_LIMIT:g})"
     return None
 
 

@@ -390,3 +390,26 @@ def test_a_max_length_beyond_the_models_positions_is_cut_to_them(tmp_path, bert_
 
     positions = _json.loads((bert_dir / "config.json").read_text())["max_position_embeddings"]
     assert ExpertModel(zoo.spec, ("a", "b"), max_length=10 * positions).max_length == positions
+
+
+@pytest.mark.parametrize("how,issue", [("huge", "out of range"), ("float16", "not float32 (float16)"),
+                                       ("int64", "not float32 (int64)")])
+def test_verify_refuses_expert_values_pizoo_never_writes(z, how, issue):
+    """Regression: an expert of 1e30 values, or of float16 / int64 tensors, passed verify."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from pizoo.zoo import sha256_file
+
+    path = z / "a" / "expert.safetensors"
+    t = load_file(str(path))
+    first = sorted(t)[0]
+    t[first] = {"huge": np.full_like(t[first], 1e30), "float16": t[first].astype(np.float16),
+                "int64": t[first].astype(np.int64)}[how]
+    save_file(t, str(path), metadata={"format": "pt"})
+    manifest = json.loads((z / "a" / "task.json").read_text())
+    manifest["files"]["expert.safetensors"] = sha256_file(path)
+    (z / "a" / "task.json").write_text(json.dumps(manifest))
+    r = cli(z, "verify", "--json")
+    assert r.exit_code == 1
+    assert any(p["task"] == "a" and p["issue"].startswith(issue) for p in json.loads(r.stdout)["problems"]), r.stdout
