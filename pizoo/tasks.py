@@ -94,6 +94,27 @@ def refuse_existing(zoo: Zoo, name: str) -> None:
     zoo.check_writable()
 
 
+def _check_adapter_base(named: str | None, spec) -> bool:
+    """Is the adapter's base model (adapter_config's base_model_name_or_path) the zoo's? Refused when
+    it is a model folder here with another fingerprint; a name that cannot be checked is said on
+    stderr. Returns whether it is known to be the same."""
+    if not named:
+        log.warning("warning: the adapter does not name its base model; imported as if made for this zoo's")
+        return False
+    if named == spec.base_model:
+        return True
+    path = Path(named).expanduser()
+    if (path / "config.json").is_file():
+        if fingerprint(path, spec.schema_version) != spec.fingerprint:
+            raise IncompatibleExperts(f"the adapter was made for the model at {named}, which is not this zoo's base "
+                                      f"model ({spec.base_model})", "import it into a zoo of that model: pizoo --zoo "
+                                      f"DIR init --base-model {named}")
+        return True
+    log.warning(f"warning: the adapter names its base model {named!r}, which cannot be checked here against this "
+                f"zoo's ({spec.base_model}): imported because its tensors fit")
+    return False
+
+
 def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[str] | None = None
                    ) -> TaskManifest:
     """Import a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) as a task."""
@@ -118,6 +139,7 @@ def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[st
         raise IncompatibleExperts(f"this zoo holds {spec.kind!r} experts, which have no PEFT adapter format",
                                   "import PEFT adapters into a zoo made with --kind lora or --kind prompt")
     kind.check_peft_config(config, spec.options)
+    same_base = _check_adapter_base(config.get("base_model_name_or_path"), spec)
     tensors = {}
     for key, value in load_tensors(weights).items():
         m = _PEFT_HEAD.search(key)
@@ -146,7 +168,8 @@ def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[st
     except IncompatibleExperts as e:
         made_for = config.get("base_model_name_or_path") or "an unnamed base model"
         raise IncompatibleExperts(f"{e.message} (adapter made for {made_for}; zoo base {spec.base_model})",
-                                  "import it into a zoo of the adapter's own base model") from e
+                                  "import it into a zoo made with the adapter's options (pizoo init --rank ...)"
+                                  if same_base else "import it into a zoo of the adapter's own base model") from e
     manifest = TaskManifest(
         name=name, labels=tuple(labels),
         source={"adapter": str(folder.resolve()), "adapter_sha256": sha256_file(weights),

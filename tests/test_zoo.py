@@ -103,6 +103,11 @@ def test_adapter_of_another_base_model_is_refused(zoo, tmp_path):
     adapter = helpers.peft_lora_adapter(other, tmp_path / "a48")
     before = helpers.tree(zoo)
     r = cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter)
+    assert r.exit_code == 1 and "not this zoo's base model" in r.stderr  # its base_model_name_or_path says so
+    assert helpers.tree(zoo) == before
+    config = json.loads((adapter / "adapter_config.json").read_text())  # a base that cannot be checked here
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "some/hub-model"}))
+    r = cli("--zoo", zoo, "add-task", "t", "--from-adapter", adapter)
     assert r.exit_code == 1
     assert "shape" in r.stderr and "(8, 48)" in r.stderr and "(8, 32)" in r.stderr
     assert helpers.tree(zoo) == before

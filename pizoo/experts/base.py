@@ -140,6 +140,11 @@ class ExpertKind:
             raise IncompatibleExperts(
                 f"the adapter is a {config.get('peft_type')!r} adapter; this zoo holds {self.peft_type} "
                 f"experts (kind {self.name!r})")
+        for key in ("rank_pattern", "alpha_pattern"):  # pizoo's experts have one rank and one alpha per zoo
+            if config.get(key):
+                raise IncompatibleExperts(f"the adapter sets {key} {config[key]!r} (a rank or alpha per module); "
+                                          "a zoo's experts share one, and dropping it would change what the adapter "
+                                          "does", "retrain the adapter without per-module ranks or alphas")
         for key in self.peft_config_keys:
             want, got = options.get(key), config.get(key)
             if isinstance(want, list) or isinstance(got, list):
