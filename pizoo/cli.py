@@ -24,7 +24,8 @@ ZooOpt = Annotated[Path, typer.Option("--zoo", envvar="PIZOO_ZOO", help="Zoo fol
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 VerbalizerOpt = Annotated[Optional[str], typer.Option(
     help="Rename data labels to words, e.g. '0=negative,1=positive': the label text the head reads (default: "
-         "the label value itself). Later reads of the task's data reuse it.")]
+         "the label value itself); escape ',' or '=' in a label with a backslash, or give a JSON file: "
+         "@labels.json. Later reads of the task's data reuse it.")]
 LabelTemplateOpt = Annotated[Optional[str], typer.Option(
     help="Describe each label in a sentence, e.g. 'a review that is {label}' (after --verbalizer).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file that pizoo did not write.")]

@@ -72,22 +72,78 @@ class Columns:
 
 
 def parse_verbalizer(spec: str | None) -> tuple[tuple[str, str], ...]:
-    """`pos=great,neg=terrible` -> (("pos", "great"), ("neg", "terrible"))."""
+    """`pos=great,neg=terrible` -> (("pos", "great"), ("neg", "terrible")). A label or word holding
+    `,` `=` or `\\` escapes it with a backslash (`a\\,b=both`); `@FILE` reads a JSON object
+    {"label": "word", ...} (any characters, no escaping)."""
     if not spec:
         return ()
-    pairs = []
-    for item in spec.split(","):
-        label, sep, word = (x.strip() for x in item.partition("="))
-        if not sep or not label or not word:
-            raise UsageError(f"--verbalizer item {item.strip()!r} is not LABEL=WORD",
-                             "e.g. --verbalizer 'pos=great,neg=terrible'")
-        pairs.append((label, word))
+    if spec.startswith("@"):
+        pairs = _verbalizer_file(Path(spec[1:]))
+    else:
+        pairs = []
+        for item in _split_escaped(spec, ","):
+            parts = _split_escaped(item, "=")
+            label, word = (_unescape(parts[0]).strip(), _unescape("=".join(parts[1:])).strip()) if len(parts) == 2 \
+                else ("", "")
+            if not label or not word:
+                raise UsageError(f"--verbalizer item {item.strip()!r} is not LABEL=WORD",
+                                 "e.g. --verbalizer 'pos=great,neg=terrible'; escape a ',' or '=' in a label as "
+                                 "'\\,' or '\\=', or give a JSON file: --verbalizer @labels.json")
+            pairs.append((label, word))
     labels, words = [p[0] for p in pairs], [p[1] for p in pairs]
     for what, xs in (("label", labels), ("word", words)):
         dup = sorted({x for x in xs if xs.count(x) > 1})
         if dup:
             raise UsageError(f"--verbalizer names the {what} {dup[0]!r} twice: each label needs its own word")
     return tuple(pairs)
+
+
+def _split_escaped(text: str, sep: str) -> list[str]:
+    """Split on `sep` where no backslash escapes it (escapes are kept, for _unescape)."""
+    out, cur, i = [], "", 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            cur += text[i: i + 2]
+            i += 2
+            continue
+        if c == sep:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    return [*out, cur]
+
+
+def escape_verbalizer(label: str) -> str:
+    """A label as --verbalizer reads it back (`,` `=` and backslashes escaped)."""
+    return "".join("\\" + c if c in ",=\\" else c for c in label)
+
+
+def _unescape(text: str) -> str:
+    out, i = "", 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            out += text[i + 1]
+            i += 2
+        else:
+            out += text[i]
+            i += 1
+    return out
+
+
+def _verbalizer_file(path: Path) -> list[tuple[str, str]]:
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"--verbalizer @{path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise UsageError(f"--verbalizer @{path} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or not doc or not all(isinstance(k, str) and isinstance(v, str) and k.strip()
+                                                       and v.strip() for k, v in doc.items()):
+        raise UsageError(f"--verbalizer @{path} must be a JSON object of label texts: {{\"label\": \"word\", ...}}")
+    return [(k.strip(), v.strip()) for k, v in doc.items()]
 
 
 @dataclass(frozen=True)
@@ -265,7 +321,8 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
         if missing:
             raise DataError(f"label {missing[0]!r} of {where} has no word in the verbalizer "
                             f"({', '.join(f'{k}={v}' for k, v in cols.verbalizer)})",
-                            f"add {missing[0]}=WORD to --verbalizer")
+                            f"add {escape_verbalizer(missing[0])}=WORD to --verbalizer (or give a JSON file: "
+                            "--verbalizer @labels.json)")
         labels = [words[lab] for lab in labels]
     if cols.label_template:
         labels = [cols.label_template.format(label=lab) for lab in labels]

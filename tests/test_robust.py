@@ -438,3 +438,24 @@ def test_import_checks_the_adapters_base_model_and_refuses_per_module_ranks(tmp_
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "some/hub-model"}))
     r = cli(zoo.root, "add-task", "imp", "--from-adapter", adapter, "--labels", "neg,pos")
     assert r.exit_code == 0 and "cannot be checked" in r.stderr  # not verifiable here: imported, and said so
+
+
+def test_labels_with_commas_or_equals_can_be_verbalized(tmp_path):
+    """Regression: labels holding ',' or '=' could not be verbalized, and the hint offered could not work."""
+    from pizoo.data import Columns, escape_verbalizer, load_rows, parse_verbalizer, read_examples
+    from pizoo.errors import DataError, UsageError
+
+    f = tmp_path / "d.csv"
+    f.write_text('text,label\ngood film,"a,b"\nbad film,x=y\nok film,plain\n')
+    with pytest.raises(DataError) as e:
+        read_examples(load_rows(f), Columns(verbalizer=parse_verbalizer("plain=fine")), str(f))
+    hint = e.value.hint.split("add ", 1)[1].split(" to --verbalizer")[0]  # the hint's LABEL=WORD, as offered
+    words = f"plain=fine,{hint.replace('WORD', 'first')},{escape_verbalizer('a,b' if 'x' in hint else 'x=y')}=second"
+    ex = read_examples(load_rows(f), Columns(verbalizer=parse_verbalizer(words)), str(f))
+    assert sorted(ex.labels) == ["fine", "first", "second"]
+    (tmp_path / "v.json").write_text(json.dumps({"a,b": "comma", "x=y": "equals", "plain": "fine"}))
+    ex = read_examples(load_rows(f), Columns(verbalizer=parse_verbalizer(f"@{tmp_path / 'v.json'}")), str(f))
+    assert ex.labels == ["comma", "equals", "fine"]
+    with pytest.raises(UsageError, match="JSON object"):
+        (tmp_path / "bad.json").write_text("[1, 2]")
+        parse_verbalizer(f"@{tmp_path / 'bad.json'}")
