@@ -262,6 +262,30 @@ def default_tasks(zoo) -> list[str]:
     return [n for n in zoo.task_names() if zoo.manifest(n).provenance.get("how") == "train"]
 
 
+def _readable(zoo, tasks: list[str], task_data) -> tuple[list[str], list, list]:
+    """The tasks whose probe embedding and kept splits can be read, with both; a broken task is
+    named on stderr and left out (as similar and graph do), unless fewer than two would remain."""
+    from pizoo.errors import PizooError
+    from pizoo.progress import log
+
+    kept, sketches, datas, skipped = [], [], [], []
+    for t in tasks:
+        try:
+            sketch, data = _probe_sketch(zoo, t), task_data(zoo, t)
+        except PizooError as e:
+            skipped.append(f"{t} ({e.message})")
+            continue
+        kept.append(t)
+        sketches.append(sketch)
+        datas.append(data)
+    if skipped:
+        log.warning("skipped tasks that could not be read: " + "; ".join(skipped) + " — pizoo verify names the damage")
+    if len(kept) < 2:
+        raise UsageError(f"a hypernetwork is trained over several tasks; {len(kept)} of {len(tasks)} could be read",
+                         "pizoo verify")
+    return kept, sketches, datas
+
+
 def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec | None = None,
                 max_length: int = 128) -> dict:
     """Train the hypernetwork over the zoo's tasks on the splits the zoo keeps; store it in _hyper/."""
@@ -278,10 +302,10 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
                          "add tasks (pizoo add-task) or name them: --tasks A,B,...")
     if len(set(tasks)) != len(tasks):
         raise UsageError(f"--tasks names a task twice: {','.join(tasks)}")
+    tasks, sketches, datas = _readable(zoo, tasks, task_data)
     spec = dataclasses.replace(spec or HyperSpec(()), tasks=tuple(tasks))
     site_of = get_kind(zoo.spec.kind).site
-    sketches = torch.stack([_probe_sketch(zoo, t) for t in tasks])
-    datas = [task_data(zoo, t) for t in tasks]
+    sketches = torch.stack(sketches)
     em = ExpertModel(zoo.spec, datas[0].labels, device=device_for(cfg), max_length=max_length)
     for p in em.expert.values():
         p.requires_grad_(False)

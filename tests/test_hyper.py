@@ -198,3 +198,19 @@ def test_sites_narrow_what_the_hypernetwork_generates(hzoo, tmp_path):
     r = cli(root, "hyper", "show", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["sites"] == "query"
     assert cli(root, "verify").exit_code == 0
+
+
+def test_train_skips_a_task_whose_split_is_corrupt(hzoo, tmp_path):
+    """Regression: one corrupt parquet aborted `hyper train`; now that task is named and left out."""
+    import shutil
+
+    shutil.copytree(hzoo[0].root, tmp_path / "z")
+    root = tmp_path / "z"
+    (root / "b1" / "data" / "train.parquet").write_bytes(b"not parquet")
+    r = cli(root, "hyper", "train", "--all", "--steps", "2", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    assert "skipped tasks that could not be read: b1" in r.stderr
+    assert json.loads(r.stdout)["spec"]["tasks"] == ["a1", "a2"]
+    (root / "a2" / "data" / "train.parquet").write_bytes(b"not parquet either")
+    r = cli(root, "hyper", "train", "--all", "--steps", "2", "--device", "cpu")
+    assert r.exit_code == 2 and "1 of 3 could be read" in r.stderr
