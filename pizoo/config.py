@@ -167,5 +167,29 @@ class TaskManifest:
             for field_ in ("source", "metrics", "provenance"):
                 if not isinstance(getattr(self, field_), dict):
                     bad = f"{field_} is not a mapping"
+            if bad is None and "columns" in self.source:
+                bad = _columns_problem(self.source["columns"])
         if bad:
             raise SchemaError(f"{where}: {bad}", "pizoo verify")
+
+
+_COLUMN_KEYS = ("text", "text_pair", "label", "image", "label_template")
+
+
+def _columns_problem(cols: Any) -> str | None:
+    """What is wrong with the `columns` record of a task's source (as pizoo.data.Columns.record writes it)."""
+    if not isinstance(cols, dict):
+        return "source.columns is not a mapping"
+    unknown = sorted(set(cols) - {*_COLUMN_KEYS, "verbalizer"})
+    if unknown:
+        return f"source.columns has unknown keys {unknown}"
+    for key in _COLUMN_KEYS:
+        if cols.get(key) is not None and not isinstance(cols[key], str):
+            return f"source.columns.{key} is not a column name"
+    if not isinstance(cols.get("label"), str):
+        return "source.columns has no label column"
+    verbalizer = cols.get("verbalizer")
+    if verbalizer is not None and not (isinstance(verbalizer, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                             for k, v in verbalizer.items())):
+        return "source.columns.verbalizer is not a mapping of label to word"
+    return None

@@ -459,3 +459,19 @@ def test_labels_with_commas_or_equals_can_be_verbalized(tmp_path):
     with pytest.raises(UsageError, match="JSON object"):
         (tmp_path / "bad.json").write_text("[1, 2]")
         parse_verbalizer(f"@{tmp_path / 'bad.json'}")
+
+
+@pytest.mark.parametrize("columns", ["text", {"text": 5, "label": "label"}, {"label": "label", "verbalizer": [1]},
+                                     {"text": "text", "label": "label", "extra": "x"}])
+def test_a_malformed_columns_record_fails_verify_and_is_one_line_elsewhere(z, columns):
+    """Regression: verify passed a task.json whose source.columns was malformed; eval then raised an
+    unexpected TypeError."""
+
+    path = z / "a" / "task.json"
+    doc = json.loads(path.read_text())
+    doc["source"]["columns"] = columns
+    path.write_text(json.dumps(doc))
+    r = cli(z, "verify", "--json")
+    assert r.exit_code == 1 and {"task": "a", "file": "task.json", "issue": "unreadable"} in json.loads(r.stdout)["problems"]
+    r = cli(z, "eval", "a")
+    assert r.exit_code == 1 and "source.columns" in r.stderr and "unexpected" not in r.stderr, r.stderr
