@@ -312,7 +312,7 @@ def load_processor(path: Path, trust_remote_code: bool = False):
     image encoder alone (an image processor and no tokenizer files)."""
     from transformers import AutoTokenizer
 
-    if (path / "preprocessor_config.json").is_file() and not any((path / f).is_file() for f in _TOKENIZER_FILES):
+    if has_image_processor(path) and not any((path / f).is_file() for f in _TOKENIZER_FILES):
         return None
 
     try:
@@ -324,9 +324,20 @@ def load_processor(path: Path, trust_remote_code: bool = False):
     return tok
 
 
+def has_image_processor(path: Path) -> bool:
+    """An image side as transformers saves it: preprocessor_config.json, or (transformers 5, a
+    processor of several parts) processor_config.json with an image_processor entry."""
+    if (path / "preprocessor_config.json").is_file():
+        return True
+    try:
+        return "image_processor" in json.loads((path / "processor_config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def load_image_processor(path: Path, trust_remote_code: bool = False):
-    """The image processor of a model with an image side (preprocessor_config.json); else None."""
-    if not (path / "preprocessor_config.json").is_file():
+    """The image processor of a model with an image side; else None."""
+    if not has_image_processor(path):
         return None
     from transformers import AutoImageProcessor
 

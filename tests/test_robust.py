@@ -475,3 +475,26 @@ def test_a_malformed_columns_record_fails_verify_and_is_one_line_elsewhere(z, co
     assert r.exit_code == 1 and {"task": "a", "file": "task.json", "issue": "unreadable"} in json.loads(r.stdout)["problems"]
     r = cli(z, "eval", "a")
     assert r.exit_code == 1 and "source.columns" in r.stderr and "unexpected" not in r.stderr, r.stderr
+
+
+def test_a_processor_saved_by_todays_transformers_reads_images(tmp_path):
+    """Regression: a VisionTextDualEncoderProcessor saved by transformers 5 writes processor_config.json
+    and no preprocessor_config.json; init accepted the model and every image task was then refused
+    with "has no image processor"."""
+    import shutil
+
+    from transformers import AutoProcessor
+
+    dual = helpers.tiny_dual(tmp_path / "dual")
+    resaved = tmp_path / "resaved"
+    shutil.copytree(dual, resaved)
+    for f in ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+              "special_tokens_map.json"):
+        (resaved / f).unlink(missing_ok=True)
+    AutoProcessor.from_pretrained(dual).save_pretrained(resaved)
+    assert (resaved / "processor_config.json").is_file() and not (resaved / "preprocessor_config.json").exists()
+    r = runner.invoke(app, ["--zoo", str(tmp_path / "z"), "init", "--base-model", str(resaved)])
+    assert r.exit_code == 0, r.output
+    data = helpers.image_task(tmp_path, next(iter(helpers.IMAGE_RULES)), 16, 0)
+    r = cli(tmp_path / "z", "add-task", "img", "--data", data, "--image", "image", "--epochs", "1", "--json")
+    assert r.exit_code == 0, r.output
