@@ -498,3 +498,28 @@ def test_a_processor_saved_by_todays_transformers_reads_images(tmp_path):
     data = helpers.image_task(tmp_path, next(iter(helpers.IMAGE_RULES)), 16, 0)
     r = cli(tmp_path / "z", "add-task", "img", "--data", data, "--image", "image", "--epochs", "1", "--json")
     assert r.exit_code == 0, r.output
+
+
+def test_a_huge_or_folder_image_is_one_line(tmp_path):
+    """Regression: a 400-megapixel PNG and a folder as an image path were not refused in one clear line."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from pizoo.errors import DataError
+    from pizoo.inputs.image import read_image
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    png = bytearray(buf.getvalue())
+    ihdr = png.index(b"IHDR")  # its header claims 20,000 x 20,000 pixels; the CRC made to match
+    png[ihdr + 4: ihdr + 12] = struct.pack(">II", 20000, 20000)
+    png[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(png[ihdr: ihdr + 17])))
+    (tmp_path / "huge.png").write_bytes(bytes(png))
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(DataError, match="(400 megapixels|400000000 pixels).*decompression bomb"):
+        read_image("huge.png", tmp_path, "row 1")
+    with pytest.raises(DataError, match="is a folder, not an image file"):
+        read_image("folder.png", tmp_path, "row 2")

@@ -32,6 +32,8 @@ def read_image(value: Any, base_dir: Path | None, where: str) -> bytes:
         path = Path(value).expanduser()
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
+        if path.is_dir():
+            raise DataError(f"{where}: {path} is a folder, not an image file", IMAGE_HINT)
         if not path.is_file():
             raise DataError(f"{where}: image file {path} does not exist", IMAGE_HINT)
         try:
@@ -49,15 +51,22 @@ def read_image(value: Any, base_dir: Path | None, where: str) -> bytes:
     return data
 
 
+MAX_PIXELS = 89_478_485  # PIL's own limit (Image.MAX_IMAGE_PIXELS); models read a few hundred pixels a side
+
+
 def decode(data: bytes):
     """An RGB PIL image from encoded bytes."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size  # read from the header: refuse before decoding what could fill the memory
+            if w * h > MAX_PIXELS:
+                raise DataError(f"an image of {w}x{h} pixels ({w * h / 1e6:.0f} megapixels) is more than "
+                                f"{MAX_PIXELS / 1e6:.0f} megapixels: not a task image (or a decompression bomb)")
             img.load()
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{type(e).__name__}: {str(e)[:120]}") from e
 
 
