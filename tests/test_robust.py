@@ -523,3 +523,20 @@ def test_a_huge_or_folder_image_is_one_line(tmp_path):
         read_image("huge.png", tmp_path, "row 1")
     with pytest.raises(DataError, match="is a folder, not an image file"):
         read_image("folder.png", tmp_path, "row 2")
+
+
+def test_a_zoo_that_cannot_be_written_is_refused_before_training(z, abc):
+    """Regression: writes to a read-only zoo failed only after the whole training run. The tests run
+    as root, whom permissions do not stop: the zoo folder is made immutable (chattr +i) instead."""
+    import subprocess
+
+    subprocess.run(["chattr", "+i", str(z)], check=True)
+    try:
+        r = cli(z, "add-task", "new", "--data", abc[1], "--epochs", "1")
+        assert r.exit_code == 1 and "cannot write to the zoo" in r.stderr, r.stderr
+        assert "steps over" not in r.stderr  # refused before any training
+        r = cli(z, "interpolate", "--target", "a", "--k", "1", "--steps", "1")
+        assert r.exit_code == 1 and "cannot write to the zoo" in r.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(z)], check=True)
+    assert not (z / "new").exists()
