@@ -77,12 +77,12 @@ def gains_of(records_path: Path, sources_all: list[str]) -> dict:
 
 def measure(zoo, f, shots: int, seed: int, sources: list[str]) -> dict:
     """Every probe and fit score of every source for one run (no training)."""
+    from pizoo.choose import compare
     from pizoo.embed import load_embedding
     from pizoo.fisher import choose, probe_fisher
     from pizoo.index import Index, centred_scores, sketch, sketches_of
     from pizoo.interpolate import load_expert_part
     from pizoo.models import ExpertModel
-    from pizoo.choose import compare
     from pizoo.predict import base_fit, fit_scores
     from pizoo.similarity import similarity
     from pizoo.tasks import DataArgs

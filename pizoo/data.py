@@ -7,7 +7,6 @@ read once, checked, and kept as their encoded bytes (a task folder never points 
 from __future__ import annotations
 
 import json
-
 import logging
 import random
 from collections import defaultdict

@@ -100,7 +100,13 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     from pizoo.fisher import embedding_writer
     from pizoo.models import save_tensors
     from pizoo.progress import log
-    from pizoo.tasks import load_task_model, provenance, refuse_existing, split_writers, task_data
+    from pizoo.tasks import (
+        load_task_model,
+        provenance,
+        refuse_existing,
+        split_writers,
+        task_data,
+    )
     from pizoo.train import device_for, planned_steps
     from pizoo.zoo import EXPERT
 

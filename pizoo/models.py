@@ -18,11 +18,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call
 
-from pizoo.config import ZooSpec
-from pizoo.errors import CorruptFile, IncompatibleExperts, ModelError, UsageError
-from pizoo.experts import get_kind
-from pizoo.heads import get_head
-
 from pizoo.basemodel import (  # noqa: F401  (re-exported: the model layer's base-model helpers)
     DEFAULT_MODEL_PIP,
     default_base_model,
@@ -31,6 +26,10 @@ from pizoo.basemodel import (  # noqa: F401  (re-exported: the model layer's bas
     resolve_base,
     tower_types,
 )
+from pizoo.config import ZooSpec
+from pizoo.errors import CorruptFile, IncompatibleExperts, ModelError, UsageError
+from pizoo.experts import get_kind
+from pizoo.heads import get_head
 
 HEAD_PREFIX = "head."
 

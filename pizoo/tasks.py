@@ -41,9 +41,9 @@ from pizoo.models import (
     fingerprint,
     load_tensors,
     read_model_type,
-    tower_types,
     resolve_base,
     save_tensors,
+    tower_types,
 )
 from pizoo.progress import log
 from pizoo.train import ExpertLoss, TrainConfig, device_for, fit

@@ -14,12 +14,10 @@ def zero_shot(zoo, name: str, data: str, columns, *, k: int | str = 1, metric: s
     top-k), ranked as `similar --data` ranks (pizoo.predict), and report the accuracy on the data.
     The fit stage scores on the same examples the accuracy is reported on: say so where it matters."""
     from pizoo.embed import rank_by_probe
-    from pizoo.errors import DataError
+    from pizoo.errors import DataError, UsageError
+    from pizoo.interpolate import parse_k
     from pizoo.models import load_tensors, split_head
     from pizoo.zoo import EXPERT
-
-    from pizoo.errors import UsageError
-    from pizoo.interpolate import parse_k
 
     k = parse_k(k)
     if k is None:

@@ -67,7 +67,11 @@ def tiny_t5(path: Path) -> Path:
     """An encoder-decoder (T5) from a config, with a word-level tokenizer that appends </s> as T5's does."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+    from transformers import (
+        PreTrainedTokenizerFast,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     torch.manual_seed(0)
     cfg = T5Config(vocab_size=len(T5_VOCAB), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,

@@ -69,9 +69,9 @@ def test_every_kind_option_with_a_flag_is_an_init_flag():
     is a flag of `pizoo init`, and the flag's help is the dataclass's."""
     import dataclasses
 
-    from pizoo.experts import KINDS
-
     import typer.main
+
+    from pizoo.experts import KINDS
 
     params = {opt: p.help for p in typer.main.get_command(app).commands["init"].params for opt in p.opts}
     for kind in KINDS.values():

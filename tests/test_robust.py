@@ -442,7 +442,13 @@ def test_import_checks_the_adapters_base_model_and_refuses_per_module_ranks(tmp_
 
 def test_labels_with_commas_or_equals_can_be_verbalized(tmp_path):
     """Regression: labels holding ',' or '=' could not be verbalized, and the hint offered could not work."""
-    from pizoo.data import Columns, escape_verbalizer, load_rows, parse_verbalizer, read_examples
+    from pizoo.data import (
+        Columns,
+        escape_verbalizer,
+        load_rows,
+        parse_verbalizer,
+        read_examples,
+    )
     from pizoo.errors import DataError, UsageError
 
     f = tmp_path / "d.csv"

@@ -12,7 +12,13 @@ from torch import nn
 
 from pizoo.errors import UsageError
 from pizoo.experts import register
-from pizoo.experts.base import RANK_HELP, TARGETS_HELP, HookedExpert, model_types, option
+from pizoo.experts.base import (
+    RANK_HELP,
+    TARGETS_HELP,
+    HookedExpert,
+    model_types,
+    option,
+)
 
 CHILD = "pizoo_adapter"
 # Attention output projection and feed-forward output projection, per architecture family.

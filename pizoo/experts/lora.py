@@ -17,8 +17,8 @@ from pizoo.experts.base import (
     RANK_HELP,
     TARGETS_HELP,
     ExpertKind,
-    option,
     model_types,
+    option,
     strip_adapter_name,
 )
 
