@@ -235,8 +235,9 @@ def test_better_lets_accuracy_decide_only_beyond_noise():
     assert better(same, own) and not better(own, same)
     assert not better(own, own)  # strict: a tie is not better
     noisy = _score([1] * 20 + [0] * 20, [-0.4, -0.6] * 20)  # the same mean likelihood as own, within noise
-    wobbly = _score([1] * 20 + [0] * 20, [-0.3, -0.71] * 20)  # a better mean, but within noise of own
-    assert not better(wobbly, own) and not better(own, wobbly) and not better(noisy, own)
+    wobbly = _score([1] * 20 + [0] * 20, [-0.3, -0.69] * 20)  # a better mean, but within noise of own
+    assert better(wobbly, own) and not better(own, wobbly) and not better(noisy, own)  # choosing: the mean
+    assert not better(wobbly, own, strict=True) and not better(own, wobbly, strict=True)  # keeping: beyond noise
     plain = lambda s: type(s)(s.accuracy, s.log_likelihood)  # noqa: E731  no per-example outcomes
     assert better(plain(one_more), plain(own))  # then accuracy first, as Score orders
 
