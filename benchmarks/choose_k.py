@@ -324,7 +324,9 @@ def before_after(path: Path, shots: int) -> str:
     finalists by the calibrated paired rule) on the runs both record files hold: the test accuracy
     of what the tool saves (before: replayed with the tool's rule of then, accuracy then raw
     log-likelihood, which is what it saved)."""
-    old, new = {}, {}
+    from pizoo.choose import RULE
+
+    old, new, strict = {}, {}, {}
     same = ("epochs", "source_epochs", "lr", "head", "protocol", "candidates")
     recs = [json.loads(line) for line in path.read_text().splitlines()]
     now = next((r["settings"] for r in recs if "ranking" in r["settings"]), None)
@@ -332,14 +334,19 @@ def before_after(path: Path, shots: int) -> str:
         st = rec["settings"]
         if rec["shots"] != shots or "auto" not in rec["k"] or now is None or any(st.get(k) != now.get(k) for k in same):
             continue  # another protocol (earlier records offered the target's own full-pool expert)
-        (new if "ranking" in st else old)[(rec["target"], rec["seed"])] = rec
+        # the rule of today, or the strict one tried first (the calibrated log-likelihood beyond noise
+        # for choosing sources too: records of this session, kept to show why it was dropped)
+        which = old if "ranking" not in st else new if st["rule"] == RULE else strict
+        which[(rec["target"], rec["seed"])] = rec
     both = sorted(set(old) & set(new))
     if not both:
         return "no run in both record sets"
     lines = [f"`--k auto` at {shots} shots on the {len(both)} runs measured both ways (test accuracy of what the "
-             "tool saves; own = the target's expert alone):", "",
-             "| target | seed | own | before: auto (k, kept) | after: auto (k, kept) |", "| --- | --- | --- | --- | --- |"]
-    b, a, o = [], [], []
+             "tool saves; own = the target's expert alone; strict = the first version of the new rule, which also "
+             "chose sources only on a log-likelihood difference beyond noise, where measured):", "",
+             "| target | seed | own | before: auto (k, kept) | after: auto (k, kept) | strict |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    b, a, o, sb, sa = [], [], [], [], []
     for t, seed in both:
         rb, ra = old[(t, seed)], new[(t, seed)]
         before = kept(rb, "auto")
@@ -347,7 +354,20 @@ def before_after(path: Path, shots: int) -> str:
         a.append(ra["k"]["auto"]["test"])
         o.append(ra["own"]["test"])
         kept_before = "target" if before == rb["own"]["test"] and rb["k"]["auto"]["test"] != before else "interpolated"
+        rs = strict.get((t, seed))
+        if rs:
+            sb.append(rs["k"]["auto"]["test"])
+            sa.append(a[-1])
+        cell = f"{rs['k']['auto']['test']:.3f} (k={rs['k']['auto']['chosen_k']})" if rs else "–"
         lines.append(f"| {t} | {seed} | {ra['own']['test']:.3f} | {before:.3f} (k={rb['k']['auto']['chosen_k']}, "
-                     f"{kept_before}) | {a[-1]:.3f} (k={ra['k']['auto']['chosen_k']}, {ra['k']['auto']['kept']}) |")
-    lines.append(f"| **mean** | | {statistics.mean(o):.3f} | {statistics.mean(b):.3f} | {statistics.mean(a):.3f} |")
+                     f"{kept_before}) | {a[-1]:.3f} (k={ra['k']['auto']['chosen_k']}, {ra['k']['auto']['kept']}) "
+                     f"| {cell} |")
+    lines.append(f"| **mean** | | {statistics.mean(o):.3f} | {statistics.mean(b):.3f} | {statistics.mean(a):.3f} | "
+                 + (f"{statistics.mean(sb):.3f} (after on the same runs: {statistics.mean(sa):.3f})" if sb else "–")
+                 + " |")
+    wins = sum(x > y + 1e-9 for x, y in zip(a, b))
+    losses = sum(x < y - 1e-9 for x, y in zip(a, b))
+    lines += ["", f"After against before: {wins} better, {len(a) - wins - losses} equal, {losses} worse; after against "
+              f"own: mean {statistics.mean(a) - statistics.mean(o):+.3f}, below own in "
+              f"{sum(x < y - 1e-9 for x, y in zip(a, o))} of {len(a)} runs."]
     return "\n".join(lines)
