@@ -353,7 +353,9 @@ def before_after(path: Path, shots: int) -> str:
         b.append(before)
         a.append(ra["k"]["auto"]["test"])
         o.append(ra["own"]["test"])
-        kept_before = "target" if before == rb["own"]["test"] and rb["k"]["auto"]["test"] != before else "interpolated"
+        kept_before = ("target" if rb["k"]["auto"]["chosen_k"] == 0 or (before == rb["own"]["test"]
+                                                                        and rb["k"]["auto"]["test"] != before)
+                       else "interpolated")
         rs = strict.get((t, seed))
         if rs:
             sb.append(rs["k"]["auto"]["test"])
