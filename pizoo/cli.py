@@ -419,7 +419,7 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
 
 # -- embeddings -------------------------------------------------------------------------------
 MetricOpt = Annotated[str, typer.Option(help="cosine (the paper) | normalized (its code, Task2Vec) | centred (cosine "
-                                              "less the zoo mean: no hub task)")]
+                                              "less the zoo mean, which the index keeps)")]
 ByOpt = Annotated[Optional[str], typer.Option(
     "--by", help="fisher: task embeddings only | fit: each expert's fit to the target's labelled examples | both: "
     "embeddings recall the nearest --recall tasks, their fit orders them (default: both where the target has "
@@ -493,7 +493,7 @@ def similar(ctx: typer.Context,
     the nearest tasks (the zoo's index: fast at any size), then each recalled expert's fit to the
     target's labelled examples orders them (mean log-likelihood of the gold labels after one
     temperature per expert, and accuracy: forward passes only). --by fisher ranks by the embeddings
-    alone and needs neither torch nor the model.
+    alone; with --which as well, it needs neither torch nor the model.
 
     Example:
 
