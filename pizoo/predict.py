@@ -202,26 +202,14 @@ def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", 
     `recall_count` tasks, the fit orders them. `em` and `rows` (the target's labelled examples,
     encoded) are needed for fit/both. `distinct`: one version per task root (X, X-pi, ... count
     once) and never the target's own derivatives."""
-    check_by(by)
-    if by != "fisher":
-        check_fit_possible(zoo, by)
-        if em is None or not rows:
-            raise UsageError(f"--by {by} needs the target's labelled examples", "use --by fisher")
+    _check(zoo, by)
+    if by != "fisher" and (em is None or not rows):
+        raise UsageError(f"--by {by} needs the target's labelled examples", "use --by fisher")
     exclude = _same_root(zoo, target) if distinct else ()
     group = group or default_group(zoo)
-    want = None if by == "fit" else max(recall_count, count or 0) if by == "both" else count
     start = time.perf_counter()
-    ranked = _recall_distinct(zoo, target, metric, group, want, exclude, distinct)
-    fisher_seconds = time.perf_counter() - start
-    sims = dict(ranked)
-    if by == "fisher":
-        return Ranking(target, by, metric, tuple(Candidate(n, s) for n, s in ranked), 0, fisher_seconds)
-    head = [n for n, _ in ranked] if by == "fit" else [n for n, _ in ranked[:recall_count]]
-    fits, seconds, skipped, base = fit_candidates(zoo, em, rows, head)
-    scored = order([candidate(n, sims[n], fits[n], base) for n in head if n in fits])
-    tail = [Candidate(n, s) for n, s in ranked if n not in fits and n not in skipped]
-    return Ranking(target, by, metric, tuple(scored + tail), len(head), fisher_seconds, seconds, len(rows),
-                   tuple(skipped))
+    ranked = _recall_distinct(zoo, target, metric, group, _wanted(by, count, recall_count), exclude, distinct)
+    return _finish(zoo, target, by, metric, ranked, time.perf_counter() - start, em, rows, recall_count)
 
 
 def rank_data(zoo, vec: dict, em, rows: Sequence[dict], *, by: str, metric: str, label: str,
@@ -230,21 +218,35 @@ def rank_data(zoo, vec: dict, em, rows: Sequence[dict], *, by: str, metric: str,
     the top `count` come back (None: every task for fisher and fit, the R recalled for both)."""
     from pizoo.embed import ranked_by_vector
 
+    _check(zoo, by)
+    start = time.perf_counter()
+    ranked = ranked_by_vector(zoo, vec, metric=metric, group="probe",
+                              count=_at_most(zoo, _wanted(by, count, recall_count)))
+    return _finish(zoo, label, by, metric, ranked, time.perf_counter() - start, em, rows, recall_count)
+
+
+def _check(zoo, by: str) -> None:
     check_by(by)
     if by != "fisher":
         check_fit_possible(zoo, by)
-    want = None if by == "fit" else max(recall_count, count or 0) if by == "both" else count
-    start = time.perf_counter()
-    ranked = ranked_by_vector(zoo, vec, metric=metric, group="probe", count=_at_most(zoo, want))
-    fisher_seconds = time.perf_counter() - start
+
+
+def _wanted(by: str, count: int | None, recall_count: int) -> int | None:
+    """How many the embedding stage must return: all for fit, R (or more) for both, count for fisher."""
+    return None if by == "fit" else max(recall_count, count or 0) if by == "both" else count
+
+
+def _finish(zoo, target: str, by: str, metric: str, ranked: list[tuple[str, float]], fisher_seconds: float,
+            em, rows, recall_count: int) -> Ranking:
+    """The fit stage over the recalled tasks (none for fisher), and the Ranking."""
     if by == "fisher":
-        return Ranking(label, by, metric, tuple(Candidate(n, s) for n, s in ranked), 0, fisher_seconds)
+        return Ranking(target, by, metric, tuple(Candidate(n, s) for n, s in ranked), 0, fisher_seconds)
     sims = dict(ranked)
     head = [n for n, _ in ranked] if by == "fit" else [n for n, _ in ranked[:recall_count]]
     fits, seconds, skipped, base = fit_candidates(zoo, em, rows, head)
     scored = order([candidate(n, sims[n], fits[n], base) for n in head if n in fits])
     tail = [Candidate(n, s) for n, s in ranked if n not in fits and n not in skipped]
-    return Ranking(label, by, metric, tuple(scored + tail), len(head), fisher_seconds, seconds, len(rows),
+    return Ranking(target, by, metric, tuple(scored + tail), len(head), fisher_seconds, seconds, len(rows),
                    tuple(skipped))
 
 
