@@ -184,14 +184,6 @@ def order(scored: list["Candidate"]) -> list["Candidate"]:
 
 
 # -- the two stages ------------------------------------------------------------------------------
-def recall(zoo, target: str, *, metric: str, group: str, count: int | None, exclude: Sequence[str] = ()
-           ) -> list[tuple[str, float]]:
-    """The `count` tasks nearest `target` by embedding (None: every one), best first."""
-    from pizoo.embed import ranked_by_embedding
-
-    return ranked_by_embedding(zoo, target, metric=metric, group=group, count=count, exclude=exclude)
-
-
 def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", group: str | None = None,
                  em=None, rows: Sequence[dict] | None = None, count: int | None = None,
                  recall_count: int = RECALL, distinct: bool = True) -> Ranking:
@@ -258,14 +250,16 @@ def _at_most(zoo, want: int | None) -> int | None:
 def _recall_distinct(zoo, target, metric, group, want, exclude, distinct) -> list[tuple[str, float]]:
     """The top `want` (None: all) by embedding, one per root task when `distinct`; asks the index
     for more when versions of one root take places."""
+    from pizoo.embed import ranked_by_embedding
+
     ask = want
     while True:
         try:
-            ranked = recall(zoo, target, metric=metric, group=group, count=ask, exclude=exclude)
+            ranked = ranked_by_embedding(zoo, target, metric=metric, group=group, count=ask, exclude=exclude)
         except UsageError:  # fewer tasks than asked for: take them all
             if ask is None:
                 raise
-            ranked, ask = recall(zoo, target, metric=metric, group=group, count=None, exclude=exclude), None
+            ranked, ask = ranked_by_embedding(zoo, target, metric=metric, group=group, exclude=exclude), None
         out = _one_per_root(zoo, ranked) if distinct else ranked
         if want is None or ask is None or len(out) >= want:
             return out if want is None else out[:want]
