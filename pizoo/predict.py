@@ -225,6 +225,8 @@ def _check(zoo, by: str) -> None:
 
 def _wanted(by: str, count: int | None, recall_count: int) -> int | None:
     """How many the embedding stage must return: all for fit, R (or more) for both, count for fisher."""
+    if not isinstance(recall_count, int) or recall_count < 1:
+        raise UsageError(f"--recall must be at least 1, got {recall_count}")
     return None if by == "fit" else max(recall_count, count or 0) if by == "both" else count
 
 

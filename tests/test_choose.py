@@ -338,6 +338,8 @@ def test_similar_by_fit_and_both_through_the_cli_and_interpolate_takes_the_same_
     assert rec["sources"][0]["fit_log_likelihood"] == pytest.approx(rows["both"][0]["fit_log_likelihood"], abs=1e-6)
     r = cli(z.root, "similar", "few", "--by", "nope")
     assert r.exit_code == 2 and "--by" in r.stderr
+    r = cli(z.root, "similar", "few", "--recall", "0")
+    assert r.exit_code == 2 and "--recall must be at least 1" in r.stderr
 
 
 def test_similar_for_new_data_by_fit(zoo, tmp_path):
