@@ -128,12 +128,12 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     if not with_:  # a broken expert among the proposed sources is left out with a warning, never fatal
         if n_sources is not None:
             check_k(n_sources, len(ranked))
-        ranked = _loadable(zoo, ranked, em, need=n_sources or AUTO_CANDIDATES)
+        ranked, loaded = _loadable(zoo, ranked, em, need=n_sources or AUTO_CANDIDATES)
         if n_sources is not None and len(ranked) < n_sources:
             raise IncompatibleExperts(f"only {len(ranked)} of the top {n_sources} sources could be read",
                                       "pizoo verify, or ask for fewer: --k")
     sources = ranked[:AUTO_CANDIDATES] if n_sources is None and not with_ else ranked
-    experts = {c.task: load_expert_part(zoo, c.task, em) for c in sources}
+    experts = {c.task: loaded[c.task] if not with_ else load_expert_part(zoo, c.task, em) for c in sources}
     own_state, own = em.state(), em.score(eval_rows)
     run_steps = planned_steps(cfg, len(train_rows))
     choice, probe_states = None, {}
@@ -212,24 +212,24 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     return zoo.write_task(out, files)
 
 
-def _loadable(zoo, ranked: list, em, need: int) -> list:
-    """The first `need` candidates whose experts can be read (checked), in order; the unreadable
-    ones passed over are named on stderr."""
+def _loadable(zoo, ranked: list, em, need: int) -> tuple[list, dict]:
+    """The first `need` candidates whose experts can be read (checked), in order, and their expert
+    tensors; the unreadable ones passed over are named on stderr."""
     from pizoo.errors import PizooError
     from pizoo.progress import log
 
-    out, skipped = [], []
+    out, loaded, skipped = [], {}, []
     for c in ranked:
         if len(out) == need:
             break
         try:
-            load_expert_part(zoo, c.task, em)
+            loaded[c.task] = load_expert_part(zoo, c.task, em)
             out.append(c)
         except PizooError as e:
             skipped.append(f"{c.task} ({e.message})")
     if skipped:
         log.warning("skipped sources whose expert could not be read: " + "; ".join(skipped) + " — pizoo verify")
-    return out
+    return out, loaded
 
 
 def _fit(mixture: Mixture, rows, cfg, alpha_lr: float, desc: str):

@@ -250,8 +250,6 @@ class ExpertModel:
         prediction scores): the second breaks ties of the first and is far less noisy."""
         if not rows:
             return Score(float("nan"), float("nan"))
-        from pizoo.predict import best_temperature
-
         scores = self.class_scores(rows, params=params)
         gold = torch.tensor([r["label"] for r in rows])
         ll = scores.log_softmax(-1).gather(1, gold[:, None])[:, 0]
@@ -270,6 +268,21 @@ class _Runner(nn.Module):
 
     def forward(self, call, inputs):
         return call(inputs)
+
+
+TEMPERATURES = tuple(2.0 ** (i / 4) for i in range(-16, 17))  # 1/16 .. 16: a grid, no optimiser to tune
+
+
+def best_temperature(scores, gold) -> float:
+    """The temperature (on a fixed grid, 1 included) that maximises the mean log-likelihood of the
+    gold labels under (N, L) prediction scores."""
+    best, best_t = -float("inf"), 1.0
+    for t in (1.0, *TEMPERATURES):
+        ll = float((scores / t).log_softmax(-1).gather(1, gold[:, None]).mean())
+        if ll > best:
+            best, best_t = ll, t
+    return best_t
+
 
 
 @dataclass(frozen=True, order=True)

@@ -35,7 +35,6 @@ from pizoo.progress import log
 
 BY = ("fisher", "fit", "both")
 RECALL = 100  # R: tasks taken from the index for the fit stage (`both`)
-TEMPERATURES = tuple(2.0 ** (i / 4) for i in range(-16, 17))  # 1/16 .. 16: a grid, no optimiser to tune
 
 
 @dataclass(frozen=True)
@@ -118,17 +117,6 @@ def check_fit_possible(zoo, by: str) -> None:
 
 
 # -- calibrated fit ------------------------------------------------------------------------------
-def best_temperature(scores, gold) -> float:
-    """The temperature (on a fixed grid, 1 included) that maximises the mean log-likelihood of the
-    gold labels under (N, L) prediction scores."""
-    best, best_t = -math.inf, 1.0
-    for t in (1.0, *TEMPERATURES):
-        ll = float((scores / t).log_softmax(-1).gather(1, gold[:, None]).mean())
-        if ll > best:
-            best, best_t = ll, t
-    return best_t
-
-
 def fit_scores(em, rows: Sequence[dict], experts: dict[str, object]) -> dict:
     """Each expert's fit to `rows` (encoded with their gold labels): a Score (pizoo.models) with the
     accuracy, the raw and the calibrated log-likelihood, and their per-example values."""
