@@ -53,17 +53,21 @@ from transfer import FAMILY, columns, quiet, source_zoo, train_sources  # noqa: 
 
 SCORES = ("fisher-cosine", "fisher-normalized", "probe-cosine", "probe-normalized", "probe-centred", "fit",
           "fit-raw", "fit-accuracy", "both")
-FAMILY_TEXT = ("bbc-topic", "clothing-department", "clothing-rating", "clothing-recommended", "rt-sentiment",
-               "rt-subjectivity")
-TRANSFER_SETTINGS = {"epochs": 15, "source_epochs": 5, "lr": 0.002, "k": 2, "corr_steps": 15, "head": "match"}
+TASKS = {"text": ("bbc-topic", "clothing-department", "clothing-rating", "clothing-recommended", "rt-sentiment",
+                  "rt-subjectivity"),
+         "image": ("digits-8x8", "fashion-type", "mnist-3v8", "mnist-digit", "mnist-high", "mnist-parity")}
+# the settings transfer.py measured the gains with (its image runs trained 8 epochs, not 15)
+TRANSFER_SETTINGS = {"text": {"epochs": 15, "source_epochs": 5, "lr": 0.002, "k": 2, "corr_steps": 15, "head": "match"},
+                     "image": {"epochs": 8, "source_epochs": 5, "lr": 0.002, "k": 2, "corr_steps": 15, "head": "match",
+                               "modality": "image"}}
 
 
-def gains_of(records_path: Path, sources_all: list[str]) -> dict:
+def gains_of(records_path: Path, sources_all: list[str], modality: str) -> dict:
     """(target, shots, seed) -> {source task: (gain, fisher cosine, fisher normalized)} from transfer.py's records."""
     out = {}
     for line in records_path.read_text().splitlines():
         rec = json.loads(line)
-        want = {**TRANSFER_SETTINGS, "sources": sources_all}
+        want = {**TRANSFER_SETTINGS[modality], "sources": sources_all}
         if rec["settings"] != want or "sims" not in rec:
             continue
         by_sims = {tuple(v): s for s, v in rec["sims"].items()}
@@ -75,7 +79,7 @@ def gains_of(records_path: Path, sources_all: list[str]) -> dict:
     return out
 
 
-def measure(zoo, f, shots: int, seed: int, sources: list[str]) -> dict:
+def measure(zoo, f, shots: int, seed: int, sources: list[str], modality: str) -> dict:
     """Every probe and fit score of every source for one run (no training)."""
     from pizoo.choose import compare
     from pizoo.embed import load_embedding
@@ -88,7 +92,7 @@ def measure(zoo, f, shots: int, seed: int, sources: list[str]) -> dict:
     from pizoo.tasks import DataArgs
     from pizoo.zoo import FISHER
 
-    td = DataArgs(data=str(f), columns=columns(argparse.Namespace(modality="text")), shots=shots, seed=seed).prepare()
+    td = DataArgs(data=str(f), columns=columns(argparse.Namespace(modality=modality)), shots=shots, seed=seed).prepare()
     em = ExpertModel(zoo.spec, td.labels, max_length=64)
     rows = em.encode(td.train, td.label_ids(td.train))
     t0 = time.perf_counter()
@@ -121,7 +125,7 @@ def measure(zoo, f, shots: int, seed: int, sources: list[str]) -> dict:
                         "fit_per_candidate": statistics.mean(fit_seconds.values())}}
 
 
-def check_sources(zoo, f, records_path: Path) -> str:
+def check_sources(zoo, f, records_path: Path, modality: str) -> str:
     """Are the retrained sources those the recorded gains were measured with? Retrain one target's
     own expert as transfer.py did and compare its Fisher similarity to every source with the record."""
     from pizoo.embed import load_embedding
@@ -132,13 +136,14 @@ def check_sources(zoo, f, records_path: Path) -> str:
     rec = next(json.loads(line) for line in records_path.read_text().splitlines()
                if json.loads(line)["target"] == f.stem and json.loads(line)["shots"] == 16
                and json.loads(line)["seed"] == 0 and json.loads(line)["settings"].get("head") == "match"
-               and "sims" in json.loads(line))
+               and json.loads(line)["settings"].get("modality", "text") == modality and "sims" in json.loads(line))
+    epochs = TRANSFER_SETTINGS[modality]["epochs"]
     name = f"{f.stem}-16-s0-check"
     if zoo.has_task(name):
         zoo.remove_task(name)
     with quiet():
-        train_task(zoo, name, DataArgs(data=str(f), columns=columns(argparse.Namespace(modality="text")), shots=16,
-                                       seed=0), TrainConfig(lr=2e-3, seed=0, device="cpu", epochs=15), max_length=64,
+        train_task(zoo, name, DataArgs(data=str(f), columns=columns(argparse.Namespace(modality=modality)), shots=16,
+                                       seed=0), TrainConfig(lr=2e-3, seed=0, device="cpu", epochs=epochs), max_length=64,
                    fisher_samples=128)
     vec = load_embedding(zoo, name)
     diff = max(abs(similarity(vec, load_embedding(zoo, s), "cosine") - v[0]) for s, v in rec["sims"].items())
@@ -163,7 +168,7 @@ def _value(score: str, sc: dict, g: dict, s: str, srcs: list[str]) -> float:
 def report(args, runs: dict, gains: dict) -> str:
     from scipy.stats import spearmanr
 
-    lines = [f"Text targets: the six packaged tasks; shots {args.shots}; seeds {args.seeds}. Gains: single-source "
+    lines = [f"{args.modality.capitalize()} targets: the six packaged tasks; shots {args.shots}; seeds {args.seeds}. Gains: single-source "
              "interpolation (k = 1, mode alpha, 15 steps) minus the own expert, on the test split, from "
              "benchmarks/results/transfer-runs.jsonl. ρ pooled: Spearman over every (run, source) pair; ρ within: "
              "the mean over runs of the Spearman over that run's five sources; gain of top-1: the mean gain of the "
@@ -201,7 +206,8 @@ def report(args, runs: dict, gains: dict) -> str:
                          f"{statistics.mean(top1_gain):+.4f} | {statistics.mean(fam):.3f} | {hub[0]} {hub[1]} of {len(keys)} |")
         lines += [f"| *best source per run (oracle)* | | | {oracle:+.4f} | | |", ""]
     secs = [r["seconds"] for r in runs.values()]
-    lines += [f"Cost per run (2 CPU cores, MiniLM, max length 64): probe Fisher of the target's shots "
+    model = "pizoo:multimodal (DINOv2-small + MiniLM)" if args.modality == "image" else "MiniLM, max length 64"
+    lines += [f"Cost per run (2 CPU cores, {model}): probe Fisher of the target's shots "
               f"{statistics.mean(s['probe_fisher'] for s in secs):.1f} s (up to 128 examples), then ranking by it "
               f"{statistics.mean(s['probe_rank'] for s in secs) * 1000:.0f} ms; fit "
               f"{statistics.mean(s['fit_per_candidate'] for s in secs):.2f} s per candidate on the target's "
@@ -214,15 +220,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shots", default="16,64")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--records", default=str(ROOT / "benchmarks" / "results" / "ranking-runs.jsonl"))
+    ap.add_argument("--modality", default="text", choices=("text", "image"),
+                    help="image: the image tasks of zoo/image-recipes on pizoo:multimodal (gains from transfer.py's "
+                    "--modality image runs, 16 shots)")
+    ap.add_argument("--records", default=None, help="[default: benchmarks/results/ranking-runs[-image].jsonl]")
     ap.add_argument("--transfer-records", default=str(ROOT / "benchmarks" / "results" / "transfer-runs.jsonl"))
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     args.shots = [int(s) for s in args.shots.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    sources_all = sorted(FAMILY_TEXT)
-    gains = gains_of(Path(args.transfer_records), sources_all)
+    image = args.modality == "image"
+    args.records = args.records or str(ROOT / "benchmarks" / "results" / f"ranking-runs{'-image' if image else ''}.jsonl")
+    sources_all = sorted(TASKS[args.modality])
+    gains = gains_of(Path(args.transfer_records), sources_all, args.modality)
     records = Path(args.records)
     runs = {}
     if records.exists():
@@ -238,12 +249,12 @@ def main() -> None:
 
         start = time.perf_counter()
         with quiet():
-            files = {f.stem: f for f in prepare.main(str(tmpdir() / "data"))}
-        src_args = argparse.Namespace(head="match", source_epochs=5, lr=2e-3, modality="text")
+            files = {f.stem: f for f in (prepare.main_images if image else prepare.main)(str(tmpdir() / "data"))}
+        src_args = argparse.Namespace(head="match", source_epochs=5, lr=2e-3, modality=args.modality)
         zoo = source_zoo(src_args, init_zoo)
         cfg = lambda seed, **kw: TrainConfig(lr=2e-3, seed=seed, device="cpu", **kw)  # noqa: E731
         train_sources(zoo, list(files.values()), src_args, cfg, print)
-        check = check_sources(zoo, files[sources_all[0]], Path(args.transfer_records))
+        check = check_sources(zoo, files[sources_all[0]], Path(args.transfer_records), args.modality)
         print(check, file=sys.stderr, flush=True)
         Path(args.records).with_suffix(".check.txt").write_text(check + "\n")
         for key in wanted:
@@ -251,7 +262,7 @@ def main() -> None:
                 continue
             target, shots, seed = key
             rec = {"target": target, "shots": shots, "seed": seed,
-                   **measure(zoo, files[target], shots, seed, [s for s in sources_all if s != target])}
+                   **measure(zoo, files[target], shots, seed, [s for s in sources_all if s != target], args.modality)}
             runs[key] = rec
             with records.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -266,7 +277,11 @@ def main() -> None:
         table += "\n" + check_file.read_text().strip() + "\n"
     print(table)
     if not args.no_write:
-        put_block("ranking", "Predicting which source helps (ranking)", "ranking.py", table)
+        if image:
+            put_block("ranking-image", "Predicting which source helps, on images (ranking)", "ranking.py --modality image",
+                      table)
+        else:
+            put_block("ranking", "Predicting which source helps (ranking)", "ranking.py", table)
 
 if __name__ == "__main__":
     main()

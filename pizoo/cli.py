@@ -584,6 +584,9 @@ def interpolate(ctx: typer.Context,
                 steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
                 lr: Annotated[Optional[float], typer.Option(help="Learning rate of the experts (default: per kind).")] = None,
                 alpha_lr: Annotated[float, typer.Option(help="Learning rate of α.")] = 0.05,
+                alpha_on: Annotated[str, typer.Option(help="With --mode alpha, fit α on: held-out (the eval split, "
+                                                      "two-fold) | train (where the target's expert is favoured).")
+                                    ] = "held-out",
                 keep_best: Annotated[bool, typer.Option(help="Save the target's own expert instead when it scores "
                                                         "better on the eval split.")] = True,
                 batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
@@ -631,7 +634,7 @@ def interpolate(ctx: typer.Context,
     cfg = _train_config(zoo, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
     manifest = interpolate_task(zoo, target, cfg, with_=_csv(with_), k=k, metric=metric,
                                 spec=MixSpec(mode, granularity, init), shots=shots, alpha_lr=alpha_lr, name=as_,
-                                keep_best=keep_best, by=by)
+                                keep_best=keep_best, by=by, alpha_on=alpha_on)
     if manifest is None:  # a non-main process of a distributed launch
         return
     record = {"task": manifest.name, **manifest.provenance["interpolation"], "metrics": manifest.metrics}

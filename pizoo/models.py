@@ -232,7 +232,8 @@ class ExpertModel:
         was_training = self.wrapped.training
         self.wrapped.eval()
         try:
-            return self.head_type.scores(self, rows, params, batch_size).float().cpu()
+            with torch.no_grad():  # scores only: no graph to keep (the fit stage scores hundreds of experts)
+                return self.head_type.scores(self, rows, params, batch_size).float().cpu()
         finally:
             self.wrapped.train(was_training)
 
@@ -250,13 +251,7 @@ class ExpertModel:
         prediction scores): the second breaks ties of the first and is far less noisy."""
         if not rows:
             return Score(float("nan"), float("nan"))
-        scores = self.class_scores(rows, params=params)
-        gold = torch.tensor([r["label"] for r in rows])
-        ll = scores.log_softmax(-1).gather(1, gold[:, None])[:, 0]
-        correct = (scores.argmax(-1) == gold).float()
-        t = best_temperature(scores, gold)
-        cal = (scores / t).log_softmax(-1).gather(1, gold[:, None])[:, 0]
-        return Score(float(correct.mean()), float(ll.mean()), correct, float(cal.mean()), cal, t)
+        return score_of(self.class_scores(rows, params=params), torch.tensor([r["label"] for r in rows]))
 
 
 class _Runner(nn.Module):
@@ -268,6 +263,15 @@ class _Runner(nn.Module):
 
     def forward(self, call, inputs):
         return call(inputs)
+
+
+def score_of(scores: torch.Tensor, gold: torch.Tensor) -> "Score":
+    """The Score of (N, L) prediction scores against the gold label ids (N,)."""
+    ll = scores.log_softmax(-1).gather(1, gold[:, None])[:, 0]
+    correct = (scores.argmax(-1) == gold).float()
+    t = best_temperature(scores, gold)
+    cal = (scores / t).log_softmax(-1).gather(1, gold[:, None])[:, 0]
+    return Score(float(correct.mean()), float(ll.mean()), correct, float(cal.mean()), cal, t)
 
 
 TEMPERATURES = tuple(2.0 ** (i / 4) for i in range(-16, 17))  # 1/16 .. 16: a grid, no optimiser to tune

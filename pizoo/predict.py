@@ -35,6 +35,12 @@ from pizoo.progress import log
 
 BY = ("fisher", "fit", "both")
 RECALL = 100  # R: tasks taken from the index for the fit stage (`both`)
+# The fit stage races its candidates where there are many: every one is first scored on a few of the
+# target's examples (one per label in turn), and only the best RACE_KEEP (at least the k asked for)
+# go on to the fit on all of them. A distractor that does not fit 16 examples does not fit 80; the
+# full fit is kept for those whose order matters.
+RACE_EXAMPLES = 16
+RACE_KEEP = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Candidate:
     fit_accuracy: float | None = None
     fit_temperature: float | None = None
     beats_base: bool | None = None  # the fit beats the base model's (the zoo's starting expert) beyond noise
+    fit_examples: int | None = None  # target examples the fit was taken on (fewer: left behind by the race)
 
     def key(self, by: str) -> tuple:
         if by == "fisher" or self.fit_log_likelihood is None:
@@ -139,7 +146,7 @@ def fit_candidates(zoo, em, rows: Sequence[dict], names: Sequence[str]) -> tuple
     fits, skipped = {}, []
     start = time.perf_counter()
     base = base_fit(em, rows)
-    with progress.task(f"fitting {len(names)} experts to the target's examples", len(names)) as advance:
+    with progress.task(f"fitting {len(names)} experts to {len(rows)} of the target's examples", len(names)) as advance:
         for name in names:
             try:
                 fits.update(fit_scores(em, rows, {name: load_expert_part(zoo, name, em)}))
@@ -151,14 +158,45 @@ def fit_candidates(zoo, em, rows: Sequence[dict], names: Sequence[str]) -> tuple
     return fits, time.perf_counter() - start, [s.split(" (")[0] for s in skipped], base
 
 
-def candidate(name: str, similarity: float | None, fit=None, base=None) -> "Candidate":
-    """A Candidate from its similarity and its fit Score (None: not fitted), judged against the base's."""
+def race_rows(rows: Sequence[dict], n: int) -> list[dict]:
+    """`n` of `rows` for the race's first round, taken one label at a time in turn (the rows' own order
+    within a label, so the same rows every call): every label is seen even at n = 16 of 10 labels."""
+    by_label: dict = {}
+    for r in rows:
+        by_label.setdefault(r["label"], []).append(r)
+    out, i = [], 0
+    while len(out) < n:
+        for group in by_label.values():
+            if i < len(group) and len(out) < n:
+                out.append(group[i])
+        i += 1
+    return out
+
+
+def fit_stage(zoo, em, rows: Sequence[dict], names: Sequence[str], sims: dict, keep: int) -> tuple[list, float, list]:
+    """The fitted candidates, in order, the seconds, and the tasks skipped. Many candidates race: all
+    on RACE_EXAMPLES rows, the best `keep` again on every row; those are ordered first."""
+    if len(names) <= keep or len(rows) <= RACE_EXAMPLES:
+        fits, seconds, skipped, base = fit_candidates(zoo, em, rows, names)
+        return order([candidate(n, sims[n], fits[n], base, len(rows)) for n in names if n in fits]), seconds, skipped
+    few = race_rows(rows, RACE_EXAMPLES)
+    fits, first, skipped, base = fit_candidates(zoo, em, few, names)
+    heats = order([candidate(n, sims[n], fits[n], base, len(few)) for n in names if n in fits])
+    ahead = [c.task for c in heats[:keep]]
+    fits, second, more, base = fit_candidates(zoo, em, rows, ahead)
+    final = order([candidate(n, sims[n], fits[n], base, len(rows)) for n in ahead if n in fits])
+    return final + heats[keep:], first + second, skipped + more
+
+
+def candidate(name: str, similarity: float | None, fit=None, base=None, n: int | None = None) -> "Candidate":
+    """A Candidate from its similarity and its fit Score (None: not fitted) on `n` examples, judged
+    against the base's."""
     if fit is None:
         return Candidate(name, similarity)
     from pizoo.choose import compare
 
     return Candidate(name, similarity, fit.calibrated_log_likelihood, fit.log_likelihood, fit.accuracy,
-                     fit.temperature, None if base is None else compare(fit, base) > 0)
+                     fit.temperature, None if base is None else compare(fit, base) > 0, n)
 
 
 def order(scored: list["Candidate"]) -> list["Candidate"]:
@@ -189,7 +227,7 @@ def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", 
     group = group or default_group(zoo)
     start = time.perf_counter()
     ranked = _recall_distinct(zoo, target, metric, group, _wanted(by, count, recall_count), exclude, distinct)
-    return _finish(zoo, target, by, metric, ranked, time.perf_counter() - start, em, rows, recall_count)
+    return _finish(zoo, target, by, metric, ranked, time.perf_counter() - start, em, rows, recall_count, count)
 
 
 def rank_data(zoo, vec: dict, em, rows: Sequence[dict], *, by: str, metric: str, label: str,
@@ -202,7 +240,7 @@ def rank_data(zoo, vec: dict, em, rows: Sequence[dict], *, by: str, metric: str,
     start = time.perf_counter()
     ranked = ranked_by_vector(zoo, vec, metric=metric, group="probe",
                               count=_at_most(zoo, _wanted(by, count, recall_count)))
-    return _finish(zoo, label, by, metric, ranked, time.perf_counter() - start, em, rows, recall_count)
+    return _finish(zoo, label, by, metric, ranked, time.perf_counter() - start, em, rows, recall_count, count)
 
 
 def _check(zoo, by: str) -> None:
@@ -219,15 +257,17 @@ def _wanted(by: str, count: int | None, recall_count: int) -> int | None:
 
 
 def _finish(zoo, target: str, by: str, metric: str, ranked: list[tuple[str, float]], fisher_seconds: float,
-            em, rows, recall_count: int) -> Ranking:
-    """The fit stage over the recalled tasks (none for fisher), and the Ranking."""
+            em, rows, recall_count: int, count: int | None) -> Ranking:
+    """The fit stage over the recalled tasks (none for fisher), and the Ranking. `fit` scores every
+    task on every example (exhaustive); `both` races the recalled ones (fit_stage)."""
     if by == "fisher":
         return Ranking(target, by, metric, tuple(Candidate(n, s) for n, s in ranked), 0, fisher_seconds)
     sims = dict(ranked)
     head = [n for n, _ in ranked] if by == "fit" else [n for n, _ in ranked[:recall_count]]
-    fits, seconds, skipped, base = fit_candidates(zoo, em, rows, head)
-    scored = order([candidate(n, sims[n], fits[n], base) for n in head if n in fits])
-    tail = [Candidate(n, s) for n, s in ranked if n not in fits and n not in skipped]
+    keep = len(head) if by == "fit" else max(RACE_KEEP, count or 0)
+    scored, seconds, skipped = fit_stage(zoo, em, rows, head, sims, keep)
+    fitted = {c.task for c in scored}
+    tail = [Candidate(n, s) for n, s in ranked if n not in fitted and n not in skipped]
     return Ranking(target, by, metric, tuple(scored + tail), len(head), fisher_seconds, seconds, len(rows),
                    tuple(skipped))
 

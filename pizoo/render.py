@@ -92,6 +92,9 @@ def ranking(r, title: str) -> None:
     table(rows, ["rank", "task", "fit_log_likelihood", "fit_accuracy", "similarity"],
           title=title + f", then fit on {r.n_examples} examples)")
     cost = r.cost()
+    few = sorted({c.fit_examples for c in r.candidates if c.fit_examples and c.fit_examples < r.n_examples})
+    if few:
+        log(f"raced: every recalled expert fitted on {few[0]} examples first, the best on all {r.n_examples}")
     log(f"fit of {cost['recalled']} experts in {cost['fit_seconds']:.1f} s ({cost['fit_seconds_per_candidate']:.2f} s "
         f"each); embedding recall {cost['fisher_seconds']:.2f} s")
 

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pizoo.cli import app
+from pizoo.errors import UsageError
 from pizoo.interpolate import choose_sources, interpolate_task
 from pizoo.landscape import axis, landscape
 from pizoo.tasks import evaluate_task
@@ -156,6 +157,50 @@ def test_in_alpha_mode_the_control_probe_is_the_own_expert_and_costs_nothing(zoo
     control = auto["probes"][0]
     assert control["sources"] == [] and control["steps"] == 0  # nothing trains in alpha mode without a source
     assert control["accuracy"] == m["accuracy_target"] and control["log_likelihood"] == round(m["log_likelihood_target"], 6)
+
+
+def test_alpha_mode_fits_alpha_on_the_held_out_split_and_is_judged_out_of_fold(zoo, tmp_path):
+    """--alpha-on held-out: α is fitted on the eval split (where the target's expert has not fitted
+    the data), and the interpolated expert's eval score is the two folds' out-of-fold score."""
+    from pizoo.interpolate import HELD_OUT_MIN
+    from pizoo.mixture import MixSpec, Mixture
+    from pizoo.models import score_of
+    from pizoo.tasks import load_task_model, task_data
+    from pizoo.train import fit
+
+    z = _clone(zoo, tmp_path / "z", drop=["full"])
+    cfg = TrainConfig(steps=12, seed=0, lr=5e-3, device="cpu")
+    out = {on: interpolate_task(z, "few", cfg, with_=["related"], spec=MixSpec(mode="alpha"), name=f"a-{on}",
+                                keep_best=False, alpha_on=on, embed=False) for on in ("train", "held-out")}
+    rec = {on: o.provenance["interpolation"] for on, o in out.items()}
+    assert rec["train"]["alpha_fitted_on"] == "train split"
+    assert rec["held-out"]["alpha_fitted_on"].startswith("eval split, two-fold")
+    assert rec["held-out"]["steps"] == rec["train"]["steps"] == 12  # the same compute
+
+    em, m = load_task_model(z, "few")
+    td = task_data(z, "few", m)
+    rows = em.encode(td.eval, td.label_ids(td.eval))
+    assert len(rows) >= HELD_OUT_MIN
+    related = {n: t for n, t in load_file(z.task_dir("related") / EXPERT).items() if not n.startswith("head.")}
+
+    def alpha_on(part):
+        mix = Mixture(em, [related], MixSpec(mode="alpha"))
+        fit(mix, part, em.collate, cfg, lr_overrides={id(mix.alpha): 0.05})
+        return mix
+
+    whole = alpha_on(rows)  # the α kept: fitted on the whole eval split
+    assert whole.alpha_record()["expert"] == pytest.approx(rec["held-out"]["alpha"]["expert"], abs=1e-5)
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["label"], i))
+    folds = [sorted(order[0::2]), sorted(order[1::2])]
+    scores = torch.empty(len(rows), len(em.labels))
+    for a, b in ((0, 1), (1, 0)):  # each half scored by the α of the other
+        mix = alpha_on([rows[i] for i in folds[a]])
+        scores[folds[b]] = em.class_scores([rows[i] for i in folds[b]], params=mix.mixed())
+    oof = score_of(scores, torch.tensor([r["label"] for r in rows]))
+    assert out["held-out"].metrics["accuracy_interpolated"] == pytest.approx(oof.accuracy)
+    assert out["held-out"].metrics["log_likelihood_interpolated"] == pytest.approx(oof.log_likelihood, abs=1e-5)
+    with pytest.raises(UsageError, match="--alpha-on"):
+        interpolate_task(z, "few", cfg, with_=["related"], spec=MixSpec(mode="alpha"), name="x", alpha_on="eval")
 
 
 def test_axis_has_the_experts_on_it():
@@ -340,6 +385,26 @@ def test_similar_by_fit_and_both_through_the_cli_and_interpolate_takes_the_same_
     assert r.exit_code == 2 and "--by" in r.stderr
     r = cli(z.root, "similar", "few", "--recall", "0")
     assert r.exit_code == 2 and "--recall must be at least 1" in r.stderr
+
+
+def test_the_fit_stage_races_many_candidates_and_keeps_the_full_fit_for_the_best(zoo, tmp_path, monkeypatch):
+    from pizoo import predict
+
+    z = _clone(zoo, tmp_path / "z", drop=["full"])
+    em, rows = _few_rows(z)
+    exhaustive = predict.rank_sources(z, "few", by="fit", em=em, rows=rows)
+    monkeypatch.setattr(predict, "RACE_KEEP", 1)  # 3 candidates > 1 kept; 16 rows > 6 in the heats
+    monkeypatch.setattr(predict, "RACE_EXAMPLES", 6)
+    raced = predict.rank_sources(z, "few", by="both", em=em, rows=rows)
+    assert raced.names()[0] == exhaustive.names()[0] == "related"
+    first, *rest = raced.candidates
+    assert first.fit_examples == len(rows) == 16 and all(c.fit_examples == 6 for c in rest)
+    assert first.fit_log_likelihood == pytest.approx(exhaustive.candidates[0].fit_log_likelihood, abs=1e-6)
+    assert sorted(raced.names()) == sorted(exhaustive.names())  # the race drops none: it orders them
+    assert all(c.fit_examples == len(rows) for c in exhaustive.candidates)  # --by fit is exhaustive
+    heat = predict.race_rows(rows, 6)
+    assert sorted(r["label"] for r in heat) == [0, 0, 0, 1, 1, 1]  # labels in turn
+    assert predict.race_rows(rows, 6) == heat
 
 
 def test_similar_for_new_data_by_fit(zoo, tmp_path):
