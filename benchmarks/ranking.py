@@ -175,7 +175,7 @@ def report(args, runs: dict, gains: dict) -> str:
              "source the score ranks first; family@2: the share of the top 2 of the target's own family (out of "
              "min(2, family members), targets alone in their family left out); hub: the largest number of runs "
              "one source is ranked first in.", ""]
-    for shots in [*args.shots, "all"]:
+    for shots in [*args.shots, "all"] if len(args.shots) > 1 else args.shots:
         keys = [k for k in runs if shots == "all" or k[1] == shots]
         if not keys:
             continue
@@ -278,8 +278,7 @@ def main() -> None:
     print(table)
     if not args.no_write:
         if image:
-            put_block("ranking-image", "Predicting which source helps, on images (ranking)", "ranking.py --modality image",
-                      table)
+            put_block("ranking-image", "Predicting which source helps, on images (ranking)", "ranking.py", table)
         else:
             put_block("ranking", "Predicting which source helps (ranking)", "ranking.py", table)
 

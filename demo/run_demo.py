@@ -54,6 +54,8 @@ def main() -> None:
                                 "--lr", LR, "--max-length", "64", "--json", json_out=True)
     pizoo("list")
     pizoo("similar", TARGET, "--k", "2")
+    # every task's top 2 sources, as interpolate ranks them (probe Fisher recalls, fit orders)
+    sources = {t: pizoo("similar", t, "--k", "2", "--json", json_out=True) for t in tasks}
     graph = pizoo("graph", "--out", str(OUT / "graph.png"), "--csv", str(OUT / "graph.csv"), "--json",
                   json_out=True)
     pizoo("graph", "--out", str(OUT / "graph-normalized.png"), "--metric", "normalized")
@@ -72,19 +74,17 @@ def main() -> None:
                        "--json", json_out=True)
     pizoo("verify")
 
-    names, matrix = graph["tasks"], graph["matrix"]
     print("\n" + "=" * 78)
     print(f"Summary ({time.perf_counter() - start:.0f} s; {SHOTS} shots per class, MiniLM + LoRA r=8)")
     print("=" * 78)
-    print(f"{'task':22} {'zero-shot':>9} {'expert':>7}   top-2 neighbours (expert Fisher, cosine)")
-    for i, name in enumerate(names):
+    print(f"{'task':22} {'zero-shot':>9} {'expert':>7}   top-2 sources by `pizoo similar` (fit accuracy, probe "
+          "Fisher cosine)")
+    for name in graph["tasks"]:
         if name not in tasks:
             continue
-        ranked = sorted(((matrix[i][j], names[j]) for j in range(len(names)) if j != i and names[j] in tasks),
-                        reverse=True)[:2]
         m_ = trained[name]["metrics"]
         print(f"{name:22} {m_['accuracy_zero_shot']:9.3f} {m_['accuracy']:7.3f}   "
-              + ", ".join(f"{n} ({s:.3f})" for s, n in ranked))
+              + ", ".join(f"{r['task']} ({r['fit_accuracy']:.2f}, {r['similarity']:.2f})" for r in sources[name]))
     for src, r in cross.items():
         print(f"\n{src}'s expert on {TARGET}'s held-out split (no {TARGET} data seen): {r['accuracy']:.3f}", end="")
     print()

@@ -358,3 +358,15 @@ def test_a_schema_1_zoo_opens_as_before(zoo, adapter, bert_dir, tmp_path):
     assert json.loads(r.stdout)["n"] == 20
     r = cli("--zoo", zoo, "verify")
     assert r.exit_code == 0 and "schema 1 zoo" in r.stderr and "opens as before" in r.stderr
+
+
+def test_every_module_is_in_the_architecture_page():
+    """docs/ARCHITECTURE.md's module map names every module of the package (a new one is mapped)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "ARCHITECTURE.md").read_text()
+    modules = sorted(p.relative_to(root).as_posix() for p in (root / "pizoo").rglob("*.py"))
+    missing = [m for m in modules if f"`{m}`" not in page]
+    assert not missing, f"add these to the module map of docs/ARCHITECTURE.md: {missing}"
+    assert len(modules) > 40
