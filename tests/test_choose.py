@@ -402,6 +402,11 @@ def test_the_fit_stage_races_many_candidates_and_keeps_the_full_fit_for_the_best
     assert first.fit_log_likelihood == pytest.approx(exhaustive.candidates[0].fit_log_likelihood, abs=1e-6)
     assert sorted(raced.names()) == sorted(exhaustive.names())  # the race drops none: it orders them
     assert all(c.fit_examples == len(rows) for c in exhaustive.candidates)  # --by fit is exhaustive
+    monkeypatch.setattr(predict, "RACE_KEEP", 2)  # one nominated by the embedding, one by the heats
+    by_embedding = predict.rank_sources(z, "few", by="fisher").names()
+    raced = predict.rank_sources(z, "few", by="both", em=em, rows=rows)
+    full = [c.task for c in raced.candidates if c.fit_examples == len(rows)]
+    assert len(full) == 2 and by_embedding[0] in full and "related" in full, (full, by_embedding)
     heat = predict.race_rows(rows, 6)
     assert sorted(r["label"] for r in heat) == [0, 0, 0, 1, 1, 1]  # labels in turn
     assert predict.race_rows(rows, 6) == heat
