@@ -275,7 +275,7 @@ def _summary(zoo, name: str) -> dict:
 
     how = m.provenance.get("how", "?")
     return {"task": name, "how": how, "input": modality(m.source.get("columns")), "labels": len(m.labels),
-            "accuracy": m.metrics.get("accuracy"), "embedded": "fisher.h5" in m.files, "created": m.created}
+            "accuracy": m.metrics.get("accuracy"), "embedded": zoo.has_embedding(m), "created": m.created}
 
 
 @command("list")

@@ -17,7 +17,7 @@ from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
 from pizoo.index import INDEX, VIEW_OF_METRIC, Index, check_space, read_h5, sketch
 from pizoo.progress import log
 from pizoo.similarity import METRICS, check, matrix, rank
-from pizoo.zoo import FISHER, Zoo
+from pizoo.zoo import Zoo
 
 GROUPS = ("expert", "probe")
 # Exact rerank of the sketch's best candidates: RERANK per wanted neighbour, at least MIN_CANDIDATES
@@ -41,8 +41,7 @@ def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0
         ex, ids = td.train, td.label_ids(td.train)
     em, _ = load_task_model(zoo, name, device)
     rows = em.encode(ex, ids)
-    files = embedding_writer(em, rows, seed=seed, samples=samples)
-    return zoo.update_task(name, files, lambda m: m)
+    return zoo.save_embedding(name, embedding_writer(em, rows, seed=seed, samples=samples))
 
 
 def embed_tasks(zoo: Zoo, names: list[str], *, keep_going: bool = False, **kwargs) -> list[dict[str, Any]]:
@@ -51,7 +50,7 @@ def embed_tasks(zoo: Zoo, names: list[str], *, keep_going: bool = False, **kwarg
     for name in names:
         try:
             m = embed_task(zoo, name, **kwargs)
-            results.append({"task": name, "ok": True, FISHER: m.files.get(FISHER)})
+            results.append({"task": name, "ok": True, **zoo.embedding_entry(m)})
         except PizooError as e:
             if not keep_going:
                 raise
@@ -64,9 +63,9 @@ def load_embedding(zoo: Zoo, name: str, group: str = "expert") -> dict[str, np.n
     if group not in GROUPS:
         raise UsageError(f"--which {group!r} is not one of {', '.join(GROUPS)}")
     manifest = zoo.manifest(name)
-    if FISHER not in manifest.files:
+    if not zoo.has_embedding(manifest):
         raise MissingEmbedding(f"task {name!r} has no Fisher embedding", f"pizoo embed {name}")
-    vec, attrs = read_h5(zoo.file(name, FISHER), group)
+    vec, attrs = read_h5(zoo.embedding_file(name), group)
     check_space(attrs, zoo.spec, f"the embedding of {name!r}")
     check(vec, name)
     return vec
@@ -134,7 +133,7 @@ def ranked_by_embedding(zoo: Zoo, name: str, *, metric: str = "cosine", group: s
         check_k(count, len(idx.names) - 1 - sum(n in idx.row for n in exclude))
         candidates = [n for n, _ in idx.candidates(name, group, metric, max(RERANK * count, MIN_CANDIDATES), exclude)]
         vecs = _embeddings(zoo, candidates, group)
-        if any(zoo.manifest(n).files.get(FISHER) != idx.sha[idx.row[n]] for n in vecs):
+        if any(zoo.sha(zoo.manifest(n), "embedding") != idx.sha[idx.row[n]] for n in vecs):
             log.warning("warning: the zoo's index is stale (an embedding changed since): run pizoo verify")
         return rank(target, vecs, metric)[:count]
     if count is not None:

@@ -113,7 +113,7 @@ class ExpertModel:
         self.expert = self.kind.parameters(self.wrapped)
         module = self.head_type.task_module(hf)
         self.head: dict[str, nn.Parameter] = {HEAD_PREFIX + n: p for n, p in module.named_parameters()} if module else {}
-        self._init_head(head_seed)
+        self.init_head(head_seed)
         self.initial_state = self.state()  # the zoo's shared starting expert: what a task has with no training
         for p in self.trainable().values():
             p.requires_grad_(True)
@@ -139,7 +139,7 @@ class ExpertModel:
         if self.labels:  # no labels: a structural check (init) that scores nothing
             self.head_type.prepare(self)
 
-    def _init_head(self, seed: int | None) -> None:
+    def init_head(self, seed: int | None) -> None:
         """Seeded head initialisation, independent of whatever from_pretrained drew."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         std = getattr(self.hf.config, "initializer_range", 0.02)

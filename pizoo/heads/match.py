@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pizoo.basemodel import is_dual
 from pizoo.errors import ModelError, UsageError
 from pizoo.heads import register
 from pizoo.heads.base import Head, input_features, pad, to_device, wide
@@ -49,11 +50,6 @@ def pooling_of(path: Path | None) -> str:
         if doc.get("pooling_mode_cls_token") and not doc.get("pooling_mode_mean_tokens"):
             return "cls"
     return "mean"
-
-
-def is_dual(model) -> bool:
-    """A dual encoder: a text tower and a vision tower (CLIP, SigLIP, VisionTextDualEncoderModel)."""
-    return hasattr(model, "text_model") and hasattr(model, "vision_model")
 
 
 @register
