@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pizoo.data import Columns, TaskData, load_rows, read_examples, sorted_labels
+from pizoo.data import Columns, TaskData, label_set_of, load_rows, read_examples
 from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
 from pizoo.index import INDEX, VIEW_OF_METRIC, Index, check_space, read_h5, sketch
 from pizoo.progress import log
@@ -202,7 +202,7 @@ def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None
     check_by(by)
     check_k(k if k is not None else 1, len(zoo.task_names()))  # fail before the probe Fisher in an empty zoo
     ex = read_examples(load_rows(data), columns, str(data), Path(data).parent)
-    labels = sorted_labels(ex.labels)
+    labels = label_set_of(ex)
     if len(labels) < 2:
         raise DataError(f"{data} has one class only ({labels[0]!r}): a task needs two or more")
     em = ExpertModel(zoo.spec, labels, device=device)

@@ -19,10 +19,10 @@ from pizoo.data import (
     Examples,
     TaskData,
     draw_shots,
+    label_set_of,
     load_rows,
     prepare,
     read_examples,
-    sorted_labels,
 )
 from pizoo.errors import (
     CorruptFile,
@@ -336,7 +336,7 @@ def read_labelled(path: str | Path, columns: Columns, labels: tuple[str, ...] | 
     """Examples from a file with their label set and label indices: `labels` pins the label set
     (a per-task head's), None takes the data's own labels."""
     ex = read_examples(load_rows(path), columns, str(path), Path(path).parent)
-    label_set = labels or sorted_labels(ex.labels)
+    label_set = labels or label_set_of(ex)
     return ex, label_set, TaskData(ex, ex, label_set).label_ids(ex)
 
 
