@@ -168,10 +168,11 @@ class Examples:
 
     @property
     def input_type(self) -> str:
-        """The registered input type these examples' columns make (pizoo.inputs)."""
-        if self.images is not None:
-            return "image" if self.texts is None else "image-text"
-        return "text-pair" if self.pairs is not None else "text"
+        """The registered input type these examples' columns make (pizoo.inputs.input_type_for)."""
+        from pizoo.inputs import input_type_for
+
+        return input_type_for(k for k, v in (("text", self.texts), ("text_pair", self.pairs), ("image", self.images))
+                              if v is not None)
 
     def to_frame(self):
         import pandas as pd
