@@ -18,6 +18,7 @@ import tomllib
 
 RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"
 IMAGE_RECIPES = RECIPES.parent / "image-recipes"
+CHOICE_RECIPES = RECIPES.parent / "choice-recipes"
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
@@ -63,6 +64,29 @@ def main(out_dir: str = "demo-out/data") -> list[Path]:
     for p in paths:
         counts = pd.read_csv(p)["label"].value_counts().to_dict()
         print(f"prepared {p}: {counts}", file=sys.stderr)
+    return paths
+
+
+# -- multiple choice ------------------------------------------------------------------------------
+def prepare_choices(recipe_path: Path, out_dir: Path) -> Path:
+    """A multiple-choice task file (text, options, answer) from a packaged jsonl: the options stay
+    one string of `A. ...` lines and the answer the right option's line, as the source has them
+    (pizoo reads both forms)."""
+    recipe = tomllib.loads(recipe_path.read_text())
+    df = pd.read_json(package_dir(recipe["package"]) / recipe["file"], lines=True)
+    df["text"] = df[recipe["text"]].astype(str).agg(" ".join, axis=1).str.split().str.join(" ")
+    df = df[["text", "options", "answer"]].dropna()
+    df = df.sample(min(recipe["rows"], len(df)), random_state=recipe["seed"])
+    out = out_dir / f"{recipe_path.stem}.csv"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return out
+
+
+def main_choices(out_dir: str = "demo-out/data") -> list[Path]:
+    paths = [prepare_choices(r, Path(out_dir)) for r in sorted(CHOICE_RECIPES.glob("*.toml"))]
+    for p in paths:
+        print(f"prepared {p}: {len(pd.read_csv(p))} questions", file=sys.stderr)
     return paths
 
 

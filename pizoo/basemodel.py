@@ -19,6 +19,18 @@ _PROCESSOR_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "merges.tx
                     "processor_config.json")
 
 
+DUAL_TYPES = ("clip", "siglip", "vision-text-dual-encoder")  # config.json model types of dual encoders
+
+
+def is_dual(model) -> bool:
+    """Is this a dual encoder (a text tower and a vision tower: CLIP, SigLIP, a
+    VisionTextDualEncoderModel)? The one answer pizoo uses. `model`: a loaded model (by its towers),
+    or, before it is loaded, its config's model types, outermost first (a tuple of strings)."""
+    if isinstance(model, tuple):
+        return bool(model) and model[0] in DUAL_TYPES
+    return hasattr(model, "text_model") and hasattr(model, "vision_model")
+
+
 def default_base_model() -> str:
     """The packaged all-MiniLM-L6-v2, located without importing its package."""
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)

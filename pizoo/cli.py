@@ -29,6 +29,13 @@ VerbalizerOpt = Annotated[Optional[str], typer.Option(
 LabelTemplateOpt = Annotated[Optional[str], typer.Option(
     help="Describe each label in a sentence, e.g. 'a review that is {label}' (after --verbalizer).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file that pizoo did not write.")]
+# The column flags of every command that reads data, declared once (eval's default to the task's own).
+TextOpt = Annotated[Optional[str], typer.Option(help="Text column (default: text; none for an image task).")]
+TextPairOpt = Annotated[Optional[str], typer.Option(help="Second text column (pairs).")]
+LabelOpt = Annotated[str, typer.Option(help="Label column.")]
+ChoicesOpt = Annotated[Optional[str], typer.Option(
+    help="Column of each example's own candidate answers (multiple choice): a list, or one string of "
+         "'A. ...' lines; the label is the gold's 0-based index, letter or text.")]
 ImageOpt = Annotated[Optional[str], typer.Option(
     help="Image column: file paths relative to the data file, or image bytes (parquet). Needs a zoo on a "
          "model with an image side.")]
@@ -140,13 +147,13 @@ def _train_config(zoo, *, lr: float | None, **kwargs):
 
 
 def _columns(text: str | None, text_pair: str | None, label: str, verbalizer: str | None,
-             label_template: str | None = None, image: str | None = None):
+             label_template: str | None = None, image: str | None = None, choices: str | None = None):
     """The column flags (and --verbalizer, --label-template) as the library's Columns; the text
     column is "text" unless the task is an image task."""
     from pizoo.data import Columns, parse_verbalizer
 
     text = text or (None if image else "text")
-    return Columns(text, text_pair, label, parse_verbalizer(verbalizer), label_template, image)
+    return Columns(text, text_pair, label, parse_verbalizer(verbalizer), label_template, image, choices)
 
 
 # -- init -------------------------------------------------------------------------------------
@@ -216,12 +223,13 @@ def add_task(ctx: typer.Context,
              dataset: Annotated[Optional[str], typer.Option(help="A `datasets` name instead of --data (online).")] = None,
              dataset_config: Annotated[Optional[str], typer.Option(help="Its configuration.")] = None,
              split: Annotated[Optional[str], typer.Option(help="Its split.")] = None,
-             text: Annotated[Optional[str], typer.Option(help="Text column (default: text; none for an image task).")] = None,
-             text_pair: Annotated[Optional[str], typer.Option(help="Second text column (pairs).")] = None,
+             text: TextOpt = None,
+             text_pair: TextPairOpt = None,
              image: ImageOpt = None,
-             label: Annotated[str, typer.Option(help="Label column.")] = "label",
+             label: LabelOpt = "label",
              verbalizer: VerbalizerOpt = None,
              label_template: LabelTemplateOpt = None,
+             choices: ChoicesOpt = None,
              shots: Annotated[Optional[int], typer.Option(help="Train on N examples per class.")] = None,
              epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: 10).")] = None,
              steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
@@ -257,7 +265,7 @@ def add_task(ctx: typer.Context,
                             seed=seed, device=device, precision=precision)
         args = DataArgs(data=str(data) if data else None, eval_data=str(eval_data) if eval_data else None,
                         dataset=dataset, dataset_config=dataset_config, split=split,
-                        columns=_columns(text, text_pair, label, verbalizer, label_template, image), shots=shots, seed=seed)
+                        columns=_columns(text, text_pair, label, verbalizer, label_template, image, choices), shots=shots, seed=seed)
         manifest = train_task(zoo, name, args, cfg, max_length=max_length, embed=embed, fisher_samples=fisher_samples)
         if manifest is None:  # a non-main process of a distributed launch
             return
@@ -275,7 +283,7 @@ def _summary(zoo, name: str) -> dict:
 
     how = m.provenance.get("how", "?")
     return {"task": name, "how": how, "input": modality(m.source.get("columns")), "labels": len(m.labels),
-            "accuracy": m.metrics.get("accuracy"), "embedded": "fisher.h5" in m.files, "created": m.created}
+            "accuracy": m.metrics.get("accuracy"), "embedded": zoo.has_embedding(m), "created": m.created}
 
 
 @command("list")
@@ -383,11 +391,12 @@ def verify(ctx: typer.Context,
 def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task name.")],
           data: Annotated[Optional[Path], typer.Option(help="Evaluate on this file (default: the eval split).")] = None,
           text: Annotated[Optional[str], typer.Option(help="Text column (default: the task's).")] = None,
-          text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+          text_pair: TextPairOpt = None,
           image: ImageOpt = None,
           label: Annotated[Optional[str], typer.Option(help="Label column (default: the task's).")] = None,
           verbalizer: VerbalizerOpt = None,
           label_template: LabelTemplateOpt = None,
+          choices: ChoicesOpt = None,
           on: Annotated[Optional[str], typer.Option(help="Score this other task's held-out split (cross-task).")] = None,
           device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
           json_: JsonOpt = False):
@@ -406,10 +415,10 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
 
     zoo = zoo_of(ctx)
     columns = None
-    if any((text, text_pair, label, verbalizer, label_template, image)):  # what is not given stays the task's
+    if any((text, text_pair, label, verbalizer, label_template, image, choices)):  # what is not given stays the task's
         own = task_columns(zoo.manifest(name))
         columns = _columns(text or own.text, text_pair or own.text_pair, label or own.label, verbalizer,
-                           label_template, image or own.image)
+                           label_template, image or own.image, choices or own.choices)
     result = evaluate_task(zoo, name, data=str(data) if data else None, columns=columns, on=on, device=device)
     if json_:
         render.emit_json(result)
@@ -434,12 +443,13 @@ def embed(ctx: typer.Context,
           samples: Annotated[Optional[int], typer.Option(help="Examples to use (default: 256).")] = None,
           seed: Annotated[int, typer.Option(help="Seed that picks the examples.")] = 0,
           data: Annotated[Optional[Path], typer.Option(help="Data for a task without its own (imports).")] = None,
-          text: Annotated[Optional[str], typer.Option(help="Text column (with --data; default: text, none for images).")] = None,
-          text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+          text: TextOpt = None,
+          text_pair: TextPairOpt = None,
           image: ImageOpt = None,
-          label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
+          label: LabelOpt = "label",
           verbalizer: VerbalizerOpt = None,
           label_template: LabelTemplateOpt = None,
+          choices: ChoicesOpt = None,
           device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
           json_: JsonOpt = False):
     """(Re)compute task embeddings: the per-example diagonal Fisher at the task's expert and at the probe.
@@ -455,7 +465,7 @@ def embed(ctx: typer.Context,
     zoo = zoo_of(ctx)
     if all_ == (name is not None):
         raise UsageError("give a task NAME or --all")
-    columns = _columns(text, text_pair, label, verbalizer, label_template, image) if data else None
+    columns = _columns(text, text_pair, label, verbalizer, label_template, image, choices) if data else None
     results = embed_tasks(zoo, zoo.task_names() if all_ else [name], keep_going=all_, samples=samples, seed=seed,
                           data=str(data) if data else None, columns=columns, device=device)
     if json_:
@@ -478,12 +488,13 @@ def similar(ctx: typer.Context,
                                                          "default with per-task heads)")] = None,
             recall: Annotated[int, typer.Option(help="With --by both: tasks the embeddings recall for the fit.")] = 100,
             data: Annotated[Optional[Path], typer.Option(help="Zero-shot: rank tasks against this data (probe).")] = None,
-            text: Annotated[Optional[str], typer.Option(help="Text column (with --data; default: text, none for images).")] = None,
-            text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+            text: TextOpt = None,
+            text_pair: TextPairOpt = None,
             image: ImageOpt = None,
-            label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
+            label: LabelOpt = "label",
             verbalizer: VerbalizerOpt = None,
             label_template: LabelTemplateOpt = None,
+            choices: ChoicesOpt = None,
             samples: Annotated[Optional[int], typer.Option(help="Examples of --data to embed and fit (default: 256).")] = None,
             device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
             json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False):
@@ -510,7 +521,7 @@ def similar(ctx: typer.Context,
     if (name is None) == (data is None):
         raise UsageError("give a task NAME or --data FILE")
     if data is not None:
-        ranking = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template, image),
+        ranking = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template, image, choices),
                                   k=k, metric=metric, samples=samples, device=device, by=by)
         title = f"tasks most similar to {data} (probe, {metric}"
     else:  # the title's parenthesis is closed by render.ranking, which says what ordered the rows
@@ -595,12 +606,13 @@ def interpolate(ctx: typer.Context,
                 as_: Annotated[Optional[str], typer.Option("--as", help="Name of the new task (default: TARGET-pi).")] = None,
                 data: Annotated[Optional[Path], typer.Option(help="Zero-shot: data of a task that has no expert.")] = None,
                 zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Use the nearest task's expert on --data.")] = False,
-                text: Annotated[Optional[str], typer.Option(help="Text column (with --data; default: text, none for images).")] = None,
-                text_pair: Annotated[Optional[str], typer.Option(help="Second text column.")] = None,
+                text: TextOpt = None,
+                text_pair: TextPairOpt = None,
                 image: ImageOpt = None,
-                label: Annotated[str, typer.Option(help="Label column (with --data).")] = "label",
+                label: LabelOpt = "label",
                 verbalizer: VerbalizerOpt = None,
                 label_template: LabelTemplateOpt = None,
+                choices: ChoicesOpt = None,
                 device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
                 json_: JsonOpt = False):
     """Build a better expert for TARGET: learn softmax(α) over its expert and its most similar tasks' (π-Tuning).
@@ -628,7 +640,7 @@ def interpolate(ctx: typer.Context,
     if zero_shot != (data is not None):
         raise UsageError("--zero-shot and --data go together")
     if zero_shot:
-        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template, image),
+        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template, image, choices),
                                k=k or 1, metric=metric, device="cpu" if device == "auto" else device, by=by)
         return render.emit_json(result) if json_ else render.zero_shot(result)
     cfg = _train_config(zoo, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
@@ -769,12 +781,13 @@ def hyper_generate(ctx: typer.Context,
                    name: Annotated[str, typer.Argument(help="Name of the new task.")],
                    data: Annotated[Path, typer.Option(help="The new task's data: csv, tsv, json, jsonl or parquet.")],
                    eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation data (default: a held-out 20%).")] = None,
-                   text: Annotated[Optional[str], typer.Option(help="Text column (default: text; none for an image task).")] = None,
-                   text_pair: Annotated[Optional[str], typer.Option(help="Second text column (pairs).")] = None,
+                   text: TextOpt = None,
+                   text_pair: TextPairOpt = None,
                    image: ImageOpt = None,
-                   label: Annotated[str, typer.Option(help="Label column.")] = "label",
+                   label: LabelOpt = "label",
                    verbalizer: VerbalizerOpt = None,
                    label_template: LabelTemplateOpt = None,
+                   choices: ChoicesOpt = None,
                    shots: Annotated[Optional[int], typer.Option(help="Tune on N examples per class.")] = None,
                    tune: Annotated[str, typer.Option(help="none | task-embedding (z only: HyperPELT TaskEmbed) | all")] = "task-embedding",
                    epochs: Annotated[Optional[int], typer.Option(help="Tuning epochs (default: 10).")] = None,
@@ -798,7 +811,7 @@ def hyper_generate(ctx: typer.Context,
 
     zoo = zoo_of(ctx)
     args = DataArgs(data=str(data), eval_data=str(eval_data) if eval_data else None,
-                    columns=_columns(text, text_pair, label, verbalizer, label_template, image), shots=shots, seed=seed)
+                    columns=_columns(text, text_pair, label, verbalizer, label_template, image, choices), shots=shots, seed=seed)
     manifest = generate_task(zoo, name, args, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=device), tune=tune,
                              max_length=max_length)
     _show(zoo, manifest.name, json_)

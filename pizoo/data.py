@@ -18,6 +18,7 @@ from typing import Any
 from pizoo.errors import DataError, UsageError
 from pizoo.progress import log
 
+PICKLES = (".p", ".pkl", ".pickle")
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -35,10 +36,14 @@ class Columns:
     verbalizer: tuple[tuple[str, str], ...] = ()
     label_template: str | None = None
     image: str | None = None
+    choices: str | None = None  # a column of each example's own candidate answers (pizoo.candidates)
 
     def __post_init__(self):
         if self.text is None and self.image is None:
             raise UsageError("a task needs a --text or an --image column")
+        if self.choices is not None and (self.verbalizer or self.label_template):
+            raise UsageError("--choices gives every example its own answers: --verbalizer and --label-template "
+                             "rename a fixed label set, and there is none")
         if self.text_pair is not None and self.text is None:
             raise UsageError("--text-pair needs --text as well")
         if self.label_template is not None:
@@ -67,6 +72,8 @@ class Columns:
             out["label_template"] = self.label_template
         if self.image:
             out["image"] = self.image
+        if self.choices:
+            out["choices"] = self.choices
         return out
 
 
@@ -147,25 +154,31 @@ def _verbalizer_file(path: Path) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class Examples:
+    """A task's examples. With `choices`, each example brings its own candidate answers and its
+    label is the gold candidate's position ("0", "1", ...): a fixed label set is the special case
+    where every example has the same candidates (pizoo.candidates)."""
     texts: list[str] | None
     pairs: list[str] | None
     labels: list[str]
     images: list[bytes] | None = None  # encoded image files (png, jpeg, ...), as read
+    choices: list[list[str]] | None = None  # each example's candidate texts
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @property
     def input_type(self) -> str:
-        """The registered input type these examples' columns make (pizoo.inputs)."""
-        if self.images is not None:
-            return "image" if self.texts is None else "image-text"
-        return "text-pair" if self.pairs is not None else "text"
+        """The registered input type these examples' columns make (pizoo.inputs.input_type_for)."""
+        from pizoo.inputs import input_type_for
+
+        return input_type_for(k for k, v in (("text", self.texts), ("text_pair", self.pairs), ("image", self.images))
+                              if v is not None)
 
     def to_frame(self):
         import pandas as pd
 
-        cols = {"text": self.texts, "text_pair": self.pairs, "image": self.images, "label": self.labels}
+        cols = {"text": self.texts, "text_pair": self.pairs, "image": self.images, "choices": self.choices,
+                "label": self.labels}
         return pd.DataFrame({k: v for k, v in cols.items() if v is not None})
 
     @classmethod
@@ -173,11 +186,12 @@ class Examples:
         if "label" not in df.columns or not {"text", "image"} & set(df.columns):
             raise DataError(f"{where} lacks the text (or image) or the label column", "pizoo verify")
         col = (lambda c, f: [f(x) for x in df[c]] if c in df.columns else None)
-        return cls(col("text", str), col("text_pair", str), [str(x) for x in df["label"]], col("image", bytes))
+        return cls(col("text", str), col("text_pair", str), [str(x) for x in df["label"]], col("image", bytes),
+                   col("choices", lambda xs: [str(x) for x in xs]))
 
     def subset(self, idx: list[int]) -> "Examples":
         pick = (lambda xs: [xs[i] for i in idx] if xs is not None else None)
-        return Examples(pick(self.texts), pick(self.pairs), pick(self.labels), pick(self.images))
+        return Examples(pick(self.texts), pick(self.pairs), pick(self.labels), pick(self.images), pick(self.choices))
 
 
 @dataclass(frozen=True)
@@ -211,6 +225,11 @@ def load_rows(path: str | Path | None = None, *, dataset: str | None = None, con
                                 "parquet file")
             if not path.is_file():
                 raise DataError(f"data file {path} does not exist", "check the --data path")
+            if path.suffix.lower() in PICKLES:
+                raise DataError(f"{path} is a pickle, and pizoo never unpickles data (loading a pickle runs code)",
+                                "convert it where you trust it, e.g. the refer toolkit's refs(*).p to json: python -c "
+                                "\"import json, pickle; json.dump(pickle.load(open('refs.p', 'rb')), open('refs.json', "
+                                "'w'))\"")
             fmt = FORMATS.get(path.suffix.lower())
             if fmt is None:
                 raise DataError(f"cannot tell the format of {path}: use .csv, .tsv, .json, .jsonl or .parquet")
@@ -287,11 +306,11 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
     """The examples of a dataset; image paths are relative to `base_dir` (the data file's folder)."""
     names = list(ds.column_names)
     for flag, col in (("--text", cols.text), ("--text-pair", cols.text_pair), ("--image", cols.image),
-                      ("--label", cols.label)):
+                      ("--choices", cols.choices), ("--label", cols.label)):
         if col is not None and col not in names:
             raise DataError(f"column {col!r} is not in {where}; its columns are: {', '.join(names)}",
                             f"pass {flag} COLUMN")
-    texts, pairs, images, labels = [], [], [], []
+    texts, pairs, images, labels, choices = [], [], [], [], []
     dropped = 0
     for i, row in enumerate(ds):
         text = row[cols.text] if cols.text else ""
@@ -300,13 +319,19 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
         image = row[cols.image] if cols.image else b""
         for flag, col, value in (("--text", cols.text, text), ("--text-pair", cols.text_pair, pair),
                                  ("--label", cols.label, label)):
-            if col and isinstance(value, (dict, list, tuple)):  # a nested json value: never stored as its repr
+            if col and isinstance(value, (dict, list, tuple)) and not (flag == "--label" and cols.choices):  # a nested json value: never stored as its repr
                 raise DataError(f"{where} row {i + 1}: column {col!r} holds a {type(value).__name__}, not a "
                                 f"{'label' if flag == '--label' else 'text'}", f"pass {flag} a column of plain values")
         if (text is None or label is None or (isinstance(text, str) and cols.text and not text.strip())
                 or (isinstance(label, str) and not label.strip()) or pair is None or image is None):
             dropped += 1  # rows without input or label teach nothing
             continue
+        if cols.choices:
+            from pizoo.candidates import gold_position, parse_choices
+
+            options = parse_choices(row[cols.choices], f"{where} row {i + 1}", cols.choices)
+            label = str(gold_position(label, options, f"{where} row {i + 1}", cols.label))
+            choices.append(options)
         if cols.image:
             from pizoo.inputs.image import read_image
 
@@ -331,13 +356,25 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
     if dropped:
         log.warning(f"warning: {where}: skipped {dropped} of {dropped + len(labels)} rows with an empty input or label")
     return Examples(texts if cols.text else None, pairs if cols.text_pair else None, labels,
-                    images if cols.image else None)
+                    images if cols.image else None, choices if cols.choices else None)
 
 
 def _label_str(value) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
+
+
+def candidate_positions(*parts: Examples) -> tuple[str, ...]:
+    """The label set of a candidate task: every position its largest example has ("0", "1", ...)."""
+    from pizoo.candidates import positions
+
+    return positions(max(len(c) for ex in parts for c in ex.choices or [[]]))
+
+
+def label_set_of(ex: Examples) -> tuple[str, ...]:
+    """The label set examples make: their candidates' positions, or their labels in order."""
+    return candidate_positions(ex) if ex.choices is not None else sorted_labels(ex.labels)
 
 
 def sorted_labels(labels) -> tuple[str, ...]:
@@ -402,7 +439,7 @@ def prepare(data: str | Path | None, cols: Columns, *, eval_data: str | Path | N
     else:
         tr, ev = stratified_split(full, eval_fraction, seed)
         train, held = full.subset(tr), full.subset(ev)
-    label_set = labels or sorted_labels(full.labels)
+    label_set = labels or (candidate_positions(full, held) if full.choices is not None else label_set_of(full))
     if len(label_set) < 2:
         raise DataError(f"{where} has one class only ({label_set[0]!r}): a classifier needs two or more")
     if shots is not None:

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from pizoo.data import Columns, TaskData, load_rows, read_examples, sorted_labels
+from pizoo.data import Columns, TaskData, label_set_of, load_rows, read_examples
 from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
 from pizoo.index import INDEX, VIEW_OF_METRIC, Index, check_space, read_h5, sketch
 from pizoo.progress import log
 from pizoo.similarity import METRICS, check, matrix, rank
-from pizoo.zoo import FISHER, Zoo
+from pizoo.zoo import Zoo
 
 GROUPS = ("expert", "probe")
 # Exact rerank of the sketch's best candidates: RERANK per wanted neighbour, at least MIN_CANDIDATES
@@ -41,8 +41,7 @@ def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0
         ex, ids = td.train, td.label_ids(td.train)
     em, _ = load_task_model(zoo, name, device)
     rows = em.encode(ex, ids)
-    files = embedding_writer(em, rows, seed=seed, samples=samples)
-    return zoo.update_task(name, files, lambda m: m)
+    return zoo.save_embedding(name, embedding_writer(em, rows, seed=seed, samples=samples))
 
 
 def embed_tasks(zoo: Zoo, names: list[str], *, keep_going: bool = False, **kwargs) -> list[dict[str, Any]]:
@@ -51,7 +50,7 @@ def embed_tasks(zoo: Zoo, names: list[str], *, keep_going: bool = False, **kwarg
     for name in names:
         try:
             m = embed_task(zoo, name, **kwargs)
-            results.append({"task": name, "ok": True, FISHER: m.files.get(FISHER)})
+            results.append({"task": name, "ok": True, **zoo.embedding_entry(m)})
         except PizooError as e:
             if not keep_going:
                 raise
@@ -64,9 +63,9 @@ def load_embedding(zoo: Zoo, name: str, group: str = "expert") -> dict[str, np.n
     if group not in GROUPS:
         raise UsageError(f"--which {group!r} is not one of {', '.join(GROUPS)}")
     manifest = zoo.manifest(name)
-    if FISHER not in manifest.files:
+    if not zoo.has_embedding(manifest):
         raise MissingEmbedding(f"task {name!r} has no Fisher embedding", f"pizoo embed {name}")
-    vec, attrs = read_h5(zoo.file(name, FISHER), group)
+    vec, attrs = read_h5(zoo.embedding_file(name), group)
     check_space(attrs, zoo.spec, f"the embedding of {name!r}")
     check(vec, name)
     return vec
@@ -134,7 +133,7 @@ def ranked_by_embedding(zoo: Zoo, name: str, *, metric: str = "cosine", group: s
         check_k(count, len(idx.names) - 1 - sum(n in idx.row for n in exclude))
         candidates = [n for n, _ in idx.candidates(name, group, metric, max(RERANK * count, MIN_CANDIDATES), exclude)]
         vecs = _embeddings(zoo, candidates, group)
-        if any(zoo.manifest(n).files.get(FISHER) != idx.sha[idx.row[n]] for n in vecs):
+        if any(zoo.sha(zoo.manifest(n), "embedding") != idx.sha[idx.row[n]] for n in vecs):
             log.warning("warning: the zoo's index is stale (an embedding changed since): run pizoo verify")
         return rank(target, vecs, metric)[:count]
     if count is not None:
@@ -203,7 +202,7 @@ def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None
     check_by(by)
     check_k(k if k is not None else 1, len(zoo.task_names()))  # fail before the probe Fisher in an empty zoo
     ex = read_examples(load_rows(data), columns, str(data), Path(data).parent)
-    labels = sorted_labels(ex.labels)
+    labels = label_set_of(ex)
     if len(labels) < 2:
         raise DataError(f"{data} has one class only ({labels[0]!r}): a task needs two or more")
     em = ExpertModel(zoo.spec, labels, device=device)
@@ -278,11 +277,11 @@ def task_groups(zoo: Zoo, names: list[str], how: str) -> list[str] | None:
 def modality(columns: dict | None) -> str:
     """What a task reads, from the columns record of its source: image, image-text, text, text-pair
     ("?" for a task made without data: an imported adapter)."""
+    from pizoo.inputs import input_type_for
+
     if not columns:
         return "?"
-    if columns.get("image"):
-        return "image-text" if columns.get("text") else "image"
-    return "text-pair" if columns.get("text_pair") else "text"
+    return input_type_for(k for k in ("text", "text_pair", "image") if columns.get(k))
 
 
 def cluster_matrix(names: list[str], rows: np.ndarray, clusters: int = 200, iterations: int = 20, seed: int = 0

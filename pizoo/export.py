@@ -173,7 +173,7 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
                       "head_options": spec.head_options,
                       "kind": spec.kind, "options": spec.options, "metrics": manifest.metrics,
                       "source": manifest.source, "provenance": manifest.provenance,
-                      "expert_sha256": manifest.files.get("expert.safetensors")}
+                      "expert_sha256": Zoo.sha(manifest, "expert")}
         (tmp / "README.md").write_text(card(manifest, spec, fmt, out, resolve_base(spec.base_model)))
         provenance["files"] = sorted([p.name for p in tmp.iterdir()] + [PROVENANCE])
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")

@@ -226,7 +226,7 @@ def probe_fisher(em, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
             for n, t in probe.items():
                 em.expert[n].copy_(t)
         if em.head:
-            em._init_head(em.spec.seed)
+            em.init_head(em.spec.seed)
         return fisher_diag(em, rows, desc="fisher (probe)")
     finally:
         em.load_state(saved, where="saved state")
@@ -251,10 +251,8 @@ def write_h5(path: Path, groups: dict[str, dict[str, torch.Tensor]], attrs: dict
 
 
 def embedding_writer(em, rows: Sequence[dict], *, seed: int = 0, samples: int | None = None,
-                     groups: Sequence[str] = GROUPS) -> dict:
-    """Compute the embedding now; return the {file name: writer} to hand to the zoo."""
-    from pizoo.zoo import FISHER
-
+                     groups: Sequence[str] = GROUPS):
+    """Compute the embedding now; return the writer to hand to the zoo (TaskFiles.embedding)."""
     chosen = choose(rows, samples, seed)
     computed = {}
     if "expert" in groups:
@@ -262,4 +260,4 @@ def embedding_writer(em, rows: Sequence[dict], *, seed: int = 0, samples: int | 
     if "probe" in groups:
         computed["probe"] = probe_fisher(em, chosen)
     attrs = attrs_for(em, len(chosen), seed)
-    return {FISHER: lambda p: write_h5(p, computed, attrs)}
+    return lambda p: write_h5(p, computed, attrs)

@@ -168,7 +168,7 @@ def visual_feature(em, rows: Sequence[dict], limit: int = 64, batch_size: int = 
 
 
 def _visual_dim(em, names: Sequence[str]) -> int:
-    from pizoo.heads.match import is_dual
+    from pizoo.basemodel import is_dual
 
     if not (is_dual(em.hf) and any(is_visual(n) for n in names)):
         return 0
@@ -240,9 +240,8 @@ def _check_head(zoo) -> None:
 
 def _probe_sketch(zoo, name: str) -> torch.Tensor:
     from pizoo.index import sketches_of
-    from pizoo.zoo import FISHER
 
-    s = sketches_of(zoo.file(name, FISHER)).get("probe")
+    s = sketches_of(zoo.embedding_file(name)).get("probe")
     if s is None:
         from pizoo.errors import MissingEmbedding
 
@@ -337,9 +336,9 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
     if not result.is_main_process:
         return {}
     expert_size = sum(p.numel() for p in em.expert.values())
-    from pizoo.tasks import TRAIN_SPLIT, provenance
+    from pizoo.tasks import provenance
 
-    splits = {t: zoo.manifest(t).files.get(TRAIN_SPLIT) for t in tasks}  # the data it was trained on
+    splits = {t: zoo.sha(zoo.manifest(t), "train") for t in tasks}  # the data it was trained on
     record = {"spec": dataclasses.asdict(spec), "sketch_dim": int(sketches.shape[1]), "names": net.names, "kind": zoo.spec.kind,
               "provenance": provenance(zoo.spec, how="hyper-train", train_split_sha256=splits, max_length=max_length),
               "expert_space": zoo.spec.expert_space, "training": dataclasses.asdict(cfg), "steps": result.steps,
@@ -399,6 +398,7 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
         split_writers,
     )
     from pizoo.train import device_for, fit
+    from pizoo.zoo import TaskFiles
 
     if tune not in TUNES:
         raise UsageError(f"--tune {tune!r} is not one of {', '.join(TUNES)}")
@@ -434,8 +434,8 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
         tensors = {n: t.detach().cpu() for n, t in net.generate(module.z, visual).items()}
     em.load_state(tensors, where="generated expert")
     after = em.accuracy(eval_rows)
-    files = {"expert.safetensors": lambda p: save_tensors(tensors, p), **split_writers(data),
-             **embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples)}
+    files = TaskFiles(expert=lambda p: save_tensors(tensors, p), **split_writers(data),
+                      embedding=embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples))
     metrics = {"accuracy": after, "accuracy_generated": before, "n_train": len(train_rows), "n_eval": len(eval_rows),
                "steps": steps}
     hyper = {"tune": tune, "hyper_sha256": record.get("sha256", {}).get(WEIGHTS), "trained_on": list(net.spec.tasks),
@@ -445,7 +445,7 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
                             metrics=metrics, provenance=provenance(zoo.spec, how="hyper", hyper=hyper,
                                                                    training={**dataclasses.asdict(cfg),
                                                                              "max_length": max_length}))
-    return zoo.write_task(manifest, files)
+    return zoo.save_task(manifest, files)
 
 
 def show(zoo) -> dict:

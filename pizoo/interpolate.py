@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -73,13 +74,28 @@ def load_expert_part(zoo, name: str, em) -> dict[str, torch.Tensor]:
     """A task's expert tensors (no head), checked against the zoo's expert shape."""
     from pizoo.errors import IncompatibleExperts
     from pizoo.models import load_tensors, split_head
-    from pizoo.zoo import EXPERT
 
-    expert, _ = split_head(load_tensors(zoo.file(name, EXPERT)))
+    expert, _ = split_head(load_tensors(zoo.expert_file(name)))
     if set(expert) != set(em.expert) or any(expert[n].shape != em.expert[n].shape for n in expert):
         raise IncompatibleExperts(f"the expert of task {name!r} does not have this zoo's expert shape "
                                   f"({zoo.spec.kind} on {zoo.spec.base_model})", f"pizoo rm {name} --yes")
     return expert
+
+
+@dataclass
+class _Run:
+    """What one interpolation works on: the target's model and splits, its own expert and score."""
+    target: str
+    em: object  # the target's ExpertModel
+    data: object  # its TaskData
+    train_rows: list
+    eval_rows: list
+    own_state: dict
+    own: object  # the own expert's Score on the eval split
+    run_steps: int
+    cfg: object
+    spec: MixSpec
+    alpha_lr: float
 
 
 def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = None, k: int | str | None = None,
@@ -96,66 +112,19 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     alpha_on (mode alpha only): "held-out" fits α on the eval split, two-fold (_alpha_held_out),
     where the target's expert has not already fitted the data; "train" fits it on the training
     split, as mode full does (measured: there α drifts to the target at Adam's step rate)."""
-    import dataclasses
-
-    from pizoo.choose import AUTO_CANDIDATES, Finalist, Probe, choose, keep, probe_steps
-    from pizoo.config import TaskManifest
-    from pizoo.embed import check_k
-    from pizoo.fisher import embedding_writer
-    from pizoo.models import save_tensors
+    from pizoo.choose import AUTO_CANDIDATES, keep
     from pizoo.progress import log
-    from pizoo.tasks import (
-        load_task_model,
-        provenance,
-        refuse_existing,
-        split_writers,
-        task_data,
-    )
-    from pizoo.train import device_for, planned_steps
-    from pizoo.zoo import EXPERT
+    from pizoo.tasks import refuse_existing
 
     n_sources = parse_k(k if k is not None else len(with_) if with_ else "auto")
-    if not (alpha_lr > 0 and math.isfinite(alpha_lr)):  # nan passes `<= 0`
-        raise UsageError(f"--alpha-lr must be a positive number, got {alpha_lr}")
-    if alpha_on not in ALPHA_ON:
-        raise UsageError(f"--alpha-on {alpha_on!r} is not one of {', '.join(ALPHA_ON)}")
+    _check_options(alpha_lr, alpha_on, by)
     out_name = name or f"{target}-pi"
     refuse_existing(zoo, out_name)
-    check_by(by or "both")
-    zoo.manifest(target)
-    em, manifest = load_task_model(zoo, target, device_for(cfg))
-    data = task_data(zoo, target, manifest, shots)
-    train_rows = em.encode(data.train, data.label_ids(data.train))
-    eval_rows = em.encode(data.eval, data.label_ids(data.eval))
-    # the candidates come through the one ranking path `pizoo similar` shows (pizoo.predict)
+    run = _start(zoo, target, cfg, spec, shots, alpha_lr)
     by = by or default_by(zoo, has_data=True)
-    ranked = choose_sources(zoo, target, with_=with_, k=n_sources if with_ else None, metric=metric, by=by, em=em,
-                            rows=train_rows)
-    if not with_:  # a broken expert among the proposed sources is left out with a warning, never fatal
-        if n_sources is not None:
-            check_k(n_sources, len(ranked))
-        ranked, loaded = _loadable(zoo, ranked, em, need=n_sources or AUTO_CANDIDATES)
-        if n_sources is not None and len(ranked) < n_sources:
-            raise IncompatibleExperts(f"only {len(ranked)} of the top {n_sources} sources could be read",
-                                      "pizoo verify, or ask for fewer: --k")
-    sources = ranked[:AUTO_CANDIDATES] if n_sources is None and not with_ else ranked
-    experts = {c.task: loaded[c.task] if not with_ else load_expert_part(zoo, c.task, em) for c in sources}
-    own_state, own = em.state(), em.score(eval_rows)
-    run_steps = planned_steps(cfg, len(train_rows))
-    choice, probe_states = None, {}
-    if n_sources is None:
-        def probe(names):
-            if not names and spec.mode != "full":  # nothing would train: the control is the own expert
-                return Probe((), own, 0)
-            mixture, result = _run(em, [experts[n] for n in names], spec, train_rows,
-                                   dataclasses.replace(cfg, epochs=None, steps=probe_steps(run_steps)), alpha_lr,
-                                   f"probing {target} with {', '.join(names) or 'no source (control)'}")
-            s = em.score(eval_rows, params=mixture.mixed())
-            probe_states[tuple(names)] = mixture.result()  # a finalist for keep-best
-            em.load_state(own_state, where="target expert")  # a full-mode probe trains it in place
-            return Probe(tuple(names), s, result.steps)
-
-        choice = choose([c.task for c in sources], own, probe)
+    ranked, sources, experts = _proposed(zoo, run, with_, n_sources, metric, by)
+    choice, probe_states = (None, {}) if n_sources is not None else _auto(run, sources, experts)
+    if choice is not None:
         by_name = {c.task: c for c in sources}
         sources = [by_name[s] for s in choice.sources]
         log.info(f"--k auto for {target}: {choice.reason}")
@@ -164,69 +133,173 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
               "mode": spec.mode, "granularity": spec.granularity, "init": spec.init, "metric": metric,
               "by": by, "candidates": [c.task for c in ranked[:AUTO_CANDIDATES if n_sources is None else None]],
               "alpha_lr": alpha_lr, "k": len(sources)}
-    metrics = {"accuracy_target": own.accuracy, "log_likelihood_target": own.log_likelihood,
-               "n_train": len(train_rows), "n_eval": len(eval_rows)}
-    finalists = [Finalist("target", own_state, own)]  # every expert this run made, judged on the eval split
-    if choice is not None and choice.probes and choice.probes[0].steps:  # the control: the own expert trained as long
-        finalists.append(Finalist("control", probe_states[()], choice.probes[0].score))
-    if choice is not None and choice.sources:
-        best_probe = next(p for p in choice.probes if p.sources == choice.sources)
-        finalists.append(Finalist("probe", probe_states[choice.sources], best_probe.score))
+    metrics = {"accuracy_target": run.own.accuracy, "log_likelihood_target": run.own.log_likelihood,
+               "n_train": len(run.train_rows), "n_eval": len(run.eval_rows)}
+    finalists = _first_finalists(run, choice, probe_states)
+    mixed = None
     if sources:
-        mixture = Mixture(em, [experts[c.task] for c in sources], spec)
-        with torch.no_grad():
-            soup = em.score(eval_rows, params=mixture.mixed())
-        finalists.append(Finalist(f"{spec.init} mixture", mixture.result(), soup))
-        metrics[f"accuracy_{spec.init}_mixture"] = soup.accuracy
-        log.info(f"interpolating {target} with {', '.join(c.task for c in sources)}: target alone {own.accuracy:.3f}, "
-                 f"{spec.init} mixture before tuning {metrics[f'accuracy_{spec.init}_mixture']:.3f}")
-        if spec.mode == "alpha" and alpha_on == "held-out" and len(eval_rows) >= HELD_OUT_MIN:
-            cfg_run = dataclasses.replace(cfg, epochs=None, steps=run_steps)  # the steps a training-split run takes
-            mixture, result, mixed = _alpha_held_out(em, [experts[c.task] for c in sources], spec, eval_rows,
-                                                     cfg_run, alpha_lr, f"interpolating {target}")
-            record["alpha_fitted_on"] = "eval split, two-fold (the interpolated expert scored out of fold)"
-        else:
-            result = _fit(mixture, train_rows, cfg, alpha_lr, f"interpolating {target}")
-            mixed = None
-            record["alpha_fitted_on"] = "train split"
-            if spec.mode == "alpha" and alpha_on == "held-out":
-                log.warning(f"the eval split of {target} has {len(eval_rows)} examples, fewer than {HELD_OUT_MIN}: "
-                            "α is fitted on the training split, where the target's own expert is favoured")
-        if not result.is_main_process:
+        tuned = _tune(run, [experts[c.task] for c in sources], [c.task for c in sources], alpha_on, record, metrics,
+                      finalists)
+        if tuned is None:  # a non-main process of a distributed launch
             return None
-        tensors = mixture.result()
-        em.load_state(tensors, where="interpolated expert")
-        mixed = mixed if mixed is not None else em.score(eval_rows)
-        finalists.insert(0, Finalist("interpolated", tensors, mixed))
-        record.update(alpha=mixture.alpha_record(), steps=result.steps)
-        metrics.update(accuracy_interpolated=mixed.accuracy, log_likelihood_interpolated=mixed.log_likelihood,
-                       steps=result.steps, loss_first=result.first_loss,
-                       loss_last=result.last_loss, train_seconds=round(result.seconds, 2))
+        mixed = tuned.score
     else:
-        mixed = None
         record.update(alpha={}, steps=0)
         metrics["steps"] = 0
     if choice is not None and not choice.sources and choice.control_wins:  # k = 0: the better of own and control
         finalists.insert(0, next(f for f in finalists if f.what == "control"))
     chosen = keep(finalists, keep_best)
-    kept, tensors = chosen.what, chosen.tensors
-    em.load_state(tensors, where=f"{kept} expert")
-    record.update(kept=kept, keep_best=keep_best, compared_on="eval split",
+    run.em.load_state(chosen.tensors, where=f"{chosen.what} expert")
+    record.update(kept=chosen.what, keep_best=keep_best, compared_on="eval split",
                   finalists={f.what: {"accuracy": f.score.accuracy, "calibrated_log_likelihood":
                                       f.score.calibrated_log_likelihood} for f in finalists})
     if choice is not None:
-        record["auto"] = choice.record(run_steps)
+        record["auto"] = choice.record(run.run_steps)
     metrics["accuracy"] = chosen.score.accuracy
-    log.info(f"{out_name}: kept the {kept} expert, accuracy {metrics['accuracy']:.3f} on the eval split (target "
-             f"alone {own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
-    files = {EXPERT: lambda p: save_tensors(tensors, p), **split_writers(data)}
-    if embed:
-        files.update(embedding_writer(em, train_rows, seed=cfg.seed))
-    training = {**dataclasses.asdict(cfg), "max_length": em.max_length}
-    out = TaskManifest(name=out_name, labels=manifest.labels, source={**data.source, "derived_from": target},
+    log.info(f"{out_name}: kept the {chosen.what} expert, accuracy {metrics['accuracy']:.3f} on the eval split (target "
+             f"alone {run.own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
+    return _save(zoo, run, out_name, chosen.tensors, record, metrics, embed)
+
+
+def _first_finalists(run: _Run, choice, probe_states: dict) -> list:
+    """Every expert the run made before tuning, judged later on the eval split: the own expert, the
+    control (the own expert trained as long as a probe) and the chosen sources' probe."""
+    from pizoo.choose import Finalist
+
+    finalists = [Finalist("target", run.own_state, run.own)]
+    if choice is not None and choice.probes and choice.probes[0].steps:
+        finalists.append(Finalist("control", probe_states[()], choice.probes[0].score))
+    if choice is not None and choice.sources:
+        best_probe = next(p for p in choice.probes if p.sources == choice.sources)
+        finalists.append(Finalist("probe", probe_states[choice.sources], best_probe.score))
+    return finalists
+
+
+def _check_options(alpha_lr: float, alpha_on: str, by: str | None) -> None:
+    if not (alpha_lr > 0 and math.isfinite(alpha_lr)):  # nan passes `<= 0`
+        raise UsageError(f"--alpha-lr must be a positive number, got {alpha_lr}")
+    if alpha_on not in ALPHA_ON:
+        raise UsageError(f"--alpha-on {alpha_on!r} is not one of {', '.join(ALPHA_ON)}")
+    check_by(by or "both")
+
+
+def _start(zoo, target: str, cfg, spec: MixSpec, shots: int | None, alpha_lr: float) -> _Run:
+    """The target's model, splits and own expert's score: what every step of the run reads."""
+    from pizoo.tasks import load_task_model, task_data
+    from pizoo.train import device_for, planned_steps
+
+    zoo.manifest(target)
+    em, manifest = load_task_model(zoo, target, device_for(cfg))
+    data = task_data(zoo, target, manifest, shots)
+    train_rows = em.encode(data.train, data.label_ids(data.train))
+    eval_rows = em.encode(data.eval, data.label_ids(data.eval))
+    return _Run(target, em, data, train_rows, eval_rows, em.state(), em.score(eval_rows),
+                planned_steps(cfg, len(train_rows)), cfg, spec, alpha_lr)
+
+
+def _proposed(zoo, run: _Run, with_, n_sources: int | None, metric: str, by: str) -> tuple[list, list, dict]:
+    """The ranked candidates (the one ranking path `pizoo similar` shows, pizoo.predict), the sources
+    to try (the top AUTO_CANDIDATES for k auto), and their expert tensors. A broken expert among the
+    proposed sources is left out with a warning, never fatal."""
+    from pizoo.choose import AUTO_CANDIDATES
+    from pizoo.embed import check_k
+
+    ranked = choose_sources(zoo, run.target, with_=with_, k=n_sources if with_ else None, metric=metric, by=by,
+                            em=run.em, rows=run.train_rows)
+    if with_:
+        return ranked, ranked, {c.task: load_expert_part(zoo, c.task, run.em) for c in ranked}
+    if n_sources is not None:
+        check_k(n_sources, len(ranked))
+    ranked, loaded = _loadable(zoo, ranked, run.em, need=n_sources or AUTO_CANDIDATES)
+    if n_sources is not None and len(ranked) < n_sources:
+        raise IncompatibleExperts(f"only {len(ranked)} of the top {n_sources} sources could be read",
+                                  "pizoo verify, or ask for fewer: --k")
+    sources = ranked[:AUTO_CANDIDATES] if n_sources is None else ranked
+    return ranked, sources, {c.task: loaded[c.task] for c in sources}
+
+
+def _auto(run: _Run, sources: list, experts: dict) -> tuple:
+    """--k auto: pizoo.choose probes the candidates; returns its Choice and every probe's tensors
+    (finalists for keep-best), keyed by their sources (() is the control)."""
+    import dataclasses
+
+    from pizoo.choose import Probe, choose, probe_steps
+
+    em, probe_states = run.em, {}
+
+    def probe(names):
+        if not names and run.spec.mode != "full":  # nothing would train: the control is the own expert
+            return Probe((), run.own, 0)
+        mixture, result = _run(em, [experts[n] for n in names], run.spec, run.train_rows,
+                               dataclasses.replace(run.cfg, epochs=None, steps=probe_steps(run.run_steps)),
+                               run.alpha_lr, f"probing {run.target} with {', '.join(names) or 'no source (control)'}")
+        s = em.score(run.eval_rows, params=mixture.mixed())
+        probe_states[tuple(names)] = mixture.result()  # a finalist for keep-best
+        em.load_state(run.own_state, where="target expert")  # a full-mode probe trains it in place
+        return Probe(tuple(names), s, result.steps)
+
+    return choose([c.task for c in sources], run.own, probe), probe_states
+
+
+def _tune(run: _Run, experts: list, names: list[str], alpha_on: str, record: dict, metrics: dict, finalists: list):
+    """The mixture of the target and `experts`: the untuned soup and the tuned result join the
+    finalists (the result first), their numbers the record and metrics. Returns the result's
+    Finalist, or None on a non-main process of a distributed launch."""
+    import dataclasses
+
+    from pizoo.choose import Finalist
+    from pizoo.progress import log
+
+    em, spec, eval_rows = run.em, run.spec, run.eval_rows
+    mixture = Mixture(em, experts, spec)
+    with torch.no_grad():
+        soup = em.score(eval_rows, params=mixture.mixed())
+    finalists.append(Finalist(f"{spec.init} mixture", mixture.result(), soup))
+    metrics[f"accuracy_{spec.init}_mixture"] = soup.accuracy
+    log.info(f"interpolating {run.target} with {', '.join(names)}: target alone {run.own.accuracy:.3f}, "
+             f"{spec.init} mixture before tuning {soup.accuracy:.3f}")
+    mixed = None
+    if spec.mode == "alpha" and alpha_on == "held-out" and len(eval_rows) >= HELD_OUT_MIN:
+        cfg_run = dataclasses.replace(run.cfg, epochs=None, steps=run.run_steps)  # a training-split run's steps
+        mixture, result, mixed = _alpha_held_out(em, experts, spec, eval_rows, cfg_run, run.alpha_lr,
+                                                 f"interpolating {run.target}")
+        record["alpha_fitted_on"] = "eval split, two-fold (the interpolated expert scored out of fold)"
+    else:
+        result = _fit(mixture, run.train_rows, run.cfg, run.alpha_lr, f"interpolating {run.target}")
+        record["alpha_fitted_on"] = "train split"
+        if spec.mode == "alpha" and alpha_on == "held-out":
+            log.warning(f"the eval split of {run.target} has {len(eval_rows)} examples, fewer than {HELD_OUT_MIN}: "
+                        "α is fitted on the training split, where the target's own expert is favoured")
+    if not result.is_main_process:
+        return None
+    tensors = mixture.result()
+    em.load_state(tensors, where="interpolated expert")
+    mixed = mixed if mixed is not None else em.score(eval_rows)
+    finalists.insert(0, Finalist("interpolated", tensors, mixed))
+    record.update(alpha=mixture.alpha_record(), steps=result.steps)
+    metrics.update(accuracy_interpolated=mixed.accuracy, log_likelihood_interpolated=mixed.log_likelihood,
+                   steps=result.steps, loss_first=result.first_loss,
+                   loss_last=result.last_loss, train_seconds=round(result.seconds, 2))
+    return finalists[0]
+
+
+def _save(zoo, run: _Run, out_name: str, tensors: dict, record: dict, metrics: dict, embed: bool):
+    """The kept expert as a new task, with the target's splits and (embed) its embedding."""
+    import dataclasses
+
+    from pizoo.config import TaskManifest
+    from pizoo.fisher import embedding_writer
+    from pizoo.models import save_tensors
+    from pizoo.tasks import provenance, split_writers
+    from pizoo.zoo import TaskFiles
+
+    files = TaskFiles(expert=lambda p: save_tensors(tensors, p), **split_writers(run.data),
+                      embedding=embedding_writer(run.em, run.train_rows, seed=run.cfg.seed) if embed else None)
+    training = {**dataclasses.asdict(run.cfg), "max_length": run.em.max_length}
+    out = TaskManifest(name=out_name, labels=run.data.labels, source={**run.data.source, "derived_from": run.target},
                        metrics=metrics,
                        provenance=provenance(zoo.spec, how="interpolate", training=training, interpolation=record))
-    return zoo.write_task(out, files)
+    return zoo.save_task(out, files)
 
 
 def _loadable(zoo, ranked: list, em, need: int) -> tuple[list, dict]:

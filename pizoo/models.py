@@ -27,7 +27,7 @@ from pizoo.basemodel import (  # noqa: F401  (re-exported: the model layer's bas
     tower_types,
 )
 from pizoo.config import ZooSpec
-from pizoo.errors import CorruptFile, IncompatibleExperts, ModelError, UsageError
+from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, ModelError, UsageError
 from pizoo.experts import get_kind
 from pizoo.heads import get_head
 
@@ -113,7 +113,7 @@ class ExpertModel:
         self.expert = self.kind.parameters(self.wrapped)
         module = self.head_type.task_module(hf)
         self.head: dict[str, nn.Parameter] = {HEAD_PREFIX + n: p for n, p in module.named_parameters()} if module else {}
-        self._init_head(head_seed)
+        self.init_head(head_seed)
         self.initial_state = self.state()  # the zoo's shared starting expert: what a task has with no training
         for p in self.trainable().values():
             p.requires_grad_(True)
@@ -139,7 +139,7 @@ class ExpertModel:
         if self.labels:  # no labels: a structural check (init) that scores nothing
             self.head_type.prepare(self)
 
-    def _init_head(self, seed: int | None) -> None:
+    def init_head(self, seed: int | None) -> None:
         """Seeded head initialisation, independent of whatever from_pretrained drew."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         std = getattr(self.hf.config, "initializer_range", 0.02)
@@ -197,8 +197,18 @@ class ExpertModel:
 
     # -- data and the forward ------------------------------------------------------------------
     def encode(self, ex, label_ids: Sequence[int]) -> list[dict]:
-        """Examples (and their label indices into `labels`) -> rows the head can batch."""
-        return self.head_type.encode(self, ex, label_ids)
+        """Examples (and their label indices into `labels`) -> rows the head can batch. Examples that
+        bring their own candidates (pizoo.candidates) carry them in each row."""
+        rows = self.head_type.encode(self, ex, label_ids)
+        if getattr(ex, "choices", None) is None:
+            return rows
+        if not self.head_type.reads_candidates:
+            raise UsageError(f"the {self.head_type.name!r} head cannot score each example's own candidates",
+                             "make the zoo with the match head (pizoo init --head match)")
+        widest = max(len(c) for c in ex.choices)
+        if widest > len(self.labels):
+            raise DataError(f"an example has {widest} candidates; this task was made with at most {len(self.labels)}")
+        return [{**r, "candidates": list(c)} for r, c in zip(rows, ex.choices)]
 
     def collate(self, rows: Sequence[dict], label: int | None = None, per_example: bool = False) -> dict:
         return self.head_type.collate(self, rows, label=label, per_example=per_example)

@@ -366,6 +366,6 @@ def similar_to_task(zoo, name: str, *, k: int | None = None, metric: str = "cosi
 
 def has_data(manifest) -> bool:
     """Whether a task has labelled examples to fit experts on (its kept split or its source file)."""
-    from pizoo.zoo import TRAIN_SPLIT
+    from pizoo.zoo import Zoo
 
-    return TRAIN_SPLIT in manifest.files or "columns" in manifest.source
+    return Zoo.has_splits(manifest) or "columns" in manifest.source

@@ -19,10 +19,10 @@ from pizoo.data import (
     Examples,
     TaskData,
     draw_shots,
+    label_set_of,
     load_rows,
     prepare,
     read_examples,
-    sorted_labels,
 )
 from pizoo.errors import (
     CorruptFile,
@@ -47,7 +47,7 @@ from pizoo.models import (
 )
 from pizoo.progress import log
 from pizoo.train import ExpertLoss, TrainConfig, device_for, fit
-from pizoo.zoo import EVAL_SPLIT, EXPERT, TRAIN_SPLIT, Zoo, check_name, sha256_file
+from pizoo.zoo import TaskFiles, Zoo, check_name, sha256_file
 
 _PEFT_HEAD = re.compile(r"(?:^|\.)(?:classifier|score)\.(?:modules_to_save\.)?(?:default\.)?(.+)$")
 
@@ -176,7 +176,7 @@ def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[st
                 "base_model_name_or_path": config.get("base_model_name_or_path")},
         provenance=provenance(spec, how="import"))
     state = em.state()
-    return zoo.write_task(manifest, {EXPERT: lambda p: save_tensors(state, p)})
+    return zoo.save_task(manifest, TaskFiles(expert=lambda p: save_tensors(state, p)))
 
 
 def _match_backbone_names(tensors: dict, want: set[str], prefix: str) -> dict:
@@ -207,7 +207,7 @@ def load_task_model(zoo: Zoo, name: str, device: str | torch.device = "cpu", max
                                   f"score the labels {list(labels)[:6]}",
                                   "use a shared-space head (pizoo init --head match) for cross-task evaluation")
     em = ExpertModel(zoo.spec, labels or manifest.labels, device=device, max_length=length)
-    em.load_state(load_tensors(zoo.file(name, EXPERT)), where=f"task {name}")
+    em.load_state(load_tensors(zoo.expert_file(name)), where=f"task {name}")
     return em, manifest
 
 
@@ -268,7 +268,6 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     log.info(f"{name}: accuracy {after:.3f} after training; {before:.3f} zero-shot (before training) "
              f"({result.steps} steps, {len(eval_rows)} eval examples)")
     state = em.state()
-    files = {EXPERT: lambda p: save_tensors(state, p), **split_writers(data)}
     metrics = {"accuracy": after, "accuracy_zero_shot": before, "n_eval": len(eval_rows), "n_train": len(train_rows),
                "loss_first": result.first_loss, "loss_last": result.last_loss, "steps": result.steps,
                "train_seconds": round(result.seconds, 2)}
@@ -276,11 +275,13 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     manifest = TaskManifest(name=name, labels=data.labels,
                             source={**data.source, "sha256": data_fingerprints(args)},
                             metrics=metrics, provenance=provenance(spec, how="train", training=training))
+    embedding = None
     if embed:
         from pizoo.fisher import embedding_writer
 
-        files.update(embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples))
-    return zoo.write_task(manifest, files)
+        embedding = embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples)
+    return zoo.save_task(manifest, TaskFiles(expert=lambda p: save_tensors(state, p), **split_writers(data),
+                                             embedding=embedding))
 
 
 def check_max_length(max_length: int) -> None:
@@ -289,17 +290,17 @@ def check_max_length(max_length: int) -> None:
 
 
 def split_writers(data: TaskData) -> dict:
-    """Writers of the task's train and eval splits, to store them in the task folder."""
+    """Writers of the task's train and eval splits (TaskFiles' train= and eval=)."""
     def writer(ex: Examples):
         return lambda p: (p.parent.mkdir(parents=True, exist_ok=True), ex.to_frame().to_parquet(p, index=False))
 
-    return {TRAIN_SPLIT: writer(data.train), EVAL_SPLIT: writer(data.eval)}
+    return {"train": writer(data.train), "eval": writer(data.eval)}
 
 
-def _read_split(zoo: Zoo, name: str, fname: str) -> Examples:
+def _read_split(zoo: Zoo, name: str, which: str) -> Examples:
     import pandas as pd
 
-    path = zoo.file(name, fname)
+    path = zoo.split_file(name, which)
     try:
         return Examples.from_frame(pd.read_parquet(path), str(path))
     except (OSError, ValueError) as e:
@@ -313,8 +314,8 @@ def task_data(zoo: Zoo, name: str, manifest: TaskManifest | None = None, shots: 
     Tasks made before the zoo kept splits (schema 1) rebuild them from their recorded source file."""
     manifest = manifest or zoo.manifest(name)
     src = manifest.source
-    if TRAIN_SPLIT in manifest.files:
-        train, held = _read_split(zoo, name, TRAIN_SPLIT), _read_split(zoo, name, EVAL_SPLIT)
+    if zoo.has_splits(manifest):
+        train, held = _read_split(zoo, name, "train"), _read_split(zoo, name, "eval")
         if shots is not None:
             train = train.subset(draw_shots(train, shots, src.get("seed", 0)))
         return TaskData(train, held, manifest.labels, {**src, "shots": shots or src.get("shots")})
@@ -335,7 +336,7 @@ def read_labelled(path: str | Path, columns: Columns, labels: tuple[str, ...] | 
     """Examples from a file with their label set and label indices: `labels` pins the label set
     (a per-task head's), None takes the data's own labels."""
     ex = read_examples(load_rows(path), columns, str(path), Path(path).parent)
-    label_set = labels or sorted_labels(ex.labels)
+    label_set = labels or label_set_of(ex)
     return ex, label_set, TaskData(ex, ex, label_set).label_ids(ex)
 
 
@@ -379,7 +380,7 @@ def evaluate_task(zoo: Zoo, name: str, *, data: str | None = None, columns: Colu
     if data is not None and on is not None:
         raise UsageError("give --data FILE or --on TASK, not both")
     manifest = zoo.manifest(name)
-    zoo.file(name, EXPERT)  # a corrupt expert is the first thing to hear about
+    zoo.expert_file(name)  # a corrupt expert is the first thing to hear about
     if data is not None:
         ex, labels, ids = read_for_task(zoo, manifest, data, columns)
         where = str(Path(data).resolve())
@@ -411,17 +412,17 @@ def expert_tensor_problems(zoo: Zoo) -> list:
     problems = []
     for name in zoo.task_names():
         try:
-            manifest = zoo.manifest(name)
+            path = zoo.unchecked_expert(name)  # reads the manifest
         except PizooError:
             continue  # reported by the zoo's own checks
-        if EXPERT not in manifest.files or not (zoo.task_dir(name) / EXPERT).is_file():
+        if path is None:
             continue
         try:
-            with safe_open(str(zoo.task_dir(name) / EXPERT), "numpy") as f:
+            with safe_open(str(path), "numpy") as f:
                 got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception:  # unreadable: reported by the content check
             continue
         expert = {k: v for k, v in got.items() if not k.startswith(HEAD_PREFIX)}
         if expert != want or set(got) - set(expert) != head_names:
-            problems.append(Problem(name, EXPERT, "wrong tensors"))
+            problems.append(Problem(name, path.name, "wrong tensors"))
     return problems

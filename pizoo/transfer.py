@@ -17,7 +17,6 @@ def zero_shot(zoo, name: str, data: str, columns, *, k: int | str = 1, metric: s
     from pizoo.errors import DataError, UsageError
     from pizoo.interpolate import parse_k
     from pizoo.models import load_tensors, split_head
-    from pizoo.zoo import EXPERT
 
     k = parse_k(k)
     if k is None:
@@ -33,7 +32,7 @@ def zero_shot(zoo, name: str, data: str, columns, *, k: int | str = 1, metric: s
             raise DataError(f"the nearest task {nearest!r} has labels {list(zoo.manifest(nearest).labels)}, the data "
                             f"has {list(labels)}: a {zoo.spec.head} head cannot transfer across label sets",
                             "use a shared-space head (pizoo init --head match), or train the task: pizoo add-task")
-        _, head = split_head(load_tensors(zoo.file(nearest, EXPERT)))
+        _, head = split_head(load_tensors(zoo.expert_file(nearest)))
         state.update(head)
     em.load_state(state, where="zero-shot expert")
     return {"task": name, "data": str(data), "k": k, "metric": metric,

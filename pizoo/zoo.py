@@ -44,6 +44,7 @@ MANIFEST = "task.json"
 TRAIN_SPLIT = "data/train.parquet"
 EVAL_SPLIT = "data/eval.parquet"
 TASK_FILES = (EXPERT, FISHER)
+PARTS = {"expert": EXPERT, "embedding": FISHER, "train": TRAIN_SPLIT, "eval": EVAL_SPLIT}  # a task's files by role
 MAX_NAME = 100
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 # Top-level entries of a zoo folder that are not tasks but belong there; no task may take their names.
@@ -53,6 +54,21 @@ INTERNAL = {"_hyper": "hyper.json"}
 _RESERVED = {n.lower() for n in _KNOWN_TOP}
 
 Writer = Callable[[Path], None]
+
+
+@dataclass(frozen=True)
+class TaskFiles:
+    """What a new task folder holds, as writers (each writes its file at the path it is given):
+    the expert, the train and eval splits it was made on, and its task embedding. The zoo alone
+    knows what each file is called."""
+    expert: Writer
+    train: Writer | None = None
+    eval: Writer | None = None
+    embedding: Writer | None = None
+
+    def named(self) -> dict[str, Writer]:
+        files = {EXPERT: self.expert, TRAIN_SPLIT: self.train, EVAL_SPLIT: self.eval, FISHER: self.embedding}
+        return {k: w for k, w in files.items() if w is not None}
 
 
 def check_name(name: str) -> str:
@@ -350,6 +366,52 @@ class Zoo:
         if check and sha256_file(path) != manifest.files[fname]:
             raise CorruptFile(f"{path} does not match the sha256 in its task.json (corrupt or changed)", fix)
         return path
+
+    # -- a task's files, by what they are ----------------------------------------------------------
+    def expert_file(self, name: str, *, check: bool = True) -> Path:
+        """The task's expert (safetensors), checked against its hash."""
+        return self.file(name, EXPERT, check=check)
+
+    def embedding_file(self, name: str, *, check: bool = True) -> Path:
+        """The task's embedding (HDF5: the diagonal Fisher), checked against its hash."""
+        return self.file(name, FISHER, check=check)
+
+    def split_file(self, name: str, which: str) -> Path:
+        """The kept `train` or `eval` split (parquet), checked against its hash."""
+        return self.file(name, PARTS[which])
+
+    @staticmethod
+    def has_embedding(manifest: TaskManifest) -> bool:
+        return FISHER in manifest.files
+
+    @staticmethod
+    def has_splits(manifest: TaskManifest) -> bool:
+        return TRAIN_SPLIT in manifest.files
+
+    @staticmethod
+    def sha(manifest: TaskManifest, part: str) -> str | None:
+        """The recorded sha256 of one part of a task (expert, embedding, train, eval), or None."""
+        return manifest.files.get(PARTS[part])
+
+    @staticmethod
+    def embedding_entry(manifest: TaskManifest) -> dict[str, str | None]:
+        """{embedding file name: its sha256}, as `pizoo embed --json` reports it."""
+        return {FISHER: manifest.files.get(FISHER)}
+
+    def unchecked_expert(self, name: str) -> Path | None:
+        """Where the task's expert is, without reading it (None if the manifest names none or it is
+        missing): for header-only checks that must not fail on a corrupt file."""
+        path = self.task_dir(name) / EXPERT
+        return path if EXPERT in self.manifest(name).files and path.is_file() else None
+
+    def save_task(self, manifest: TaskManifest, files: TaskFiles) -> TaskManifest:
+        """Write a new task (add-task, an import, interpolate, hyper generate): one folder, moved into
+        place in one rename under the lock. Returns the manifest as written."""
+        return self.write_task(manifest, files.named())
+
+    def save_embedding(self, name: str, embedding: Writer) -> TaskManifest:
+        """Swap in a task's (re)computed embedding, its other files carried over unchanged."""
+        return self.update_task(name, {FISHER: embedding}, lambda m: m)
 
     def write_task(self, manifest: TaskManifest, files: dict[str, Writer], *, replace: bool = False,
                    keep: tuple[str, ...] = ()) -> TaskManifest:

@@ -370,3 +370,43 @@ def test_every_module_is_in_the_architecture_page():
     missing = [m for m in modules if f"`{m}`" not in page]
     assert not missing, f"add these to the module map of docs/ARCHITECTURE.md: {missing}"
     assert len(modules) > 40
+
+
+def test_task_file_names_are_spelled_in_the_zoo_only():
+    """The zoo owns its paths: no other module names a task folder's files, by literal or by constant
+    (they ask the zoo: expert_file, embedding_file, split_file, sha, save_task, save_embedding)."""
+    import re
+    from pathlib import Path
+
+    from pizoo import zoo as zoo_module
+
+    names = [zoo_module.EXPERT, zoo_module.FISHER, zoo_module.MANIFEST, zoo_module.TRAIN_SPLIT, zoo_module.EVAL_SPLIT]
+    literal = re.compile("|".join(rf"""["']{re.escape(n)}["']""" for n in names))
+    constant = re.compile(r"\b(EXPERT|FISHER|MANIFEST|TRAIN_SPLIT|EVAL_SPLIT)\b")
+    offenders = []
+    for path in sorted((Path(zoo_module.__file__).parent).rglob("*.py")):
+        if path.name == "zoo.py" and path.parent.name == "pizoo":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if literal.search(line) or constant.search(line):
+                offenders.append(f"{path.name}:{i}: {line.strip()}")
+    assert not offenders, offenders
+
+
+def test_one_answer_to_dual_encoder_and_no_private_reach_into_the_model():
+    """`pizoo.basemodel.is_dual` is the one test for a dual encoder, and no module outside the model
+    layer (models.py) reaches into a private attribute of an ExpertModel (`em._...`)."""
+    import re
+    from pathlib import Path
+
+    import pizoo
+
+    root = Path(pizoo.__file__).parent
+    dual = re.compile(r"""hasattr\([^)]*["']text_model["']\)\s*and\s*hasattr""")
+    private = re.compile(r"\bem\._[a-z]")
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        if path.name != "basemodel.py":
+            assert not dual.search(text), f"{path.name} tests for a dual encoder itself: use basemodel.is_dual"
+        if path.name != "models.py":
+            assert not private.search(text), f"{path.name} reaches into a private attribute of the model"

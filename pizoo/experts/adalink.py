@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pizoo.basemodel import is_dual
 from pizoo.experts import register
 from pizoo.experts.base import RANK_HELP, HookedExpert, option
 
@@ -50,7 +51,7 @@ def _towers(model: nn.Module) -> list[nn.Module] | None:
     """The inputs of a model with an image side: a dual encoder's token table (the text tower's
     largest embedding) and patch convolution; an image encoder alone's patch convolution. None for
     a text model (its token table: `_embedding_modules`)."""
-    if hasattr(model, "text_model") and hasattr(model, "vision_model"):
+    if is_dual(model):
         tables = [m for m in model.text_model.modules() if isinstance(m, nn.Embedding)]
         convs = [m for m in model.vision_model.modules() if isinstance(m, nn.Conv2d)]
         return [max(tables, key=lambda m: m.num_embeddings), convs[0]] if tables and convs else None

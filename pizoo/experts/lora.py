@@ -11,6 +11,7 @@ from peft.utils.constants import (
 )
 from torch import nn
 
+from pizoo.basemodel import is_dual
 from pizoo.errors import UsageError
 from pizoo.experts import register
 from pizoo.experts.base import (
@@ -53,8 +54,6 @@ def default_targets(model_types: tuple[str, ...]) -> list[str] | None:
     return sorted(set(found) | (set(PROJECTIONS) if is_dual(model_types) else set()))
 
 
-def is_dual(model_types: tuple[str, ...]) -> bool:
-    return model_types[0] in ("clip", "siglip", "vision-text-dual-encoder")
 
 
 def peft_task_type(head) -> TaskType:

@@ -16,6 +16,7 @@ import torch
 from peft import PromptTuningConfig, get_peft_model
 from torch import nn
 
+from pizoo.basemodel import is_dual
 from pizoo.errors import ExportError, UsageError
 from pizoo.experts import register
 from pizoo.experts.base import ExpertKind, option
@@ -41,7 +42,7 @@ def _token_table(model: nn.Module) -> nn.Embedding | None:
 
 def _text_tower(model: nn.Module) -> nn.Module | None:
     """A dual encoder's text tower (None for a model without a vision tower)."""
-    return getattr(model, TOWER, None) if hasattr(model, "vision_model") else None
+    return getattr(model, TOWER, None) if is_dual(model) else None
 
 
 class _Holder(nn.Module):
@@ -102,7 +103,7 @@ class Prompt(ExpertKind):
         n = options["num_virtual_tokens"]
         tower = _text_tower(model)
         table = _token_table(tower if tower is not None else model)
-        if table is None or (tower is None and hasattr(model, "vision_model")):
+        if table is None or (tower is None and hasattr(model, "vision_model")):  # an image encoder alone
             raise UsageError("prompt tuning needs a token-embedding table, and this model has none "
                              "(an image encoder reads patches, not tokens)",
                              "pizoo init --kind lora (or adapter, adalink)")

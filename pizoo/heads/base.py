@@ -26,6 +26,7 @@ class Head:
     peft_task_type: ClassVar[str]  # peft's TaskType for the tuners peft attaches
     per_task: ClassVar[bool] = False  # True: the head has tensors of its own, fixed to one label set
     reads_image_text: ClassVar[bool] = False  # reads an image and a text of one example together
+    reads_candidates: ClassVar[bool] = False  # scores each example's own candidates (pizoo.candidates)
     summary: ClassVar[str] = ""
 
     # -- the zoo's head options (zoo.toml [head]) ----------------------------------------------

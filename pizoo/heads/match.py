@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pizoo.basemodel import is_dual
+from pizoo.candidates import ragged, spread
 from pizoo.errors import ModelError, UsageError
 from pizoo.heads import register
 from pizoo.heads.base import Head, input_features, pad, to_device, wide
@@ -51,11 +53,6 @@ def pooling_of(path: Path | None) -> str:
     return "mean"
 
 
-def is_dual(model) -> bool:
-    """A dual encoder: a text tower and a vision tower (CLIP, SigLIP, VisionTextDualEncoderModel)."""
-    return hasattr(model, "text_model") and hasattr(model, "vision_model")
-
-
 @register
 class Match(Head):
     name = "match"
@@ -63,6 +60,7 @@ class Match(Head):
     peft_task_type = "FEATURE_EXTRACTION"
     summary = "scaled cosine between the input and each label text, one encoder (shared label space)"
     reads_image_text = True
+    reads_candidates = True
 
     def default_options(self, path):
         return {"pooling": pooling_of(path), "scale": DEFAULT_SCALE}
@@ -81,10 +79,17 @@ class Match(Head):
 
     def collate(self, em, rows, *, label=None, per_example=False):
         labels = torch.tensor([r["label"] if label is None else label for r in rows])
-        inputs = pad(em, [{k: v for k, v in r.items() if k not in ("label", "text")} for r in rows])
+        inputs = pad(em, [{k: v for k, v in r.items() if k not in ("label", "text", "candidates")} for r in rows])
         feats = em.cache["label_features"]
         batch = {"inputs": inputs, "labels": labels}
-        if rows and "text" in rows[0]:  # image-text: each example's own label texts, after its text
+        if rows and "candidates" in rows[0]:  # each example's own candidates (after its text, for image-text)
+            flat, owner, slot = ragged(rows)
+            texts = ([COMPOSE.format(text=rows[o]["text"], label=c) for c, o in zip(flat, owner.tolist())]
+                     if "text" in rows[0] else flat)
+            batch["label_inputs"] = dict(em.tokenizer(texts, truncation=True, max_length=em.max_length,
+                                                      padding=True, return_tensors="pt"))
+            batch["label_owner"], batch["label_slot"] = owner, slot
+        elif rows and "text" in rows[0]:  # image-text: each example's own label texts, after its text
             texts = [COMPOSE.format(text=r["text"], label=y) for r in rows for y in em.labels]
             batch["label_inputs"] = dict(em.tokenizer(texts, truncation=True, max_length=em.max_length,
                                                       padding=True, return_tensors="pt"))
@@ -138,6 +143,10 @@ class Match(Head):
 
     def _scores(self, em, x, y, batch):
         x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+        if "label_slot" in batch:  # ragged: each example against its own candidates, -inf elsewhere
+            owner = batch["label_owner"].to(x.device)
+            sims = (x[owner] * y).sum(-1)
+            return spread(em.head_options["scale"] * sims, owner, batch["label_slot"], x.shape[0], len(em.labels))
         if "label_owner" in batch:  # (B·L, H) -> (B, L, H): each example against its own copies
             sims = torch.einsum("bh,blh->bl", x, y.view(x.shape[0], -1, y.shape[-1]))
         else:
@@ -148,7 +157,7 @@ class Match(Head):
         return _gold(self.label_scores(em, batch, params), batch)
 
     def split_log_probs(self, em, rows, aside):
-        if "text" in rows[0]:  # image-text: each example reads its own label texts
+        if "text" in rows[0] or "candidates" in rows[0]:  # each example reads its own label texts
             return None
         batch = to_device(self.collate(em, rows), em.device)
         x = self.embed(em, batch["inputs"], None)
@@ -160,7 +169,7 @@ class Match(Head):
     def scores(self, em, rows, params, batch_size):
         if not rows:
             return torch.empty(0, len(em.labels))
-        if "text" in rows[0]:  # image-text: label texts differ per example
+        if "text" in rows[0] or "candidates" in rows[0]:  # label texts differ per example
             return torch.cat([self.label_scores(em, to_device(self.collate(em, rows[i: i + batch_size]), em.device),
                                                 params).cpu() for i in range(0, len(rows), batch_size)])
         feats = em.cache["label_features"]

@@ -14,4 +14,17 @@ register = INPUTS.register
 get_input = INPUTS.get_one
 
 
+
+def input_type_for(columns) -> str:
+    """The registered input type of examples with these columns (names of text, text_pair, image
+    that are present): the one answer to "what does this task read?"."""
+    present = frozenset(columns)
+    for name, kind in INPUTS.items():
+        if kind.reads == present:
+            return name
+    from pizoo.errors import UsageError
+
+    raise UsageError(f"no input type reads the columns {sorted(present)}", "pizoo add-task --help")
+
+
 from pizoo.inputs import image, image_text, text, text_pair  # noqa: E402,F401  (each registers itself)

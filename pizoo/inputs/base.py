@@ -27,6 +27,8 @@ class InputType:
     name: ClassVar[str]
     template_key: ClassVar[str]  # which of the head's templates renders this input
     modality: ClassVar[str] = "text"
+    # the data columns an example of this type has (of text, text_pair, image): how the type is known
+    reads: ClassVar[frozenset[str]]
 
     def columns(self, ex) -> tuple[Sequence[Any], ...]:
         raise NotImplementedError

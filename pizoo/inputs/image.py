@@ -91,6 +91,7 @@ class Image(InputType):
     name = "image"
     template_key = "template"
     modality = "image"
+    reads = frozenset({"image"})
 
     def columns(self, ex):
         return (ex.images,)

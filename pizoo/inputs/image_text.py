@@ -17,6 +17,7 @@ COMPOSE = "{text} {label}"  # how a label text follows the example's text
 class ImageText(InputType):
     name = "image-text"
     template_key = "pair_template"
+    reads = frozenset({"image", "text"})
     modality = "image"
 
     def columns(self, ex):

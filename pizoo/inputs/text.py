@@ -10,6 +10,7 @@ from pizoo.inputs.base import InputType, tokenizer_of
 class Text(InputType):
     name = "text"
     template_key = "template"
+    reads = frozenset({"text"})
 
     def columns(self, ex):
         return (ex.texts,)

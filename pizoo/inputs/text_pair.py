@@ -10,6 +10,7 @@ from pizoo.inputs.base import InputType, tokenizer_of
 class TextPair(InputType):
     name = "text-pair"
     template_key = "pair_template"
+    reads = frozenset({"text", "text_pair"})
 
     def columns(self, ex):
         return (ex.texts, ex.pairs)
