@@ -70,7 +70,6 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['task']} | {r['n_train']} / {r['n_eval']} | {r['chance']:.3f} | {r['zero']:.3f} | "
                      f"{r['own']:.3f} | {r['top']} |")
-    lines += ["", f"Wall time: {time.perf_counter() - start:.0f} s on 2 CPU cores."]
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
