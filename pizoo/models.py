@@ -208,7 +208,8 @@ class ExpertModel:
         widest = max(len(c) for c in ex.choices)
         if widest > len(self.labels):
             raise DataError(f"an example has {widest} candidates; this task was made with at most {len(self.labels)}")
-        return [{**r, "candidates": list(c)} for r, c in zip(rows, ex.choices)]
+        return [{**r, "candidates": list(c), **self.head_type.candidate_fields(self, list(c))}
+                for r, c in zip(rows, ex.choices)]
 
     def collate(self, rows: Sequence[dict], label: int | None = None, per_example: bool = False) -> dict:
         return self.head_type.collate(self, rows, label=label, per_example=per_example)

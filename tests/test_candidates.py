@@ -91,12 +91,15 @@ def test_a_multiple_choice_task_trains_reloads_and_chooses_among_its_own_candida
     assert r.exit_code == 0 and json.loads(r.stdout)["accuracy"] > 0.7, r.output
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+HEAD_KINDS = [("match", k) for k in sorted(KINDS)] + [("causal-lm", "lora"), ("seq2seq", "lora")]
+
+
+@pytest.mark.parametrize("head,kind", HEAD_KINDS)
 def test_fast_fisher_equals_the_batch1_oracle_when_examples_have_different_numbers_of_candidates(
-        kind, bert_dir, tmp_path):
+        head, kind, bases, tmp_path):
     from pizoo.data import Examples
 
-    zoo = helpers.new_zoo(tmp_path / "z", bert_dir, kind, "match")
+    zoo = helpers.new_zoo(tmp_path / "z", bases[head], kind, head)
     em = ExpertModel(zoo.spec, ("0", "1", "2", "3"), head_seed=0)
     probe = em.kind.probe({n: p.shape for n, p in em.expert.items()}, seed=0)
     with torch.no_grad():
@@ -157,6 +160,30 @@ def test_bad_candidate_data_is_one_line_and_writes_nothing(bert_dir, tmp_path):
             "--verbalizer", "0=a,1=b")
     assert r.exit_code == 2 and "--choices" in r.stderr
     assert helpers.tree(zoo.root) == before
+
+
+@pytest.mark.parametrize("head", ["causal-lm", "seq2seq"])
+def test_text_to_text_heads_score_each_candidate_by_its_likelihood_after_the_input(head, bases, tmp_path):
+    """A decoder (or encoder-decoder) scores a candidate as it scores a label text: the sum of its
+    tokens' log-probabilities after the prompt; positions an example lacks are never chosen."""
+    zoo = helpers.new_zoo(tmp_path / "z", bases[head], "lora", head)
+    train = helpers.write_rows(mc_rows(60, 0), tmp_path / "mc.csv")
+    r = cli(zoo.root, "add-task", "mc", "--data", train, "--choices", "options", "--label", "answer", "--epochs", 2,
+            "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    from pizoo.tasks import load_task_model, task_data
+
+    em, m = load_task_model(zoo, "mc")
+    td = task_data(zoo, "mc", m)
+    rows = em.encode(td.eval, td.label_ids(td.eval))
+    scores = em.class_scores(rows)
+    for row, sc in zip(rows, scores):
+        n = len(row["candidates"])
+        assert torch.isfinite(sc[:n]).all() and (sc[n:] == float("-inf")).all()
+    one = em.collate([rows[0]], label=rows[0]["label"])  # the gold candidate's own tokens are scored
+    with torch.no_grad():
+        gold = float(em.log_probs(one)[0])
+    assert gold == pytest.approx(float(scores[0, rows[0]["label"]]), abs=1e-4)
 
 
 def test_a_per_task_head_refuses_candidates_in_one_line(bert_dir, tmp_path):

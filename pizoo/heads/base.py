@@ -63,6 +63,10 @@ class Head:
         `per_example` keeps every tensor the loss depends on separate per example (for the Fisher)."""
         raise NotImplementedError
 
+    def candidate_fields(self, em, candidates: list[str]) -> dict[str, Any]:
+        """What this head needs of one example's own candidates besides their texts (token ids)."""
+        return {}
+
     # -- the forward ---------------------------------------------------------------------------
     def split_log_probs(self, em, rows: Sequence[dict], aside) -> tuple[torch.Tensor, torch.Tensor,
                                                                        torch.Tensor] | None:
@@ -86,7 +90,11 @@ class Head:
             chunk = rows[i: i + batch_size]
             out.append(torch.stack([self.log_probs(em, to_device(self.collate(em, chunk, label=c), em.device), params)
                                     for c in range(len(em.labels))], dim=1).cpu())
-        return torch.cat(out) if out else torch.empty(0, len(em.labels))
+        scores = torch.cat(out) if out else torch.empty(0, len(em.labels))
+        if rows and "candidates" in rows[0]:  # a position an example does not have is never its answer
+            have = torch.tensor([len(r["candidates"]) for r in rows])
+            scores = scores.masked_fill(torch.arange(scores.shape[1])[None, :] >= have[:, None], float("-inf"))
+        return scores
 
 
 class TextToTextHead(Head):
@@ -94,6 +102,15 @@ class TextToTextHead(Head):
     the text the model writes: causal-lm, seq2seq."""
 
     templates: ClassVar[dict[str, str]]
+    reads_candidates = True  # a candidate is an answer text like a label's
+
+    def target_ids(self, em, row: dict, label: int) -> list[int]:
+        """The token ids of the answer `label` names for this row: its own candidate's, or the
+        label's (a row lacking that candidate position scores its first, masked out in `scores`)."""
+        if "candidate_ids" in row:
+            own = row["candidate_ids"]
+            return own[label] if label < len(own) else own[0]
+        return label_ids(em)[label]
 
     def default_options(self, path):
         return dict(self.templates)
@@ -109,6 +126,22 @@ class TextToTextHead(Head):
 
 
 # -- helpers shared by heads ----------------------------------------------------------------------
+def rendered_labels(em, encode, decode) -> list[list[int]] | DataError:
+    """render_labels, or the error to raise when a fixed label is needed: a candidate task's labels
+    are its candidates' positions ("0", "1", ...), never written by the model."""
+    try:
+        return render_labels(em, encode, decode)
+    except DataError as e:
+        return e
+
+
+def label_ids(em) -> list[list[int]]:
+    ids = em.cache["label_ids"]
+    if isinstance(ids, DataError):
+        raise ids
+    return ids
+
+
 def vision_only(config: dict[str, Any]) -> bool:
     """An image encoder with no text side (ViT, DINOv2, ...): no vocabulary, an image size."""
     return "vocab_size" not in config and "text_config" not in config and "image_size" in config

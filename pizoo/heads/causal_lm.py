@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from pizoo.heads import register
-from pizoo.heads.base import TextToTextHead, render_labels, wide
+from pizoo.heads.base import TextToTextHead, rendered_labels, wide
 
 DEFAULT_TEMPLATE = "{text}\nAnswer:"
 DEFAULT_PAIR_TEMPLATE = "{text}\n{text_pair}\nAnswer:"
@@ -22,12 +22,13 @@ class CausalLM(TextToTextHead):
 
     def prepare(self, em):
         tok = em.tokenizer
-        em.cache["label_ids"] = render_labels(em, lambda label: tok(" " + label, add_special_tokens=False)["input_ids"],
-                                              tok.decode)
+        em.cache["label_ids"] = rendered_labels(em, lambda label: tok(" " + label, add_special_tokens=False)["input_ids"],
+                                                tok.decode)
 
     def encode(self, em, ex, label_ids):
         tok = em.tokenizer
-        budget = max(8, em.max_length - max(len(ids) for ids in em.cache["label_ids"]))
+        ids = em.cache["label_ids"]  # the candidates' length is minded in collate
+        budget = max(8, em.max_length - (0 if isinstance(ids, Exception) else max(len(i) for i in ids)))
         rows = []
         for prompt, y in zip(self.prompts(em, ex), label_ids):
             ids = tok(prompt)["input_ids"]
@@ -37,13 +38,21 @@ class CausalLM(TextToTextHead):
             rows.append({"prompt_ids": ids, "label": int(y)})
         return rows
 
+    def candidate_fields(self, em, candidates):
+        tok = em.tokenizer
+        return {"candidate_ids": [tok(" " + c, add_special_tokens=False)["input_ids"] for c in candidates]}
+
     def collate(self, em, rows, *, label=None, per_example=False):
         labels = torch.tensor([r["label"] if label is None else label for r in rows])
         seqs, masks = [], []
         for r, lab in zip(rows, labels.tolist()):
-            target = em.cache["label_ids"][lab]
-            seqs.append(r["prompt_ids"] + target)
-            masks.append([0] * len(r["prompt_ids"]) + [1] * len(target))
+            target = self.target_ids(em, r, lab)
+            prompt = r["prompt_ids"]
+            room = max(1, em.max_length - len(target))
+            if len(prompt) > room:  # a long candidate: keep the end of the prompt, where it asks
+                prompt = prompt[-room:]
+            seqs.append(prompt + target)
+            masks.append([0] * len(prompt) + [1] * len(target))
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), em.tokenizer.pad_token_id, dtype=torch.long)
         attn = torch.zeros((len(seqs), width), dtype=torch.long)

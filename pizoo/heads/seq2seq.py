@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from pizoo.heads import register
-from pizoo.heads.base import TextToTextHead, pad_ids, render_labels, wide
+from pizoo.heads.base import TextToTextHead, pad_ids, rendered_labels, wide
 
 
 @register
@@ -20,8 +20,8 @@ class Seq2Seq(TextToTextHead):
 
     def prepare(self, em):
         tok = em.tokenizer  # it appends </s>: the label ends where the model says so
-        em.cache["label_ids"] = render_labels(em, lambda label: tok(label)["input_ids"],
-                                              lambda ids: tok.decode(ids, skip_special_tokens=True))
+        em.cache["label_ids"] = rendered_labels(em, lambda label: tok(label)["input_ids"],
+                                                lambda ids: tok.decode(ids, skip_special_tokens=True))
         start = em.hf.config.decoder_start_token_id
         em.cache["start"] = start if start is not None else em.tokenizer.pad_token_id
 
@@ -29,10 +29,14 @@ class Seq2Seq(TextToTextHead):
         enc = em.tokenizer(self.prompts(em, ex), truncation=True, max_length=em.max_length)
         return [{"input_ids": enc["input_ids"][i], "label": int(y)} for i, y in enumerate(label_ids)]
 
+    def candidate_fields(self, em, candidates):
+        return {"candidate_ids": [em.tokenizer(c, truncation=True, max_length=em.max_length)["input_ids"]
+                                  for c in candidates]}
+
     def collate(self, em, rows, *, label=None, per_example=False):
         labels = torch.tensor([r["label"] if label is None else label for r in rows])
         ids, attn = pad_ids([r["input_ids"] for r in rows], em.tokenizer.pad_token_id)
-        targets = [em.cache["label_ids"][y] for y in labels.tolist()]
+        targets = [self.target_ids(em, r, y) for r, y in zip(rows, labels.tolist())]
         dec, dmask = pad_ids([[em.cache["start"]] + t[:-1] for t in targets], em.tokenizer.pad_token_id)
         tgt, _ = pad_ids(targets, em.tokenizer.pad_token_id)
         return {"inputs": {"input_ids": ids, "attention_mask": attn, "decoder_input_ids": dec,
