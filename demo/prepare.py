@@ -10,6 +10,7 @@ per label. Packages are located without importing them."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def prepare_choices(recipe_path: Path, out_dir: Path) -> Path:
     recipe = tomllib.loads(recipe_path.read_text())
     df = pd.read_json(package_dir(recipe["package"]) / recipe["file"], lines=True)
     df["text"] = df[recipe["text"]].astype(str).agg(" ".join, axis=1).str.split().str.join(" ")
+    # one source row (CommonsenseQA) has a stray "." line before its options: keep the option lines
+    df["options"] = df["options"].astype(str).map(
+        lambda s: "\n".join(ln for ln in s.splitlines() if re.match(r"\s*[A-Z][.)]\s", ln)))
     df = df[["text", "options", "answer"]].dropna()
     df = df.sample(min(recipe["rows"], len(df)), random_state=recipe["seed"])
     out = out_dir / f"{recipe_path.stem}.csv"

@@ -68,7 +68,7 @@ def gold_position(label, options: Sequence[str], where: str, column: str) -> int
             index = ord(text) - ord("A")
         elif lettered and ord(lettered.group(1)) - ord("A") < len(options):  # the answer's line, "A. bank"
             index = ord(lettered.group(1)) - ord("A")
-            if " ".join(options[index].split()) != " ".join(lettered.group(2).split()):
+            if _plain(options[index]) != _plain(lettered.group(2)):  # the letter and its text must agree
                 raise DataError(f"{where}: the label {text!r} names option {lettered.group(1)}, which reads "
                                 f"{options[index]!r}", "fix the label or the options of that row")
         elif re.fullmatch(r"-?\d+", text):
@@ -83,6 +83,11 @@ def gold_position(label, options: Sequence[str], where: str, column: str) -> int
         raise DataError(f"{where}: gold index {index} is out of range for its {len(options)} candidates "
                         f"(0 to {len(options) - 1})", "indices count from 0")
     return index
+
+
+def _plain(text: str) -> str:
+    """A text for comparison: its words, lower case, no punctuation ("Nigeria?" = "nigeria")."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 def positions(n: int) -> tuple[str, ...]:

@@ -46,7 +46,7 @@ def test_candidates_and_gold_are_read_in_every_form_users_have_them():
     assert parse_choices('["x y", "z"]', "r", "c") == ["x y", "z"]
     assert parse_choices("A. the cat\nB) a dog\n(C) fish", "r", "c") == ["the cat", "a dog", "fish"]
     opts = ["red", "blue", "green"]
-    assert [gold_position(g, opts, "r", "l") for g in ("B", 1, 1.0, "1", "blue", "B. blue ")] == [1] * 6
+    assert [gold_position(g, opts, "r", "l") for g in ("B", 1, 1.0, "1", "blue", "B. blue ", "B. Blue.")] == [1] * 7
     for bad, msg in ((["only"], "needs two or more"), ("just a sentence", "neither a list"),
                      ("A. x\nC. y", "neither a list"), ([["nested"], "b"], "not a list of answer texts"),
                      (["a", " "], "empty candidate"), (3, "not a list")):
