@@ -350,15 +350,11 @@ def _alpha_held_out(em, experts, spec: MixSpec, rows, cfg, alpha_lr: float, desc
 
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["label"], i))
     folds = [sorted(order[0::2]), sorted(order[1::2])]
-    scores = torch.empty(0)
-    held = []
+    scores = torch.empty(len(rows), len(em.labels))
     for fit_on, score_on in ((folds[0], folds[1]), (folds[1], folds[0])):
         mixture, _ = _run(em, experts, spec, [rows[i] for i in fit_on], cfg, alpha_lr, f"{desc} (α fold)")
-        part = em.class_scores([rows[i] for i in score_on], params=mixture.mixed())
-        scores = part if not held else torch.cat([scores, part])
-        held += score_on
-    back = torch.tensor(sorted(range(len(held)), key=lambda j: held[j]))  # rows' own order again
-    out_of_fold = score_of(scores[back], torch.tensor([rows[i]["label"] for i in sorted(held)]))
+        scores[score_on] = em.class_scores([rows[i] for i in score_on], params=mixture.mixed())
+    out_of_fold = score_of(scores, torch.tensor([r["label"] for r in rows]))
     mixture, result = _run(em, experts, spec, rows, cfg, alpha_lr, desc)
     return mixture, result, out_of_fold
 
