@@ -142,8 +142,31 @@ def prepare_images(recipe_path: Path, out_dir: Path) -> Path | None:
     return out
 
 
+def scene_recipes() -> list[Path]:
+    """The image recipes that make scenes with candidates (demo/scenes.py), not one image per example."""
+    return [r for r in sorted(IMAGE_RECIPES.glob("*.toml")) if "scenes" in tomllib.loads(r.read_text())]
+
+
+def main_scenes(out_dir: str = "demo-out/data") -> dict[str, tuple[Path, list[str]]]:
+    """Every scene recipe's task file and the add-task column flags that read it."""
+    import scenes
+
+    out = {}
+    for r in scene_recipes():
+        recipe = tomllib.loads(r.read_text())
+        data = image_source(recipe["source"])
+        if data is None:
+            print(f"skipped {r.stem}: {recipe['source']} is not installed", file=sys.stderr)
+            continue
+        path = scenes.prepare_scenes(recipe, r.stem, *data, Path(out_dir))
+        out[r.stem] = (path, scenes.flags(recipe))
+        print(f"prepared {path}: {recipe['examples']} scenes", file=sys.stderr)
+    return out
+
+
 def main_images(out_dir: str = "demo-out/data") -> list[Path]:
-    paths = [p for r in sorted(IMAGE_RECIPES.glob("*.toml")) if (p := prepare_images(r, Path(out_dir)))]
+    recipes = [r for r in sorted(IMAGE_RECIPES.glob("*.toml")) if r not in scene_recipes()]
+    paths = [p for r in recipes if (p := prepare_images(r, Path(out_dir)))]
     for p in paths:
         counts = pd.read_csv(p)["label"].value_counts().to_dict()
         print(f"prepared {p}: {counts}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """Examples that bring their own candidates: multiple-choice questions, questions answered from
-candidate answers (and, to come, referring expressions whose candidates are boxes).
+candidate answers, and referring expressions whose candidates are boxes in the example's image.
 
 An example's label is the gold candidate's position among its own candidates ("0", "1", ...), so
 the rest of pizoo (splits, shots, label ids, accuracy, log p(gold | x), the per-example Fisher,
@@ -9,7 +9,8 @@ only (positions an example does not have score -inf). A fixed label set is the s
 every example has the same candidates.
 
 This module reads candidates as users have them (a list column, or one string of `A. ...` lines;
-the gold as its index, letter or text) and holds the ragged batching the heads share."""
+the gold as its index, letter or text; boxes as `[x, y, w, h]` in pixels, COCO's convention, the
+gold as an index or a box) and holds the ragged batching the heads share."""
 
 from __future__ import annotations
 
@@ -114,3 +115,86 @@ def spread(values, owner, slot, n_rows: int, width: int):
 
     out = torch.full((n_rows, width), float("-inf"), dtype=values.dtype, device=values.device)
     return out.index_put((owner.to(values.device), slot.to(values.device)), values)
+
+
+# -- boxes: referring expressions -----------------------------------------------------------------
+BOX_HINT = "give each row's boxes as a list of [x, y, w, h] in pixels (COCO's convention), or a JSON string of one"
+MIN_IOU = 0.5  # the referring-expression convention: a box is right at IoU >= 0.5 with the gold one
+EDGE = 1.0  # COCO boxes may overrun the image by rounding: a pixel of slack
+
+
+def _json_list(value, where: str, column: str, hint: str):
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise DataError(f"{where}: column {column!r} holds {value[:40]!r}, not a JSON list", hint) from None
+    return value
+
+
+def parse_box(value, where: str, column: str) -> list[float]:
+    """One box [x, y, w, h] (numbers; a JSON string of them)."""
+    value = _json_list(value, where, column, BOX_HINT)
+    if (not isinstance(value, (list, tuple)) or len(value) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise DataError(f"{where}: column {column!r} holds {str(value)[:60]!r}, not a box [x, y, w, h]", BOX_HINT)
+    return [float(v) for v in value]
+
+
+def parse_boxes(value, size: tuple[int, int], where: str, column: str) -> list[list[float]]:
+    """One example's candidate boxes, checked against its image's (width, height): each has an area
+    and lies in the image."""
+    value = _json_list(value, where, column, BOX_HINT)
+    if not isinstance(value, (list, tuple)):
+        raise DataError(f"{where}: column {column!r} holds a {type(value).__name__}, not a list of boxes", BOX_HINT)
+    boxes = [parse_box(b, where, column) for b in value]
+    if len(boxes) < 2:
+        raise DataError(f"{where}: {len(boxes)} box in column {column!r}: an example needs two or more candidates "
+                        "to choose from")
+    width, height = size
+    for i, (x, y, w, h) in enumerate(boxes):
+        if not (w > 0 and h > 0):
+            raise DataError(f"{where}: box {i} {[x, y, w, h]} has no area (w and h must be > 0)", BOX_HINT)
+        if x < -EDGE or y < -EDGE or x + w > width + EDGE or y + h > height + EDGE:
+            raise DataError(f"{where}: box {i} {[x, y, w, h]} lies outside its {width}x{height} image", BOX_HINT)
+    return boxes
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two [x, y, w, h] boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def gold_box_position(label, boxes: Sequence[Sequence[float]], where: str, column: str) -> int:
+    """The gold candidate of a box task: a 0-based index, or a box matched to the candidate of
+    highest IoU (at least MIN_IOU: a gold box that no candidate overlaps names none of them)."""
+    if isinstance(label, str) and label.strip().startswith("[") or isinstance(label, (list, tuple)):
+        gold = parse_box(label, where, column)
+        overlaps = [iou(gold, b) for b in boxes]
+        best = max(range(len(boxes)), key=overlaps.__getitem__)
+        if overlaps[best] < MIN_IOU:
+            raise DataError(f"{where}: the gold box {gold} overlaps no candidate at IoU >= {MIN_IOU} (best "
+                            f"{overlaps[best]:.2f}, box {best})", "give the gold as an index into the boxes, or "
+                            "add the gold box to the candidates")
+        return best
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    if isinstance(label, str) and re.fullmatch(r"\s*-?\d+\s*", label):
+        label = int(label)
+    if not isinstance(label, int) or isinstance(label, bool):
+        raise DataError(f"{where}: the label in column {column!r} is {str(label)[:40]!r}: give the gold box as "
+                        "its 0-based index or as a box [x, y, w, h]")
+    if not 0 <= label < len(boxes):
+        raise DataError(f"{where}: gold index {label} is out of range for its {len(boxes)} boxes "
+                        f"(0 to {len(boxes) - 1})", "indices count from 0")
+    return label
+
+
+def iou_hits(rows: Sequence[dict], predicted) -> list[bool]:
+    """Whether each row's predicted box overlaps its gold box at IoU >= MIN_IOU (a box task's
+    second accuracy: a near-duplicate candidate of the gold counts)."""
+    return [iou(r["candidates"][int(p)], r["candidates"][r["label"]]) >= MIN_IOU for r, p in zip(rows, predicted)]

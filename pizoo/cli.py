@@ -36,6 +36,10 @@ LabelOpt = Annotated[str, typer.Option(help="Label column.")]
 ChoicesOpt = Annotated[Optional[str], typer.Option(
     help="Column of each example's own candidate answers (multiple choice): a list, or one string of "
          "'A. ...' lines; the label is the gold's 0-based index, letter or text.")]
+BoxesOpt = Annotated[Optional[str], typer.Option(
+    help="Column of each example's candidate boxes in its image (referring expressions): a list of "
+         "[x, y, w, h] in pixels (COCO's convention); with --image and --text (the expression); the label "
+         "is the gold box's 0-based index, or a box matched to the candidate of highest IoU.")]
 ImageOpt = Annotated[Optional[str], typer.Option(
     help="Image column: file paths relative to the data file, or image bytes (parquet). Needs a zoo on a "
          "model with an image side.")]
@@ -147,13 +151,14 @@ def _train_config(zoo, *, lr: float | None, **kwargs):
 
 
 def _columns(text: str | None, text_pair: str | None, label: str, verbalizer: str | None,
-             label_template: str | None = None, image: str | None = None, choices: str | None = None):
+             label_template: str | None = None, image: str | None = None, choices: str | None = None,
+             boxes: str | None = None):
     """The column flags (and --verbalizer, --label-template) as the library's Columns; the text
     column is "text" unless the task is an image task."""
     from pizoo.data import Columns, parse_verbalizer
 
     text = text or (None if image else "text")
-    return Columns(text, text_pair, label, parse_verbalizer(verbalizer), label_template, image, choices)
+    return Columns(text, text_pair, label, parse_verbalizer(verbalizer), label_template, image, choices, boxes)
 
 
 # -- init -------------------------------------------------------------------------------------
@@ -177,6 +182,8 @@ def init(ctx: typer.Context,
          template: Annotated[Optional[str], typer.Option(help="causal-lm/seq2seq prompt template with {text}.")] = None,
          pooling: Annotated[Optional[str], typer.Option(help="match: mean | cls (default: as the model was trained).")] = None,
          scale: Annotated[Optional[float], typer.Option(help="match: the cosine's scale (default 20).")] = None,
+         region: Annotated[Optional[str], typer.Option(help="match: how the image tower sees a candidate box: crop "
+                                                       "(the box alone) | blur (the image, blurred outside the box).")] = None,
          seed: Annotated[int, typer.Option(help="Seed of the zoo's shared initial expert and head, and of its probe expert.")] = 0,
          trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the model folder/hub.")] = False,
          json_: JsonOpt = False):
@@ -196,7 +203,7 @@ def init(ctx: typer.Context,
                "num_virtual_tokens": virtual_tokens}
     if trust_remote_code:  # the user says so here, for this zoo
         _allow_remote_code(True)
-    head_options = {"template": template, "pooling": pooling, "scale": scale}
+    head_options = {"template": template, "pooling": pooling, "scale": scale, "region": region}
     zoo = init_zoo(ctx.obj["zoo"], base_model=base_model, head=head, kind=kind,
                    options={k: v for k, v in options.items() if v is not None},
                    head_options={k: v for k, v in head_options.items() if v is not None},
@@ -230,6 +237,7 @@ def add_task(ctx: typer.Context,
              verbalizer: VerbalizerOpt = None,
              label_template: LabelTemplateOpt = None,
              choices: ChoicesOpt = None,
+             boxes: BoxesOpt = None,
              shots: Annotated[Optional[int], typer.Option(help="Train on N examples per class.")] = None,
              epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: 10).")] = None,
              steps: Annotated[Optional[int], typer.Option(help="Optimizer steps instead of epochs.")] = None,
@@ -265,7 +273,7 @@ def add_task(ctx: typer.Context,
                             seed=seed, device=device, precision=precision)
         args = DataArgs(data=str(data) if data else None, eval_data=str(eval_data) if eval_data else None,
                         dataset=dataset, dataset_config=dataset_config, split=split,
-                        columns=_columns(text, text_pair, label, verbalizer, label_template, image, choices), shots=shots, seed=seed)
+                        columns=_columns(text, text_pair, label, verbalizer, label_template, image, choices, boxes), shots=shots, seed=seed)
         manifest = train_task(zoo, name, args, cfg, max_length=max_length, embed=embed, fisher_samples=fisher_samples)
         if manifest is None:  # a non-main process of a distributed launch
             return
@@ -397,6 +405,7 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
           verbalizer: VerbalizerOpt = None,
           label_template: LabelTemplateOpt = None,
           choices: ChoicesOpt = None,
+          boxes: BoxesOpt = None,
           on: Annotated[Optional[str], typer.Option(help="Score this other task's held-out split (cross-task).")] = None,
           device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
           json_: JsonOpt = False):
@@ -415,10 +424,10 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
 
     zoo = zoo_of(ctx)
     columns = None
-    if any((text, text_pair, label, verbalizer, label_template, image, choices)):  # what is not given stays the task's
+    if any((text, text_pair, label, verbalizer, label_template, image, choices, boxes)):  # what is not given stays the task's
         own = task_columns(zoo.manifest(name))
         columns = _columns(text or own.text, text_pair or own.text_pair, label or own.label, verbalizer,
-                           label_template, image or own.image, choices or own.choices)
+                           label_template, image or own.image, choices or own.choices, boxes or own.boxes)
     result = evaluate_task(zoo, name, data=str(data) if data else None, columns=columns, on=on, device=device)
     if json_:
         render.emit_json(result)
@@ -450,6 +459,7 @@ def embed(ctx: typer.Context,
           verbalizer: VerbalizerOpt = None,
           label_template: LabelTemplateOpt = None,
           choices: ChoicesOpt = None,
+          boxes: BoxesOpt = None,
           device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
           json_: JsonOpt = False):
     """(Re)compute task embeddings: the per-example diagonal Fisher at the task's expert and at the probe.
@@ -465,7 +475,7 @@ def embed(ctx: typer.Context,
     zoo = zoo_of(ctx)
     if all_ == (name is not None):
         raise UsageError("give a task NAME or --all")
-    columns = _columns(text, text_pair, label, verbalizer, label_template, image, choices) if data else None
+    columns = _columns(text, text_pair, label, verbalizer, label_template, image, choices, boxes) if data else None
     results = embed_tasks(zoo, zoo.task_names() if all_ else [name], keep_going=all_, samples=samples, seed=seed,
                           data=str(data) if data else None, columns=columns, device=device)
     if json_:
@@ -495,6 +505,7 @@ def similar(ctx: typer.Context,
             verbalizer: VerbalizerOpt = None,
             label_template: LabelTemplateOpt = None,
             choices: ChoicesOpt = None,
+            boxes: BoxesOpt = None,
             samples: Annotated[Optional[int], typer.Option(help="Examples of --data to embed and fit (default: 256).")] = None,
             device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
             json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False):
@@ -521,7 +532,7 @@ def similar(ctx: typer.Context,
     if (name is None) == (data is None):
         raise UsageError("give a task NAME or --data FILE")
     if data is not None:
-        ranking = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template, image, choices),
+        ranking = similar_to_data(zoo, str(data), _columns(text, text_pair, label, verbalizer, label_template, image, choices, boxes),
                                   k=k, metric=metric, samples=samples, device=device, by=by)
         title = f"tasks most similar to {data} (probe, {metric}"
     else:  # the title's parenthesis is closed by render.ranking, which says what ordered the rows
@@ -613,6 +624,7 @@ def interpolate(ctx: typer.Context,
                 verbalizer: VerbalizerOpt = None,
                 label_template: LabelTemplateOpt = None,
                 choices: ChoicesOpt = None,
+                boxes: BoxesOpt = None,
                 device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
                 json_: JsonOpt = False):
     """Build a better expert for TARGET: learn softmax(α) over its expert and its most similar tasks' (π-Tuning).
@@ -640,7 +652,7 @@ def interpolate(ctx: typer.Context,
     if zero_shot != (data is not None):
         raise UsageError("--zero-shot and --data go together")
     if zero_shot:
-        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template, image, choices),
+        result = run_zero_shot(zoo, target, str(data), _columns(text, text_pair, label, verbalizer, label_template, image, choices, boxes),
                                k=k or 1, metric=metric, device="cpu" if device == "auto" else device, by=by)
         return render.emit_json(result) if json_ else render.zero_shot(result)
     cfg = _train_config(zoo, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
@@ -788,6 +800,7 @@ def hyper_generate(ctx: typer.Context,
                    verbalizer: VerbalizerOpt = None,
                    label_template: LabelTemplateOpt = None,
                    choices: ChoicesOpt = None,
+                   boxes: BoxesOpt = None,
                    shots: Annotated[Optional[int], typer.Option(help="Tune on N examples per class.")] = None,
                    tune: Annotated[str, typer.Option(help="none | task-embedding (z only: HyperPELT TaskEmbed) | all")] = "task-embedding",
                    epochs: Annotated[Optional[int], typer.Option(help="Tuning epochs (default: 10).")] = None,
@@ -811,7 +824,7 @@ def hyper_generate(ctx: typer.Context,
 
     zoo = zoo_of(ctx)
     args = DataArgs(data=str(data), eval_data=str(eval_data) if eval_data else None,
-                    columns=_columns(text, text_pair, label, verbalizer, label_template, image, choices), shots=shots, seed=seed)
+                    columns=_columns(text, text_pair, label, verbalizer, label_template, image, choices, boxes), shots=shots, seed=seed)
     manifest = generate_task(zoo, name, args, TrainConfig(epochs=epochs, lr=lr, seed=seed, device=device), tune=tune,
                              max_length=max_length)
     _show(zoo, manifest.name, json_)

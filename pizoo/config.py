@@ -173,7 +173,7 @@ class TaskManifest:
             raise SchemaError(f"{where}: {bad}", "pizoo verify")
 
 
-_COLUMN_KEYS = ("text", "text_pair", "label", "image", "label_template", "choices")
+_COLUMN_KEYS = ("text", "text_pair", "label", "image", "label_template", "choices", "boxes")
 
 
 def _columns_problem(cols: Any) -> str | None:

@@ -37,13 +37,20 @@ class Columns:
     label_template: str | None = None
     image: str | None = None
     choices: str | None = None  # a column of each example's own candidate answers (pizoo.candidates)
+    boxes: str | None = None  # a column of each example's candidate boxes in its image (referring expressions)
 
     def __post_init__(self):
         if self.text is None and self.image is None:
             raise UsageError("a task needs a --text or an --image column")
-        if self.choices is not None and (self.verbalizer or self.label_template):
-            raise UsageError("--choices gives every example its own answers: --verbalizer and --label-template "
+        own = "--choices" if self.choices is not None else "--boxes" if self.boxes is not None else None
+        if own and (self.verbalizer or self.label_template):
+            raise UsageError(f"{own} gives every example its own candidates: --verbalizer and --label-template "
                              "rename a fixed label set, and there is none")
+        if self.choices is not None and self.boxes is not None:
+            raise UsageError("give --choices (answer texts) or --boxes (regions of the image), not both")
+        if self.boxes is not None and (self.image is None or self.text is None):
+            raise UsageError("--boxes are regions of each example's image, named by its expression: give --image "
+                             "and --text too", "e.g. --image image --text expression --boxes boxes --label gold")
         if self.text_pair is not None and self.text is None:
             raise UsageError("--text-pair needs --text as well")
         if self.label_template is not None:
@@ -74,6 +81,8 @@ class Columns:
             out["image"] = self.image
         if self.choices:
             out["choices"] = self.choices
+        if self.boxes:
+            out["boxes"] = self.boxes
         return out
 
 
@@ -162,23 +171,29 @@ class Examples:
     labels: list[str]
     images: list[bytes] | None = None  # encoded image files (png, jpeg, ...), as read
     choices: list[list[str]] | None = None  # each example's candidate texts
+    boxes: list[list[list[float]]] | None = None  # each example's candidate boxes [x, y, w, h] in its image
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def candidates(self) -> list[list] | None:
+        """Each example's own candidates (texts or boxes), or None for a fixed label set."""
+        return self.choices if self.choices is not None else self.boxes
 
     @property
     def input_type(self) -> str:
         """The registered input type these examples' columns make (pizoo.inputs.input_type_for)."""
         from pizoo.inputs import input_type_for
 
-        return input_type_for(k for k, v in (("text", self.texts), ("text_pair", self.pairs), ("image", self.images))
-                              if v is not None)
+        return input_type_for(k for k, v in (("text", self.texts), ("text_pair", self.pairs), ("image", self.images),
+                                             ("boxes", self.boxes)) if v is not None)
 
     def to_frame(self):
         import pandas as pd
 
         cols = {"text": self.texts, "text_pair": self.pairs, "image": self.images, "choices": self.choices,
-                "label": self.labels}
+                "boxes": self.boxes, "label": self.labels}
         return pd.DataFrame({k: v for k, v in cols.items() if v is not None})
 
     @classmethod
@@ -187,11 +202,13 @@ class Examples:
             raise DataError(f"{where} lacks the text (or image) or the label column", "pizoo verify")
         col = (lambda c, f: [f(x) for x in df[c]] if c in df.columns else None)
         return cls(col("text", str), col("text_pair", str), [str(x) for x in df["label"]], col("image", bytes),
-                   col("choices", lambda xs: [str(x) for x in xs]))
+                   col("choices", lambda xs: [str(x) for x in xs]),
+                   col("boxes", lambda bs: [[float(v) for v in b] for b in bs]))
 
     def subset(self, idx: list[int]) -> "Examples":
         pick = (lambda xs: [xs[i] for i in idx] if xs is not None else None)
-        return Examples(pick(self.texts), pick(self.pairs), pick(self.labels), pick(self.images), pick(self.choices))
+        return Examples(pick(self.texts), pick(self.pairs), pick(self.labels), pick(self.images), pick(self.choices),
+                        pick(self.boxes))
 
 
 @dataclass(frozen=True)
@@ -306,11 +323,11 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
     """The examples of a dataset; image paths are relative to `base_dir` (the data file's folder)."""
     names = list(ds.column_names)
     for flag, col in (("--text", cols.text), ("--text-pair", cols.text_pair), ("--image", cols.image),
-                      ("--choices", cols.choices), ("--label", cols.label)):
+                      ("--choices", cols.choices), ("--boxes", cols.boxes), ("--label", cols.label)):
         if col is not None and col not in names:
             raise DataError(f"column {col!r} is not in {where}; its columns are: {', '.join(names)}",
                             f"pass {flag} COLUMN")
-    texts, pairs, images, labels, choices = [], [], [], [], []
+    texts, pairs, images, labels, choices, boxes = [], [], [], [], [], []
     dropped = 0
     for i, row in enumerate(ds):
         text = row[cols.text] if cols.text else ""
@@ -319,7 +336,7 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
         image = row[cols.image] if cols.image else b""
         for flag, col, value in (("--text", cols.text, text), ("--text-pair", cols.text_pair, pair),
                                  ("--label", cols.label, label)):
-            if col and isinstance(value, (dict, list, tuple)) and not (flag == "--label" and cols.choices):  # a nested json value: never stored as its repr
+            if col and isinstance(value, (dict, list, tuple)) and not (flag == "--label" and (cols.choices or cols.boxes)):  # a nested json value: never stored as its repr
                 raise DataError(f"{where} row {i + 1}: column {col!r} holds a {type(value).__name__}, not a "
                                 f"{'label' if flag == '--label' else 'text'}", f"pass {flag} a column of plain values")
         if (text is None or label is None or (isinstance(text, str) and cols.text and not text.strip())
@@ -333,9 +350,15 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
             label = str(gold_position(label, options, f"{where} row {i + 1}", cols.label))
             choices.append(options)
         if cols.image:
-            from pizoo.inputs.image import read_image
+            from pizoo.inputs.image import image_size, read_image
 
             images.append(read_image(image, base_dir, f"{where} row {i + 1}"))
+        if cols.boxes:
+            from pizoo.candidates import gold_box_position, parse_boxes
+
+            row_boxes = parse_boxes(row[cols.boxes], image_size(images[-1]), f"{where} row {i + 1}", cols.boxes)
+            label = str(gold_box_position(label, row_boxes, f"{where} row {i + 1}", cols.label))
+            boxes.append(row_boxes)
         texts.append(str(text))
         pairs.append(str(pair))
         labels.append(_label_str(label))
@@ -356,7 +379,7 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
     if dropped:
         log.warning(f"warning: {where}: skipped {dropped} of {dropped + len(labels)} rows with an empty input or label")
     return Examples(texts if cols.text else None, pairs if cols.text_pair else None, labels,
-                    images if cols.image else None, choices if cols.choices else None)
+                    images if cols.image else None, choices if cols.choices else None, boxes if cols.boxes else None)
 
 
 def _label_str(value) -> str:
@@ -369,12 +392,12 @@ def candidate_positions(*parts: Examples) -> tuple[str, ...]:
     """The label set of a candidate task: every position its largest example has ("0", "1", ...)."""
     from pizoo.candidates import positions
 
-    return positions(max(len(c) for ex in parts for c in ex.choices or [[]]))
+    return positions(max(len(c) for ex in parts for c in ex.candidates or [[]]))
 
 
 def label_set_of(ex: Examples) -> tuple[str, ...]:
     """The label set examples make: their candidates' positions, or their labels in order."""
-    return candidate_positions(ex) if ex.choices is not None else sorted_labels(ex.labels)
+    return candidate_positions(ex) if ex.candidates is not None else sorted_labels(ex.labels)
 
 
 def sorted_labels(labels) -> tuple[str, ...]:
@@ -439,7 +462,7 @@ def prepare(data: str | Path | None, cols: Columns, *, eval_data: str | Path | N
     else:
         tr, ev = stratified_split(full, eval_fraction, seed)
         train, held = full.subset(tr), full.subset(ev)
-    label_set = labels or (candidate_positions(full, held) if full.choices is not None else label_set_of(full))
+    label_set = labels or (candidate_positions(full, held) if full.candidates is not None else label_set_of(full))
     if len(label_set) < 2:
         raise DataError(f"{where} has one class only ({label_set[0]!r}): a classifier needs two or more")
     if shots is not None:

@@ -275,13 +275,13 @@ def task_groups(zoo: Zoo, names: list[str], how: str) -> list[str] | None:
 
 
 def modality(columns: dict | None) -> str:
-    """What a task reads, from the columns record of its source: image, image-text, text, text-pair
-    ("?" for a task made without data: an imported adapter)."""
+    """What a task reads, from the columns record of its source: image, image-text, regions, text,
+    text-pair ("?" for a task made without data: an imported adapter)."""
     from pizoo.inputs import input_type_for
 
     if not columns:
         return "?"
-    return input_type_for(k for k in ("text", "text_pair", "image") if columns.get(k))
+    return input_type_for(k for k in ("text", "text_pair", "image", "boxes") if columns.get(k))
 
 
 def cluster_matrix(names: list[str], rows: np.ndarray, clusters: int = 200, iterations: int = 20, seed: int = 0

@@ -199,17 +199,20 @@ class ExpertModel:
     def encode(self, ex, label_ids: Sequence[int]) -> list[dict]:
         """Examples (and their label indices into `labels`) -> rows the head can batch. Examples that
         bring their own candidates (pizoo.candidates) carry them in each row."""
-        rows = self.head_type.encode(self, ex, label_ids)
-        if getattr(ex, "choices", None) is None:
-            return rows
-        if not self.head_type.reads_candidates:
+        own = getattr(ex, "candidates", None)
+        if own is not None and not self.head_type.reads_candidates:
             raise UsageError(f"the {self.head_type.name!r} head cannot score each example's own candidates",
                              "make the zoo with the match head (pizoo init --head match)")
-        widest = max(len(c) for c in ex.choices)
+        rows = self.head_type.encode(self, ex, label_ids)
+        if own is None:
+            return rows
+        widest = max(len(c) for c in own)
         if widest > len(self.labels):
             raise DataError(f"an example has {widest} candidates; this task was made with at most {len(self.labels)}")
+        if ex.boxes is not None:  # boxes are regions of the row's image, not texts
+            return [{**r, "candidates": [list(b) for b in c]} for r, c in zip(rows, own)]
         return [{**r, "candidates": list(c), **self.head_type.candidate_fields(self, list(c))}
-                for r, c in zip(rows, ex.choices)]
+                for r, c in zip(rows, own)]
 
     def collate(self, rows: Sequence[dict], label: int | None = None, per_example: bool = False) -> dict:
         return self.head_type.collate(self, rows, label=label, per_example=per_example)

@@ -390,7 +390,13 @@ def evaluate_task(zoo: Zoo, name: str, *, data: str | None = None, columns: Colu
         ex, labels, ids, where = td.eval, td.labels, td.label_ids(td.eval), f"eval split of {other.name}"
     em, _ = load_task_model(zoo, name, device, labels=labels)
     rows = em.encode(ex, ids)
-    return {"task": name, "accuracy": em.accuracy(rows), "n": len(rows), "data": where, "labels": list(labels)}
+    out = {"task": name, "accuracy": em.accuracy(rows), "n": len(rows), "data": where, "labels": list(labels)}
+    if ex.boxes is not None:  # referring expressions: the chosen box at IoU >= 0.5 with the gold one
+        from pizoo.candidates import iou_hits
+
+        hits = iou_hits(rows, em.predict(rows))
+        out["accuracy_iou50"] = sum(hits) / len(hits) if hits else float("nan")
+    return out
 
 
 def expert_tensor_problems(zoo: Zoo) -> list:

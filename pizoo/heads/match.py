@@ -28,10 +28,12 @@ from pizoo.errors import ModelError, UsageError
 from pizoo.heads import register
 from pizoo.heads.base import Head, input_features, pad, to_device, wide
 from pizoo.inputs.image_text import COMPOSE
+from pizoo.inputs.regions import REGIONS, region_batch
 
 POOLINGS = ("mean", "cls", "pooler")
 POOLER_MODELS = ("clip", "siglip")  # text towers trained on their pooler output
 DEFAULT_SCALE = 20.0  # sentence-transformers' contrastive scale: cosines in [-1, 1] become usable logits
+DEFAULT_REGION = "crop"  # how the image tower sees a candidate box (pizoo.inputs.regions)
 
 
 def pooling_of(path: Path | None) -> str:
@@ -63,7 +65,7 @@ class Match(Head):
     reads_candidates = True
 
     def default_options(self, path):
-        return {"pooling": pooling_of(path), "scale": DEFAULT_SCALE}
+        return {"pooling": pooling_of(path), "scale": DEFAULT_SCALE, "region": DEFAULT_REGION}
 
     def normalize_options(self, options, path):
         opts = super().normalize_options(options, path)
@@ -72,6 +74,8 @@ class Match(Head):
         if not isinstance(opts["scale"], (int, float)) or not opts["scale"] > 0:
             raise UsageError(f"--scale must be a positive number, got {opts['scale']!r}")
         opts["scale"] = float(opts["scale"])
+        if opts["region"] not in REGIONS:
+            raise UsageError(f"--region {opts['region']!r} is not one of {', '.join(REGIONS)}")
         return opts
 
     def encode(self, em, ex, label_ids):
@@ -79,10 +83,16 @@ class Match(Head):
 
     def collate(self, em, rows, *, label=None, per_example=False):
         labels = torch.tensor([r["label"] if label is None else label for r in rows])
-        inputs = pad(em, [{k: v for k, v in r.items() if k not in ("label", "text", "candidates")} for r in rows])
+        inputs = pad(em, [{k: v for k, v in r.items() if k not in ("label", "text", "candidates", "region_image")}
+                          for r in rows])
         feats = em.cache["label_features"]
         batch = {"inputs": inputs, "labels": labels}
-        if rows and "candidates" in rows[0]:  # each example's own candidates (after its text, for image-text)
+        if rows and "region_image" in rows[0]:  # referring expressions: each candidate box's region of the image
+            flat, owner, slot = ragged(rows)
+            batch["label_inputs"] = region_batch(em, [r["region_image"] for r in rows], owner.tolist(), flat,
+                                                 em.head_options.get("region", DEFAULT_REGION))
+            batch["label_owner"], batch["label_slot"] = owner, slot
+        elif rows and "candidates" in rows[0]:  # each example's own candidates (after its text, for image-text)
             flat, owner, slot = ragged(rows)
             texts = ([COMPOSE.format(text=rows[o]["text"], label=c) for c, o in zip(flat, owner.tolist())]
                      if "text" in rows[0] else flat)

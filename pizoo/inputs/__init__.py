@@ -16,8 +16,8 @@ get_input = INPUTS.get_one
 
 
 def input_type_for(columns) -> str:
-    """The registered input type of examples with these columns (names of text, text_pair, image
-    that are present): the one answer to "what does this task read?"."""
+    """The registered input type of examples with these columns (names of text, text_pair, image,
+    boxes that are present): the one answer to "what does this task read?"."""
     present = frozenset(columns)
     for name, kind in INPUTS.items():
         if kind.reads == present:
@@ -27,4 +27,4 @@ def input_type_for(columns) -> str:
     raise UsageError(f"no input type reads the columns {sorted(present)}", "pizoo add-task --help")
 
 
-from pizoo.inputs import image, image_text, text, text_pair  # noqa: E402,F401  (each registers itself)
+from pizoo.inputs import image, image_text, regions, text, text_pair  # noqa: E402,F401  (each registers itself)

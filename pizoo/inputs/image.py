@@ -70,6 +70,14 @@ def decode(data: bytes):
         raise DataError(f"{type(e).__name__}: {str(e)[:120]}") from e
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an encoded image, from its header."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size
+
+
 def pixel_features(em, images: list[bytes]) -> list[dict]:
     """Rows that hold each image as its encoded bytes ({"image": bytes}); `pixel_batch` runs the
     model's image processor on a batch of them when the batch is made, so a task's pixels exist
