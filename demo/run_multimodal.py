@@ -75,8 +75,43 @@ def main() -> None:
         "mnist-digit expert on digits-8x8 (no digits-8x8 data)": round(cross["accuracy"], 3),
         "interpolate": {k: pi.get(k) for k in ("kept", "metrics", "sources", "alpha", "auto")},
     }
+    summary["referring expressions"] = ref_family(data)
+    summary["seconds"] = round(time.perf_counter() - start, 1)
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n" + json.dumps(summary, indent=2))
+
+
+REF_TARGET, REF_SIBLING = "ref-g", "ref-plus"
+
+
+def ref_family(data: Path) -> dict:
+    """The paper's own family, on scenes of real digits: referring expressions whose candidates are
+    the objects' boxes (ref, ref-plus, ref-g as RefCOCO, RefCOCO+, RefCOCOg), a visual question
+    answered from candidate answers (scene-qa), and ref on Fashion-MNIST articles where installed.
+    The user's workflow on it: similar, interpolate, curve, landscape, cross-task eval, export."""
+    scenes = prepare.main_scenes(str(data))
+    trained = {name: pizoo("add-task", name, "--data", str(path), *flags, "--shots", SHOTS, "--epochs", IMAGE_EPOCHS,
+                           "--json", json_out=True)
+               for name, (path, flags) in scenes.items()}
+    near = pizoo("similar", REF_TARGET, "--k", "2", "--json", json_out=True)
+    pi = pizoo("interpolate", "--target", REF_TARGET, "--json", json_out=True)
+    curve = pizoo("curve", "--target", REF_TARGET, "--with", REF_SIBLING, "--points", "6",
+                  "--out", str(OUT / "ref-curve.png"), "--json", json_out=True)
+    plane = pizoo("landscape", "--target", REF_TARGET, "--with", f"{REF_SIBLING},ref", "--resolution", "2",
+                  "--samples", "48", "--out", str(OUT / "ref-plane.png"), "--json", json_out=True)
+    cross = {f"{a} expert on {b}": round(pizoo("eval", a, "--on", b, "--json", json_out=True)["accuracy_iou50"], 3)
+             for a, b in (("ref", REF_TARGET), (REF_SIBLING, REF_TARGET), (REF_TARGET, "ref"))}
+    pizoo("export", REF_TARGET, "--out", str(OUT / f"{REF_TARGET}-peft"), "--format", "peft")
+    return {
+        "tasks": {n: {"accuracy": round(t["metrics"]["accuracy"], 3),
+                      "zero_shot": round(t["metrics"]["accuracy_zero_shot"], 3), "n_train": t["metrics"]["n_train"]}
+                  for n, t in trained.items()},
+        f"similar {REF_TARGET} --k 2": [(r["task"], round(r.get("similarity", float("nan")), 3)) for r in near],
+        "interpolate": {k: pi.get(k) for k in ("kept", "metrics", "sources", "alpha")},
+        f"curve {REF_TARGET} -> {REF_SIBLING} (t, accuracy)": [(p["t"], round(p["accuracy"], 3)) for p in curve["points"]],
+        "landscape points (accuracy)": {p["name"]: round(p["accuracy"], 3) for p in plane["points"]},
+        "cross-task eval (accuracy at IoU 0.5)": cross,
+    }
 
 
 if __name__ == "__main__":

@@ -847,6 +847,40 @@ def hyper_show(ctx: typer.Context, json_: JsonOpt = False):
 
 
 # -- export -----------------------------------------------------------------------------------
+@command("convert-refer")
+def convert_refer(ctx: typer.Context,
+                  refs: Annotated[Path, typer.Option(help="The refer toolkit's refs as JSON (refs(unc).p converted: "
+                                                     "pizoo never unpickles), or a table with ann_id, image_id, "
+                                                     "sentences (the hub's jxu124/refcoco parquet).")],
+                  instances: Annotated[Path, typer.Option(help="COCO's instances.json of the same dataset: every "
+                                                          "annotated object of an image is a candidate box.")],
+                  images: Annotated[Path, typer.Option(help="The COCO image folder (e.g. train2014).")],
+                  out: Annotated[Path, typer.Option(help="Parquet file to write: one row per expression.")],
+                  split: Annotated[Optional[str], typer.Option(help="Keep the refs of this split only (train, val, "
+                                                               "test, testA, testB).")] = None,
+                  force: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+                  json_: JsonOpt = False):
+    """Make RefCOCO / RefCOCO+ / RefCOCOg data, as the refer toolkit publishes it, into a table
+    add-task reads (image, expression, boxes, gold).
+
+    Example:
+
+      pizoo convert-refer --refs refcocog/refs.json --instances refcocog/instances.json \\
+          --images coco/train2014 --split train --out refcocog-train.parquet
+
+      pizoo add-task refcocog --data refcocog-train.parquet --image image --text expression \\
+          --boxes boxes --label gold --shots 16
+    """
+    from pizoo.refer import write_refer_table
+
+    _outputs(zoo_of(ctx), force, out=out)
+    result = write_refer_table(refs, instances, images, out, split)
+    if json_:
+        render.emit_json(result)
+    else:
+        render.key_values(result, title="convert-refer")
+
+
 @command("export")
 def export(ctx: typer.Context,
            name: Annotated[str, typer.Argument(help="Task to export.")],

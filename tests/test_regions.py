@@ -241,3 +241,63 @@ def test_boxes_need_the_match_head_on_a_dual_encoder(bert_dir, tmp_path):
     r = cli(zoo.root, "add-task", "ref", "--data", f, "--image", "image", "--text", "expression", "--boxes", "boxes",
             "--label", "gold", "--epochs", 1)
     assert r.exit_code == 2 and "own candidates" in r.stderr, r.stderr
+
+
+def coco(tmp_path, n_images: int = 6):
+    """A COCO-style dataset in the refer toolkit's form: an image folder, instances.json (every
+    object's box) and the refs (as JSON: the toolkit's refs(*).p converted), two expressions each."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "train2014").mkdir()
+    images, anns, refs = [], [], []
+    for i in range(n_images):
+        image, boxes, names = scene(rng, 3)
+        fname = f"COCO_train2014_{i:012d}.png"
+        (tmp_path / "train2014" / fname).write_bytes(image)
+        images.append({"id": 100 + i, "file_name": fname, "width": W, "height": H})
+        for j, b in enumerate(boxes):
+            anns.append({"id": 1000 + 10 * i + j, "image_id": 100 + i, "bbox": b, "category_id": 1})
+        target = int(rng.integers(3))
+        refs.append({"ref_id": i, "ann_id": 1000 + 10 * i + target, "image_id": 100 + i,
+                     "split": "train" if i < n_images - 2 else "val",
+                     "sentences": [{"sent": names[target], "tokens": [names[target]]},
+                                   {"sent": f"the {names[target]}", "tokens": ["the", names[target]]}]})
+    (tmp_path / "instances.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": []}))
+    (tmp_path / "refs.json").write_text(json.dumps(refs))
+    return tmp_path, refs, anns
+
+
+def test_refcoco_as_the_refer_toolkit_and_the_hub_publish_it(duals, tmp_path):
+    root, refs, anns = coco(tmp_path)
+    zoo = helpers.new_zoo(tmp_path / "z", duals["clip"], "lora", "match")
+    out = tmp_path / "refcoco-train.parquet"
+    r = cli(zoo.root, "convert-refer", "--refs", root / "refs.json", "--instances", root / "instances.json",
+            "--images", root / "train2014", "--split", "train", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["rows"] == 8 and summary["refs"] == 4 and summary["most_boxes"] == 3  # 2 expressions per ref
+    import pandas as pd
+
+    df = pd.read_parquet(out)
+    first = df.iloc[0]
+    gold_ann = next(a for a in anns if a["id"] == refs[0]["ann_id"])
+    assert list(first["boxes"][first["gold"]]) == gold_ann["bbox"] and first["expression"] == refs[0]["sentences"][0]["sent"]
+    r = cli(zoo.root, "add-task", "refcoco", "--data", out, "--image", "image", "--text", "expression", "--boxes",
+            "boxes", "--label", "gold", "--epochs", 1, "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    # the hub's jxu124/refcoco rows: ann_id, image_id, split, captions (no sentences), read as parquet
+    hub = tmp_path / "hub.parquet"
+    pd.DataFrame([{"ann_id": x["ann_id"], "image_id": x["image_id"], "split": x["split"],
+                   "captions": [s["sent"] for s in x["sentences"]]} for x in refs]).to_parquet(hub)
+    r = cli(zoo.root, "convert-refer", "--refs", hub, "--instances", root / "instances.json", "--images",
+            root / "train2014", "--split", "val", "--out", tmp_path / "val.parquet", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["rows"] == 4, r.output
+    # bad input: one line, nothing written
+    bad = tmp_path / "bad-refs.json"
+    bad.write_text(json.dumps([{**refs[0], "ann_id": 5}]))
+    r = cli(zoo.root, "convert-refer", "--refs", bad, "--instances", root / "instances.json", "--images",
+            root / "train2014", "--out", tmp_path / "bad.parquet")
+    assert r.exit_code == 1 and "not among image" in r.stderr and not (tmp_path / "bad.parquet").exists()
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = cli(zoo.root, "convert-refer", "--refs", root / "refs.json", "--instances", root / "instances.json",
+            "--images", root / "train2014", "--out", zoo.root / "x.parquet")
+    assert r.exit_code == 2 and "inside a zoo" in r.stderr

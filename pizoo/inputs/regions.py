@@ -62,8 +62,8 @@ def region(img, box: Sequence[float], how: str):
     from PIL import ImageFilter
 
     x, y, w, h = box
-    left, top = max(0, int(round(x))), max(0, int(round(y)))
-    right, bottom = min(img.size[0], max(left + 1, int(round(x + w)))), min(img.size[1], max(top + 1, int(round(y + h))))
+    left, top = max(0, round(x)), max(0, round(y))
+    right, bottom = min(img.size[0], max(left + 1, round(x + w))), min(img.size[1], max(top + 1, round(y + h)))
     if how == "crop":
         return square(img.crop((left, top, right, bottom)))
     if how == "blur":
