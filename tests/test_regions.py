@@ -301,3 +301,47 @@ def test_refcoco_as_the_refer_toolkit_and_the_hub_publish_it(duals, tmp_path):
     r = cli(zoo.root, "convert-refer", "--refs", root / "refs.json", "--instances", root / "instances.json",
             "--images", root / "train2014", "--out", zoo.root / "x.parquet")
     assert r.exit_code == 2 and "inside a zoo" in r.stderr
+
+
+def test_the_packaged_scene_family_is_what_each_task_says(tmp_path):
+    """demo/scenes.py on stand-in glyphs (the demo reads MNIST): boxes inside the canvas and apart,
+    the gold's position uniform, RefCOCO+-style expressions without location words, RefCOCOg-style
+    ones relational, questions answered from the scene's other objects; pizoo reads every file."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "demo"))
+    import scenes
+
+    from pizoo.data import Columns, prepare
+
+    rng = np.random.default_rng(0)
+    glyphs = (rng.random((40, 28, 28)) * 255).astype("uint8")
+    labels = np.arange(40) % 10
+    words = {k: str(k) for k in range(10)}
+    for task in ("ref", "ref-plus", "ref-g", "scene-qa"):
+        rows = scenes.make(task, glyphs, labels, words, 60, seed=1)
+        gold = [r["gold" if task != "scene-qa" else "answer"] for r in rows]
+        positions = scenes.MAX_OBJECTS - (task == "scene-qa")
+        assert sorted(set(gold)) == list(range(positions)) and max(map(gold.count, set(gold))) == 60 // positions
+        if task == "scene-qa":
+            assert all(r["question"].startswith("what is ") for r in rows)
+            path = tmp_path / f"{task}.parquet"
+            pd.DataFrame(rows).to_parquet(path)
+            td = prepare(path, Columns(text="question", image="image", choices="options", label="answer"))
+        else:
+            for r in rows:
+                boxes = json.loads(r["boxes"])
+                assert all(0 <= x and 0 <= y and x + w <= scenes.SIDE and y + h <= scenes.SIDE for x, y, w, h in boxes)
+                assert all(iou(a, b) == 0 for i, a in enumerate(boxes) for b in boxes[i + 1:])
+            texts = [r["expression"] for r in rows]
+            if task == "ref-plus":
+                assert not any(w in t for t in texts for w in ("left", "right", "top", "bottom", "above", "below"))
+            if task == "ref-g":
+                assert all(any(rel in t for rel in scenes.RELATIONS) for t in texts)
+            path = tmp_path / f"{task}.parquet"
+            pd.DataFrame(rows).to_parquet(path)
+            td = prepare(path, Columns(text="expression", image="image", boxes="boxes", label="gold"))
+        assert len(td.train) + len(td.eval) == 60 and td.labels == tuple(str(i) for i in range(positions))
