@@ -119,11 +119,11 @@ def test_fast_fisher_equals_the_batch1_oracle_when_scenes_have_different_numbers
         assert any("vision_model." in n and float(slow[n].abs().sum()) > 0 for n in slow)
 
 
-@pytest.mark.parametrize("region", ["crop", "blur"])
-def test_a_referring_task_trains_reloads_and_reports_accuracy_at_iou(region, duals, tmp_path):
-    zoo = helpers.new_zoo(tmp_path / "z", duals["clip"], "lora", "match")
+@pytest.mark.parametrize("dual,region", [("clip", "crop"), ("clip", "blur"), ("dual", "crop")])
+def test_a_referring_task_trains_reloads_and_reports_accuracy_at_iou(dual, region, duals, tmp_path):
+    zoo = helpers.new_zoo(tmp_path / "z", duals[dual], "lora", "match")
     if region != "crop":
-        r = cli(tmp_path / "z2", "init", "--base-model", duals["clip"], "--head", "match", "--region", region)
+        r = cli(tmp_path / "z2", "init", "--base-model", duals[dual], "--head", "match", "--region", region)
         assert r.exit_code == 0, r.output
         from pizoo.zoo import Zoo
 
@@ -150,15 +150,24 @@ def test_a_referring_task_trains_reloads_and_reports_accuracy_at_iou(region, dua
     assert {len(b) for b in td.eval.boxes} >= {2, 3} and td.eval.images is not None
 
 
-def test_a_box_task_interpolates_with_an_image_task_and_exports(duals, tmp_path):
-    """Box tasks and fixed-label tasks share one zoo: similar, interpolate both ways, and an export
-    round trip (the exported adapter computes the same region and expression features)."""
-    zoo = helpers.new_zoo(tmp_path / "z", duals["dual"], "lora", "match")
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_box_task_interpolates_with_an_image_task_and_exports(kind, duals, tmp_path):
+    """Every kind on a box task: box and fixed-label tasks share one zoo (similar, interpolate both
+    ways), and each export a kind has computes the same scores of every box with transformers/peft
+    alone as pizoo does."""
+    from test_images import exports, plain_features, plain_model  # helpers only (not collected twice)
+
+    from pizoo.candidates import spread
+    from pizoo.experts import get_kind
+    from pizoo.tasks import load_task_model, task_data
+
+    zoo = helpers.new_zoo(tmp_path / "z", duals["dual"], kind, "match")
     img = helpers.image_task(tmp_path, "lr", 60, 0, name="lr")
     helpers.train(zoo, "lr", img, epochs=2, columns=helpers.image_columns())
     train = write(ref_rows(60, 0), tmp_path / "ref.parquet")
+    lr = str(get_kind(kind).default_lr)
     r = cli(zoo.root, "add-task", "ref", "--data", train, "--image", "image", "--text", "expression", "--boxes",
-            "boxes", "--label", "gold", "--epochs", 3, "--device", "cpu")
+            "boxes", "--label", "gold", "--epochs", 3, "--lr", lr, "--device", "cpu")
     assert r.exit_code == 0, r.output
     r = cli(zoo.root, "similar", "ref", "--json")
     assert r.exit_code == 0, r.output
@@ -171,37 +180,23 @@ def test_a_box_task_interpolates_with_an_image_task_and_exports(duals, tmp_path)
     assert r.exit_code == 0, r.output
     r = cli(zoo.root, "eval", "ref", "--on", "ref", "--json")
     assert r.exit_code == 0 and "accuracy_iou50" in json.loads(r.stdout), r.output
-    # export: peft loads the adapter onto the plain model; features agree with pizoo's own
-    from peft import PeftModel
-    from transformers import AutoModel
-
-    out = tmp_path / "ref-peft"
-    r = cli(zoo.root, "export", "ref", "--out", out, "--format", "peft")
-    assert r.exit_code == 0, r.output
-    from pizoo.tasks import load_task_model, task_data
-
     em, m = load_task_model(zoo, "ref")
     td = task_data(zoo, "ref", m)
-    rows = em.encode(td.train, td.label_ids(td.train))[:3]
-    batch = em.collate(rows)
+    batch = em.collate(em.encode(td.train, td.label_ids(td.train))[:3])
     with torch.no_grad():
         ours = em.head_type.label_scores(em, batch, None)
-    t = PeftModel.from_pretrained(AutoModel.from_pretrained(duals["dual"]), out).eval().base_model.model
-    with torch.no_grad():  # the plain model's towers, pooled as pizoo pools them (mean over tokens; vision pooler)
-        out_t = t.text_model(**batch["inputs"]).last_hidden_state
-        mask = batch["inputs"]["attention_mask"][:, :, None].float()
-        x = t.text_projection((out_t * mask).sum(1) / mask.sum(1))
-        v = t.vision_model(pixel_values=batch["label_inputs"]["pixel_values"]).pooler_output
-        y = t.visual_projection(v)
-        from pizoo.candidates import spread
-
-        x, y = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(y, dim=-1)
-        owner = batch["label_owner"]
-        theirs = spread(zoo.spec.head_options["scale"] * (x[owner] * y).sum(-1), owner, batch["label_slot"], len(rows),
-                        len(em.labels))
     finite = torch.isfinite(ours)
-    assert torch.equal(finite, torch.isfinite(theirs))
-    assert float((ours[finite] - theirs[finite]).abs().max()) <= 1e-4
+    pooling = zoo.spec.head_options["pooling"]
+    for fmt, out in exports(zoo, "ref", get_kind(kind), tmp_path):
+        model = plain_model(duals["dual"], out, fmt, get_kind(kind))
+        with torch.no_grad():
+            x = torch.nn.functional.normalize(plain_features(model, batch["inputs"], pooling), dim=-1)
+            y = torch.nn.functional.normalize(plain_features(model, batch["label_inputs"], pooling), dim=-1)
+        owner = batch["label_owner"]
+        theirs = spread(zoo.spec.head_options["scale"] * (x[owner] * y).sum(-1), owner, batch["label_slot"], 3,
+                        len(em.labels))
+        assert torch.equal(finite, torch.isfinite(theirs)), fmt
+        assert float((ours[finite] - theirs[finite]).abs().max()) <= 1e-4, (fmt, ours, theirs)
 
 
 def test_bad_box_data_is_one_line_and_writes_nothing(duals, tmp_path):
