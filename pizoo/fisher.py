@@ -27,6 +27,7 @@ import random
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -37,6 +38,9 @@ from pizoo import __version__, progress
 from pizoo.errors import MissingEmbedding
 from pizoo.heads.base import to_device
 from pizoo.index import check_space, read_h5  # noqa: F401  (the readers live where torch is not needed)
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 GROUPS = ("expert", "probe")
 DEFAULT_SAMPLES = 256
@@ -51,7 +55,7 @@ def _owner(root: nn.Module, live_name: str) -> tuple[nn.Module, str]:
 class _Capture:
     """Hooks that accumulate Σ_j g_j² for the tensors they have a rule for."""
 
-    def __init__(self, em, names: Sequence[str]):
+    def __init__(self, em: ExpertModel, names: Sequence[str]):
         self.em, self.handles = em, []
         self.sums: dict[str, torch.Tensor] = {}
         self.grads: dict[str, torch.Tensor] = {}  # per-example gradients of the batch being processed
@@ -146,7 +150,7 @@ class _Capture:
             h.remove()
 
 
-def fisher_diag(em, rows: Sequence[dict], *, batch_size: int = 32, method: str = "hooks",
+def fisher_diag(em: ExpertModel, rows: Sequence[dict], *, batch_size: int = 32, method: str = "hooks",
                 desc: str = "fisher") -> dict[str, torch.Tensor]:
     """Diagonal empirical Fisher of the expert tensors of `em`, as it is now, over `rows`.
 
@@ -217,7 +221,7 @@ def choose(rows: Sequence[dict], samples: int | None, seed: int) -> list[dict]:
     return random.Random(seed).sample(list(rows), samples)
 
 
-def probe_fisher(em, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+def probe_fisher(em: ExpertModel, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
     """The Fisher at the zoo's shared probe expert (and a probe head seeded the same way)."""
     saved = em.state()
     probe = em.kind.probe({n: p.shape for n, p in em.expert.items()}, em.spec.seed)
@@ -232,7 +236,7 @@ def probe_fisher(em, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         em.load_state(saved, where="saved state")
 
 
-def attrs_for(em, n_samples: int, seed: int) -> dict[str, str | int]:
+def attrs_for(em: ExpertModel, n_samples: int, seed: int) -> dict[str, str | int]:
     spec = em.spec
     return {"n_samples": n_samples, "method": METHOD, "base_fingerprint": spec.fingerprint, "head": spec.head,
             "head_options": json.dumps(spec.head_options, sort_keys=True),
@@ -250,7 +254,7 @@ def write_h5(path: Path, groups: dict[str, dict[str, torch.Tensor]], attrs: dict
                 g.create_dataset(name, data=tensors[name].numpy().astype(np.float32))
 
 
-def embedding_writer(em, rows: Sequence[dict], *, seed: int = 0, samples: int | None = None,
+def embedding_writer(em: ExpertModel, rows: Sequence[dict], *, seed: int = 0, samples: int | None = None,
                      groups: Sequence[str] = GROUPS):
     """Compute the embedding now; return the writer to hand to the zoo (TaskFiles.embedding)."""
     chosen = choose(rows, samples, seed)

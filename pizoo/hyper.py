@@ -33,12 +33,16 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from pizoo.errors import CorruptFile, IncompatibleExperts, UsageError
 from pizoo.experts import get_kind
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 HYPER_DIR = "_hyper"
 WEIGHTS = "hyper.safetensors"
@@ -152,7 +156,7 @@ def is_visual(name: str) -> bool:
     return "vision_model." in name or "visual_projection" in name or "patch_embedding" in name
 
 
-def visual_feature(em, rows: Sequence[dict], limit: int = 64, batch_size: int = 16) -> torch.Tensor | None:
+def visual_feature(em: ExpertModel, rows: Sequence[dict], limit: int = 64, batch_size: int = 16) -> torch.Tensor | None:
     """A task's image features for the visual side: the mean of the image tower's (projected) features
     over up to `limit` of its images, scaled to entries of about 1; None for a task without images."""
     from pizoo.heads.base import pad, to_device
@@ -167,7 +171,7 @@ def visual_feature(em, rows: Sequence[dict], limit: int = 64, batch_size: int = 
     return mean * math.sqrt(mean.numel())
 
 
-def _visual_dim(em, names: Sequence[str]) -> int:
+def _visual_dim(em: ExpertModel, names: Sequence[str]) -> int:
     from pizoo.basemodel import is_dual
 
     if not (is_dual(em.hf) and any(is_visual(n) for n in names)):
@@ -201,7 +205,7 @@ class _MultiTask(nn.Module):
     probe sketch alone: that is the z a new task gets, so the projection P must carry what tells
     tasks apart instead of leaving it all to the per-task offsets."""
 
-    def __init__(self, em, net: HyperNet, sketches: torch.Tensor, visuals: torch.Tensor, seed: int):
+    def __init__(self, em: ExpertModel, net: HyperNet, sketches: torch.Tensor, visuals: torch.Tensor, seed: int):
         super().__init__()
         self.em, self.net, self.model = em, net, em.wrapped
         self.register_buffer("sketches", sketches)
@@ -218,7 +222,7 @@ class _MultiTask(nn.Module):
 class _Tune(nn.Module):
     """Few-shot tuning of a generated expert: the task embedding z alone, or z and the hypernetwork."""
 
-    def __init__(self, em, net: HyperNet, z: torch.Tensor, visual: torch.Tensor | None, tune: str):
+    def __init__(self, em: ExpertModel, net: HyperNet, z: torch.Tensor, visual: torch.Tensor | None, tune: str):
         super().__init__()
         self.em, self.net, self.model, self.visual = em, net, em.wrapped, visual
         self.z = nn.Parameter(z.detach().clone())

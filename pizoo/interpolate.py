@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,9 +16,12 @@ from pizoo.mixture import MixSpec, Mixture, lerp
 from pizoo.predict import Candidate, check_by, default_by, root_of
 from pizoo.similarity import PAIRWISE, similarity
 
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
+
 
 def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: int | None = 2,
-                   metric: str = "cosine", by: str = "fisher", em=None, rows=None) -> list[Candidate]:
+                   metric: str = "cosine", by: str = "fisher", em: ExpertModel | None = None, rows=None) -> list[Candidate]:
     """The tasks to mix with `target`: the explicit list, or its top-k (k None: all of them, best
     first) through the one ranking path of pizoo.predict (`by` fisher, fit or both; fit needs the
     target's model `em` and its encoded training `rows`).
@@ -70,7 +74,7 @@ def parse_k(k: int | str) -> int | None:
     return k
 
 
-def load_expert_part(zoo, name: str, em) -> dict[str, torch.Tensor]:
+def load_expert_part(zoo, name: str, em: ExpertModel) -> dict[str, torch.Tensor]:
     """A task's expert tensors (no head), checked against the zoo's expert shape."""
     from pizoo.errors import IncompatibleExperts
     from pizoo.models import load_tensors, split_head
@@ -302,7 +306,7 @@ def _save(zoo, run: _Run, out_name: str, tensors: dict, record: dict, metrics: d
     return zoo.save_task(out, files)
 
 
-def _loadable(zoo, ranked: list, em, need: int) -> tuple[list, dict]:
+def _loadable(zoo, ranked: list, em: ExpertModel, need: int) -> tuple[list, dict]:
     """The first `need` candidates whose experts can be read (checked), in order, and their expert
     tensors; the unreadable ones passed over are named on stderr."""
     from pizoo.errors import PizooError
@@ -328,7 +332,7 @@ def _fit(mixture: Mixture, rows, cfg, alpha_lr: float, desc: str):
     return fit(mixture, rows, mixture.em.collate, cfg, desc=desc, lr_overrides={id(mixture.alpha): alpha_lr})
 
 
-def _run(em, experts, spec: MixSpec, rows, cfg, alpha_lr: float, desc: str):
+def _run(em: ExpertModel, experts, spec: MixSpec, rows, cfg, alpha_lr: float, desc: str):
     mixture = Mixture(em, experts, spec)
     return mixture, _fit(mixture, rows, cfg, alpha_lr, desc)
 
@@ -337,7 +341,7 @@ ALPHA_ON = ("held-out", "train")
 HELD_OUT_MIN = 8  # eval examples below which α is fitted on the training split after all
 
 
-def _alpha_held_out(em, experts, spec: MixSpec, rows, cfg, alpha_lr: float, desc: str):
+def _alpha_held_out(em: ExpertModel, experts, spec: MixSpec, rows, cfg, alpha_lr: float, desc: str):
     """Mode alpha, with α fitted where the target's expert has not already fitted the data: on the
     eval split. On its own training split the target's expert is near-perfect by construction, so α
     learns only to weigh the target up (measured: softmax weight 0.82-0.84 on every target, at Adam's

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from pizoo.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 
 def axis(resolution: int, margin: float) -> list[float]:
@@ -85,7 +89,7 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
             "values": values, "grid": grid, "points": points}
 
 
-def _scored(em, rows, params) -> dict:
+def _scored(em: ExpertModel, rows, params) -> dict:
     s = em.score(rows, params=params)
     return {"accuracy": s.accuracy, "loss": -s.log_likelihood}
 

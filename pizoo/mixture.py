@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from pizoo.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 MODES = ("full", "alpha")
 GRANULARITIES = ("expert", "layer")
@@ -41,7 +45,7 @@ class Mixture(nn.Module):
     Source 0 is the target and uses `em`'s own live expert tensors; sources 1..k are extra
     tensors (the only memory the mixture adds). The task head is the target's, never mixed."""
 
-    def __init__(self, em, sources: Sequence[dict[str, torch.Tensor]], spec: MixSpec):
+    def __init__(self, em: ExpertModel, sources: Sequence[dict[str, torch.Tensor]], spec: MixSpec):
         super().__init__()
         self.em, self.spec = em, spec
         self.model = em.wrapped  # registered so accelerate places and syncs it

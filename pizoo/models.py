@@ -27,7 +27,13 @@ from pizoo.basemodel import (  # noqa: F401  (re-exported: the model layer's bas
     tower_types,
 )
 from pizoo.config import ZooSpec
-from pizoo.errors import CorruptFile, DataError, IncompatibleExperts, ModelError, UsageError
+from pizoo.errors import (
+    CorruptFile,
+    DataError,
+    IncompatibleExperts,
+    ModelError,
+    UsageError,
+)
 from pizoo.experts import get_kind
 from pizoo.heads import get_head
 

@@ -29,9 +29,13 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from pizoo.errors import PizooError, UsageError
 from pizoo.progress import log
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 BY = ("fisher", "fit", "both")
 RECALL = 100  # R: tasks taken from the index for the fit stage (`both`)
@@ -126,20 +130,20 @@ def check_fit_possible(zoo, by: str) -> None:
 
 
 # -- calibrated fit ------------------------------------------------------------------------------
-def fit_scores(em, rows: Sequence[dict], experts: dict[str, object]) -> dict:
+def fit_scores(em: ExpertModel, rows: Sequence[dict], experts: dict[str, object]) -> dict:
     """Each expert's fit to `rows` (encoded with their gold labels): a Score (pizoo.models) with the
     accuracy, the raw and the calibrated log-likelihood, and their per-example values."""
     return {name: em.score(rows, params={n: t.to(em.device) for n, t in tensors.items()})
             for name, tensors in experts.items()}
 
 
-def base_fit(em, rows: Sequence[dict]):
+def base_fit(em: ExpertModel, rows: Sequence[dict]):
     """The fit of the zoo's shared starting expert (the base model itself for LoRA, adapters and
     AdaLink): what the target has from no source at all."""
     return em.score(rows, params={n: em.initial_state[n].to(em.device) for n in em.expert})
 
 
-def fit_candidates(zoo, em, rows: Sequence[dict], names: Sequence[str]) -> tuple[dict, float, list[str], object]:
+def fit_candidates(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str]) -> tuple[dict, float, list[str], object]:
     """The fit (a Score) of each named task's expert to `rows`, the seconds it took, the tasks skipped
     (a corrupt or foreign expert is named and left out, never fatal for the target), and the base fit."""
     from pizoo import progress
@@ -175,7 +179,7 @@ def race_rows(rows: Sequence[dict], n: int) -> list[dict]:
     return out
 
 
-def fit_stage(zoo, em, rows: Sequence[dict], names: Sequence[str], sims: dict, keep: int) -> tuple[list, float, list]:
+def fit_stage(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str], sims: dict, keep: int) -> tuple[list, float, list]:
     """The fitted candidates, in order, the seconds, and the tasks skipped. `names` come in the
     embedding's order. Many candidates race: all on RACE_EXAMPLES rows, then `keep` of them (half
     the embedding's first, half the heats' best fits) on every row, ordered first; the others
@@ -221,7 +225,7 @@ def order(scored: list["Candidate"]) -> list["Candidate"]:
 
 # -- the two stages ------------------------------------------------------------------------------
 def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", group: str | None = None,
-                 em=None, rows: Sequence[dict] | None = None, count: int | None = None,
+                 em: ExpertModel | None = None, rows: Sequence[dict] | None = None, count: int | None = None,
                  recall_count: int = RECALL, distinct: bool = True) -> Ranking:
     """The zoo's tasks as sources for `target`, best first: at least the top `count` (None: every
     task for fisher and fit, the R recalled for both).
@@ -240,7 +244,7 @@ def rank_sources(zoo, target: str, *, by: str = "both", metric: str = "cosine", 
     return _finish(zoo, target, by, metric, ranked, time.perf_counter() - start, em, rows, recall_count, count)
 
 
-def rank_data(zoo, vec: dict, em, rows: Sequence[dict], *, by: str, metric: str, label: str,
+def rank_data(zoo, vec: dict, em: ExpertModel, rows: Sequence[dict], *, by: str, metric: str, label: str,
               recall_count: int = RECALL, count: int | None = None) -> Ranking:
     """The same two stages for data that has no expert yet: `vec` is its probe embedding; at least
     the top `count` come back (None: every task for fisher and fit, the R recalled for both)."""
@@ -267,7 +271,7 @@ def _wanted(by: str, count: int | None, recall_count: int) -> int | None:
 
 
 def _finish(zoo, target: str, by: str, metric: str, ranked: list[tuple[str, float]], fisher_seconds: float,
-            em, rows, recall_count: int, count: int | None) -> Ranking:
+            em: ExpertModel, rows, recall_count: int, count: int | None) -> Ranking:
     """The fit stage over the recalled tasks (none for fisher), and the Ranking. `fit` scores every
     task on every example (exhaustive); `both` races the recalled ones (fit_stage)."""
     if by == "fisher":

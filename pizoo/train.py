@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,6 +18,9 @@ from torch.utils.data import DataLoader
 from pizoo import progress
 from pizoo.errors import TrainingError, UsageError
 from pizoo.progress import log
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 _accelerator = None
 _accelerator_key = None
@@ -164,7 +168,7 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
 class ExpertLoss(nn.Module):
     """The training objective of one expert: mean negative log-likelihood of the labels."""
 
-    def __init__(self, em):
+    def __init__(self, em: ExpertModel):
         super().__init__()
         self.em = em
         self.model = em.wrapped  # a submodule, so accelerate and DDP place and sync it

@@ -410,3 +410,20 @@ def test_one_answer_to_dual_encoder_and_no_private_reach_into_the_model():
             assert not dual.search(text), f"{path.name} tests for a dual encoder itself: use basemodel.is_dual"
         if path.name != "models.py":
             assert not private.search(text), f"{path.name} reaches into a private attribute of the model"
+
+
+def test_the_model_is_a_typed_parameter_everywhere():
+    """Every function that takes the model (`em`) says it is an ExpertModel."""
+    import ast
+    from pathlib import Path
+
+    import pizoo
+
+    untyped = []
+    for path in sorted(Path(pizoo.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                untyped += [f"{path.name}:{node.lineno} {node.name}" for arg in a.posonlyargs + a.args + a.kwonlyargs
+                            if arg.arg == "em" and arg.annotation is None]
+    assert not untyped, untyped

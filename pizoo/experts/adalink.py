@@ -10,7 +10,7 @@ table and the patch convolution."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from torch import nn
 from pizoo.basemodel import is_dual
 from pizoo.experts import register
 from pizoo.experts.base import RANK_HELP, HookedExpert, option
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 CHILD = "pizoo_adalink"
 
@@ -94,7 +97,7 @@ class AdaLink(HookedExpert):
             self.hang(module, low)
         return model
 
-    def merge(self, em) -> nn.Module:
+    def merge(self, em: ExpertModel) -> nn.Module:
         """E + E·W_downᵀ·W_upᵀ on every embedding row: exact, since AdaLink acts on rows only."""
         model = em.hf
         towers = _towers(model)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from pizoo.config import merge_options
 from pizoo.errors import IncompatibleExperts, UsageError
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 # help of the flags several kinds share: one text per flag
 RANK_HELP = "Rank r: LoRA's rank, the bottleneck adapter's width, AdaLink's rank."
@@ -81,7 +84,7 @@ class ExpertKind:
         """The expert's live parameters by canonical name, in a stable order."""
         raise NotImplementedError
 
-    def merge(self, em) -> nn.Module:
+    def merge(self, em: ExpertModel) -> nn.Module:
         """The base model with this expert folded into its weights, as a plain transformers model
         (only for `foldable` kinds; the expert model is consumed)."""
         raise NotImplementedError
@@ -98,7 +101,7 @@ class ExpertKind:
     # per-example gradient is the gradient of those input positions.
     prefix_parameters: ClassVar[tuple[str, ...]] = ()
 
-    def prefix_site(self, em) -> tuple[nn.Module, str]:
+    def prefix_site(self, em: ExpertModel) -> tuple[nn.Module, str]:
         """Where the prefix rows enter the model: (module, "inputs_embeds"), the keyword argument a
         forward pre-hook on the module sees, or (module, "output"), the module's output; either
         way a (rows, positions, width) tensor whose first `prefix_length` positions are the rows."""
@@ -130,7 +133,7 @@ class ExpertKind:
         adapter folder loads on."""
         return ""
 
-    def save_peft(self, em, folder) -> None:
+    def save_peft(self, em: ExpertModel, folder) -> None:
         """Write the expert as a peft adapter folder (peft kinds: peft writes it)."""
         em.wrapped.save_pretrained(str(folder))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peft import LoraConfig, TaskType, get_peft_model
 from peft.utils.constants import (
@@ -22,6 +22,9 @@ from pizoo.experts.base import (
     option,
     strip_adapter_name,
 )
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class Lora(ExpertKind):
                             use_dora=options["use_dora"], use_rslora=options["use_rslora"], bias=options["bias"])
         return get_peft_model(model, config)
 
-    def merge(self, em) -> nn.Module:
+    def merge(self, em: ExpertModel) -> nn.Module:
         return em.wrapped.merge_and_unload()  # W + (alpha/r) B A, by peft
 
     def parameters(self, wrapped: nn.Module) -> dict[str, nn.Parameter]:

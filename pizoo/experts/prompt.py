@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from peft import PromptTuningConfig, get_peft_model
@@ -21,6 +21,9 @@ from pizoo.errors import ExportError, UsageError
 from pizoo.experts import register
 from pizoo.experts.base import ExpertKind, option
 from pizoo.experts.lora import peft_task_type
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 NAME = "prompt_embeddings"  # the key peft writes for it
 HOLDER = "pizoo_prompt"  # the module that holds the prompt of a dual encoder's text tower
@@ -127,7 +130,7 @@ class Prompt(ExpertKind):
             return {NAME: getattr(wrapped, HOLDER).weight}
         return {NAME: wrapped.prompt_encoder["default"].embedding.weight}
 
-    def prefix_site(self, em) -> tuple[nn.Module, str]:
+    def prefix_site(self, em: ExpertModel) -> tuple[nn.Module, str]:
         """Where the prompt rows enter: the text tower's token table's output on a dual encoder
         (the rows are its first positions), else the backbone's `inputs_embeds` (peft passes them)."""
         if hasattr(em.wrapped, HOLDER):
@@ -137,7 +140,7 @@ class Prompt(ExpertKind):
     def peft_module(self, config: dict[str, Any]) -> str:
         return TOWER if "vision_config" in config and "text_config" in config else ""
 
-    def save_peft(self, em, folder: Path) -> None:
+    def save_peft(self, em: ExpertModel, folder: Path) -> None:
         if not hasattr(em.wrapped, HOLDER):
             return super().save_peft(em, folder)
         tower = getattr(em.hf, TOWER)

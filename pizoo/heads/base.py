@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from pizoo.config import merge_options
 from pizoo.errors import DataError, UsageError
 from pizoo.inputs import get_input
 from pizoo.inputs.image import pixel_batch
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 
 class Head:
@@ -50,25 +53,25 @@ class Head:
         """The module whose parameters are the task's own (saved under "head.")."""
         return None
 
-    def prepare(self, em) -> None:
+    def prepare(self, em: ExpertModel) -> None:
         """Check the labels against the model and cache what every batch needs."""
 
     # -- data ----------------------------------------------------------------------------------
-    def encode(self, em, ex, label_ids: Sequence[int]) -> list[dict]:
+    def encode(self, em: ExpertModel, ex, label_ids: Sequence[int]) -> list[dict]:
         raise NotImplementedError
 
-    def collate(self, em, rows: Sequence[dict], *, label: int | None = None, per_example: bool = False
+    def collate(self, em: ExpertModel, rows: Sequence[dict], *, label: int | None = None, per_example: bool = False
                 ) -> dict[str, Any]:
         """Pad rows into a batch. `label` overrides every row's label (scoring a candidate);
         `per_example` keeps every tensor the loss depends on separate per example (for the Fisher)."""
         raise NotImplementedError
 
-    def candidate_fields(self, em, candidates: list[str]) -> dict[str, Any]:
+    def candidate_fields(self, em: ExpertModel, candidates: list[str]) -> dict[str, Any]:
         """What this head needs of one example's own candidates besides their texts (token ids)."""
         return {}
 
     # -- the forward ---------------------------------------------------------------------------
-    def split_log_probs(self, em, rows: Sequence[dict], aside) -> tuple[torch.Tensor, torch.Tensor,
+    def split_log_probs(self, em: ExpertModel, rows: Sequence[dict], aside) -> tuple[torch.Tensor, torch.Tensor,
                                                                        torch.Tensor] | None:
         """For the per-example Fisher, on `rows` collated as for training: log p(y_j | x_j) with the
         part every example shares (the label texts' embeddings) computed once, inside `aside()`:
@@ -76,11 +79,11 @@ class Head:
         before collating anything, when these rows share nothing (they are then collated per example)."""
         return None
 
-    def log_probs(self, em, batch: dict[str, Any], params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def log_probs(self, em: ExpertModel, batch: dict[str, Any], params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """log p(y_j | x_j) of each example j of the batch."""
         raise NotImplementedError
 
-    def scores(self, em, rows: Sequence[dict], params: dict[str, torch.Tensor] | None, batch_size: int
+    def scores(self, em: ExpertModel, rows: Sequence[dict], params: dict[str, torch.Tensor] | None, batch_size: int
                ) -> torch.Tensor:
         """(N, L) scores of every label for every row, without gradients: prediction is the argmax.
 
@@ -104,7 +107,7 @@ class TextToTextHead(Head):
     templates: ClassVar[dict[str, str]]
     reads_candidates = True  # a candidate is an answer text like a label's
 
-    def target_ids(self, em, row: dict, label: int) -> list[int]:
+    def target_ids(self, em: ExpertModel, row: dict, label: int) -> list[int]:
         """The token ids of the answer `label` names for this row: its own candidate's, or the
         label's (a row lacking that candidate position scores its first, masked out in `scores`)."""
         if "candidate_ids" in row:
@@ -121,12 +124,12 @@ class TextToTextHead(Head):
             raise UsageError(f"--template {opts['template']!r} must contain {{text}}")
         return opts
 
-    def prompts(self, em, ex) -> list[str]:
+    def prompts(self, em: ExpertModel, ex) -> list[str]:
         return get_input(ex.input_type).prompts(ex, em.head_options)
 
 
 # -- helpers shared by heads ----------------------------------------------------------------------
-def rendered_labels(em, encode, decode) -> list[list[int]] | DataError:
+def rendered_labels(em: ExpertModel, encode, decode) -> list[list[int]] | DataError:
     """render_labels, or the error to raise when a fixed label is needed: a candidate task's labels
     are its candidates' positions ("0", "1", ...), never written by the model."""
     try:
@@ -135,7 +138,7 @@ def rendered_labels(em, encode, decode) -> list[list[int]] | DataError:
         return e
 
 
-def label_ids(em) -> list[list[int]]:
+def label_ids(em: ExpertModel) -> list[list[int]]:
     ids = em.cache["label_ids"]
     if isinstance(ids, DataError):
         raise ids
@@ -161,12 +164,12 @@ def to_device(batch: Any, device) -> Any:
     return batch
 
 
-def input_features(em, ex) -> list[dict]:
+def input_features(em: ExpertModel, ex) -> list[dict]:
     """What the processor makes of each example's input (input type by the examples' columns)."""
     return get_input(ex.input_type).features(em, ex)
 
 
-def pad(em, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+def pad(em: ExpertModel, features: Sequence[dict]) -> dict[str, torch.Tensor]:
     """A batch of processor outputs: token ids padded by the tokenizer; images through the image
     processor, a batch at a time."""
     features = list(features)
@@ -175,7 +178,7 @@ def pad(em, features: Sequence[dict]) -> dict[str, torch.Tensor]:
     return dict(em.tokenizer.pad(features, return_tensors="pt"))
 
 
-def render_labels(em, encode, decode) -> list[list[int]]:
+def render_labels(em: ExpertModel, encode, decode) -> list[list[int]]:
     """Token ids of each label as the model writes it (`encode`); refuse a label the tokenizer
     cannot write back (`decode`)."""
     unk, out = em.tokenizer.unk_token_id, []

@@ -3,10 +3,15 @@ log-probabilities of the answer's tokens. One output space (the vocabulary) for 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from pizoo.heads import register
 from pizoo.heads.base import TextToTextHead, rendered_labels, wide
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 DEFAULT_TEMPLATE = "{text}\nAnswer:"
 DEFAULT_PAIR_TEMPLATE = "{text}\n{text_pair}\nAnswer:"
@@ -20,12 +25,12 @@ class CausalLM(TextToTextHead):
     summary = "a decoder writes the label text as its answer (shared vocabulary)"
     templates = {"template": DEFAULT_TEMPLATE, "pair_template": DEFAULT_PAIR_TEMPLATE}
 
-    def prepare(self, em):
+    def prepare(self, em: ExpertModel):
         tok = em.tokenizer
         em.cache["label_ids"] = rendered_labels(em, lambda label: tok(" " + label, add_special_tokens=False)["input_ids"],
                                                 tok.decode)
 
-    def encode(self, em, ex, label_ids):
+    def encode(self, em: ExpertModel, ex, label_ids):
         tok = em.tokenizer
         ids = em.cache["label_ids"]  # the candidates' length is minded in collate
         budget = max(8, em.max_length - (0 if isinstance(ids, Exception) else max(len(i) for i in ids)))
@@ -38,11 +43,11 @@ class CausalLM(TextToTextHead):
             rows.append({"prompt_ids": ids, "label": int(y)})
         return rows
 
-    def candidate_fields(self, em, candidates):
+    def candidate_fields(self, em: ExpertModel, candidates):
         tok = em.tokenizer
         return {"candidate_ids": [tok(" " + c, add_special_tokens=False)["input_ids"] for c in candidates]}
 
-    def collate(self, em, rows, *, label=None, per_example=False):
+    def collate(self, em: ExpertModel, rows, *, label=None, per_example=False):
         labels = torch.tensor([r["label"] if label is None else label for r in rows])
         seqs, masks = [], []
         for r, lab in zip(rows, labels.tolist()):
@@ -63,7 +68,7 @@ class CausalLM(TextToTextHead):
             tmask[i, : len(s)] = torch.tensor(m, dtype=torch.bool)
         return {"inputs": {"input_ids": ids, "attention_mask": attn}, "target_mask": tmask, "labels": labels}
 
-    def log_probs(self, em, batch, params=None):
+    def log_probs(self, em: ExpertModel, batch, params=None):
         logits = em.forward(batch["inputs"], params).logits
         logits = logits[:, em.prefix:]  # virtual tokens predict nothing we score
         sel = batch["target_mask"][:, 1:]

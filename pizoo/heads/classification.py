@@ -4,11 +4,16 @@ means little to a task with other labels, so this head cuts transfer."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from pizoo.errors import ModelError
 from pizoo.heads import register
 from pizoo.heads.base import Head, input_features, pad, to_device, vision_only, wide
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 
 @register
@@ -34,18 +39,18 @@ class Classification(Head):
                 return inner["default"] if inner is not None else module
         raise ModelError(f"{type(hf).__name__} has no classification head ('classifier' or 'score')")
 
-    def encode(self, em, ex, label_ids):
+    def encode(self, em: ExpertModel, ex, label_ids):
         return [{**f, "label": int(y)} for f, y in zip(input_features(em, ex), label_ids)]
 
-    def collate(self, em, rows, *, label=None, per_example=False):
+    def collate(self, em: ExpertModel, rows, *, label=None, per_example=False):
         labels = torch.tensor([r["label"] if label is None else label for r in rows])
         return {"inputs": pad(em, [{k: v for k, v in r.items() if k != "label"} for r in rows]), "labels": labels}
 
-    def log_probs(self, em, batch, params=None):
+    def log_probs(self, em: ExpertModel, batch, params=None):
         logits = em.forward(batch["inputs"], params).logits
         return wide(logits).log_softmax(-1).gather(1, batch["labels"][:, None]).squeeze(1)
 
-    def scores(self, em, rows, params, batch_size):
+    def scores(self, em: ExpertModel, rows, params, batch_size):
         out = [em.forward(to_device(self.collate(em, rows[i: i + batch_size]), em.device)["inputs"], params)
                .logits.float().cpu() for i in range(0, len(rows), batch_size)]
         return torch.cat(out) if out else torch.empty(0, len(em.labels))

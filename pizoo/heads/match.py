@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,9 @@ from pizoo.heads import register
 from pizoo.heads.base import Head, input_features, pad, to_device, wide
 from pizoo.inputs.image_text import COMPOSE
 from pizoo.inputs.regions import REGIONS, region_batch
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 POOLINGS = ("mean", "cls", "pooler")
 POOLER_MODELS = ("clip", "siglip")  # text towers trained on their pooler output
@@ -78,10 +82,10 @@ class Match(Head):
             raise UsageError(f"--region {opts['region']!r} is not one of {', '.join(REGIONS)}")
         return opts
 
-    def encode(self, em, ex, label_ids):
+    def encode(self, em: ExpertModel, ex, label_ids):
         return [{**f, "label": int(y)} for f, y in zip(input_features(em, ex), label_ids)]
 
-    def collate(self, em, rows, *, label=None, per_example=False):
+    def collate(self, em: ExpertModel, rows, *, label=None, per_example=False):
         labels = torch.tensor([r["label"] if label is None else label for r in rows])
         inputs = pad(em, [{k: v for k, v in r.items() if k not in ("label", "text", "candidates", "region_image")}
                           for r in rows])
@@ -111,7 +115,7 @@ class Match(Head):
             batch["label_inputs"] = pad(em, feats)
         return batch
 
-    def prepare(self, em):
+    def prepare(self, em: ExpertModel):
         if em.image_processor is not None and not is_dual(em.hf):
             raise ModelError(f"the base model {em.spec.base_model} has an image processor but no text and vision "
                              "towers: the match head needs both to score images against label texts",
@@ -119,7 +123,7 @@ class Match(Head):
         enc = em.tokenizer(list(em.labels), truncation=True, max_length=em.max_length)
         em.cache["label_features"] = [{k: enc[k][i] for k in enc} for i in range(len(em.labels))]
 
-    def embed(self, em, inputs, params, owner=None):
+    def embed(self, em: ExpertModel, inputs, params, owner=None):
         if not is_dual(em.hf):
             return self.pool(em, em.forward(inputs, params, owner=owner), inputs)
         hf = em.hf
@@ -136,7 +140,7 @@ class Match(Head):
                 return wide(proj(pooled.to(proj.weight.dtype))) if proj is not None else pooled
         return em.forward(inputs, params, owner=owner, via=run)
 
-    def pool(self, em, out, inputs):
+    def pool(self, em: ExpertModel, out, inputs):
         """One vector per row of the backbone's output, pooled as the model was trained."""
         how = em.head_options["pooling"]
         if how == "pooler" and getattr(out, "pooler_output", None) is not None:
@@ -147,11 +151,11 @@ class Match(Head):
         mask = inputs["attention_mask"][:, :, None].to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
-    def label_scores(self, em, batch, params):
+    def label_scores(self, em: ExpertModel, batch, params):
         x = self.embed(em, batch["inputs"], params)
         return self._scores(em, x, self.embed(em, batch["label_inputs"], params, batch.get("label_owner")), batch)
 
-    def _scores(self, em, x, y, batch):
+    def _scores(self, em: ExpertModel, x, y, batch):
         x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
         if "label_slot" in batch:  # ragged: each example against its own candidates, -inf elsewhere
             owner = batch["label_owner"].to(x.device)
@@ -163,10 +167,10 @@ class Match(Head):
             sims = x @ y.T
         return em.head_options["scale"] * sims
 
-    def log_probs(self, em, batch, params=None):
+    def log_probs(self, em: ExpertModel, batch, params=None):
         return _gold(self.label_scores(em, batch, params), batch)
 
-    def split_log_probs(self, em, rows, aside):
+    def split_log_probs(self, em: ExpertModel, rows, aside):
         if "text" in rows[0] or "candidates" in rows[0]:  # each example reads its own label texts
             return None
         batch = to_device(self.collate(em, rows), em.device)
@@ -176,7 +180,7 @@ class Match(Head):
         leaf = y.detach().requires_grad_()
         return _gold(self._scores(em, x, leaf, batch), batch), y, leaf
 
-    def scores(self, em, rows, params, batch_size):
+    def scores(self, em: ExpertModel, rows, params, batch_size):
         if not rows:
             return torch.empty(0, len(em.labels))
         if "text" in rows[0] or "candidates" in rows[0]:  # label texts differ per example

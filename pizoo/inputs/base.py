@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 
-def tokenizer_of(em):
+def tokenizer_of(em: ExpertModel):
     """The model's tokenizer; a clear error for an image encoder alone."""
     if em.tokenizer is None:
         from pizoo.errors import ModelError
@@ -33,7 +36,7 @@ class InputType:
     def columns(self, ex) -> tuple[Sequence[Any], ...]:
         raise NotImplementedError
 
-    def features(self, em, ex) -> list[dict]:
+    def features(self, em: ExpertModel, ex) -> list[dict]:
         """One dict per example of what the model's processor makes of it (em.tokenizer,
         em.image_processor, em.max_length)."""
         raise NotImplementedError

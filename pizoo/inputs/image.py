@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pizoo.errors import DataError, ModelError, UsageError
 from pizoo.inputs import register
 from pizoo.inputs.base import InputType
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 IMAGE_HINT = "check the image column: file paths relative to the data file, or image bytes"
 
@@ -78,7 +81,7 @@ def image_size(data: bytes) -> tuple[int, int]:
         return img.size
 
 
-def pixel_features(em, images: list[bytes]) -> list[dict]:
+def pixel_features(em: ExpertModel, images: list[bytes]) -> list[dict]:
     """Rows that hold each image as its encoded bytes ({"image": bytes}); `pixel_batch` runs the
     model's image processor on a batch of them when the batch is made, so a task's pixels exist
     one batch at a time (10,000 images at 224 px would be 6 GB as tensors, and are ~10 MB as PNG)."""
@@ -89,7 +92,7 @@ def pixel_features(em, images: list[bytes]) -> list[dict]:
     return [{"image": b} for b in images]
 
 
-def pixel_batch(em, images: list[bytes]) -> dict:
+def pixel_batch(em: ExpertModel, images: list[bytes]) -> dict:
     """What the model's image processor makes of a batch of images: {"pixel_values": (B, C, H, W)}."""
     return {"pixel_values": em.image_processor(images=[decode(b) for b in images], return_tensors="pt")["pixel_values"]}
 
@@ -104,7 +107,7 @@ class Image(InputType):
     def columns(self, ex):
         return (ex.images,)
 
-    def features(self, em, ex):
+    def features(self, em: ExpertModel, ex):
         return pixel_features(em, ex.images)
 
     def prompt(self, template, image):

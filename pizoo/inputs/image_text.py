@@ -5,10 +5,15 @@ label space stays the shared one of label texts."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pizoo.errors import UsageError
 from pizoo.inputs import register
 from pizoo.inputs.base import InputType
 from pizoo.inputs.image import pixel_features
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 COMPOSE = "{text} {label}"  # how a label text follows the example's text
 
@@ -23,7 +28,7 @@ class ImageText(InputType):
     def columns(self, ex):
         return (ex.images, ex.texts)
 
-    def features(self, em, ex):
+    def features(self, em: ExpertModel, ex):
         if not em.head_type.reads_image_text:
             raise UsageError(f"the {em.head_type.name!r} head cannot read an image and a text together",
                              "make the zoo with the match head on a dual encoder (pizoo init --base-model "

@@ -11,11 +11,15 @@ everything outside the box blurred (the context stays visible, the object stands
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pizoo.errors import UsageError
 from pizoo.inputs import register
 from pizoo.inputs.base import InputType, tokenizer_of
 from pizoo.inputs.image import decode
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 REGIONS = ("crop", "blur")
 BLUR = 0.08  # the blur's radius, as a fraction of the image's longer side
@@ -32,7 +36,7 @@ class Regions(InputType):
     def columns(self, ex):
         return (ex.images, ex.texts, ex.boxes)
 
-    def features(self, em, ex):
+    def features(self, em: ExpertModel, ex):
         if not em.head_type.reads_image_text:
             raise UsageError(f"the {em.head_type.name!r} head cannot score regions of an image against an expression",
                              "make the zoo with the match head on a dual encoder (pizoo init --base-model "
@@ -73,7 +77,7 @@ def region(img, box: Sequence[float], how: str):
     raise UsageError(f"region {how!r} is not one of {', '.join(REGIONS)}")
 
 
-def region_batch(em, images: Sequence[bytes], owner: Sequence[int], boxes: Sequence[Sequence[float]], how: str
+def region_batch(em: ExpertModel, images: Sequence[bytes], owner: Sequence[int], boxes: Sequence[Sequence[float]], how: str
                  ) -> dict:
     """The image processor's pixels of every candidate region of a batch: row `owner[i]`'s image,
     box `boxes[i]`. Each image is decoded once."""

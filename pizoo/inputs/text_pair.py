@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pizoo.inputs import register
 from pizoo.inputs.base import InputType, tokenizer_of
+
+if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+    from pizoo.models import ExpertModel
 
 
 @register
@@ -15,7 +20,7 @@ class TextPair(InputType):
     def columns(self, ex):
         return (ex.texts, ex.pairs)
 
-    def features(self, em, ex):
+    def features(self, em: ExpertModel, ex):
         enc = tokenizer_of(em)(list(ex.texts), list(ex.pairs), truncation=True, max_length=em.max_length)
         return [{k: enc[k][i] for k in enc} for i in range(len(ex))]
 
