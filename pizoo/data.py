@@ -327,41 +327,62 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
         if col is not None and col not in names:
             raise DataError(f"column {col!r} is not in {where}; its columns are: {', '.join(names)}",
                             f"pass {flag} COLUMN")
-    texts, pairs, images, labels, choices, boxes = [], [], [], [], [], []
+    out: dict[str, list] = {k: [] for k in ("text", "text_pair", "image", "choices", "boxes", "label")}
     dropped = 0
     for i, row in enumerate(ds):
-        text = row[cols.text] if cols.text else ""
-        label = row[cols.label]
-        pair = row[cols.text_pair] if cols.text_pair else ""
-        image = row[cols.image] if cols.image else b""
-        for flag, col, value in (("--text", cols.text, text), ("--text-pair", cols.text_pair, pair),
-                                 ("--label", cols.label, label)):
-            if col and isinstance(value, (dict, list, tuple)) and not (flag == "--label" and (cols.choices or cols.boxes)):  # a nested json value: never stored as its repr
-                raise DataError(f"{where} row {i + 1}: column {col!r} holds a {type(value).__name__}, not a "
-                                f"{'label' if flag == '--label' else 'text'}", f"pass {flag} a column of plain values")
-        if (text is None or label is None or (isinstance(text, str) and cols.text and not text.strip())
-                or (isinstance(label, str) and not label.strip()) or pair is None or image is None):
+        example = _read_row(row, cols, f"{where} row {i + 1}", base_dir)
+        if example is None:
             dropped += 1  # rows without input or label teach nothing
             continue
-        if cols.choices:
-            from pizoo.candidates import gold_position, parse_choices
+        for k, v in example.items():
+            out[k].append(v)
+    labels = _renamed(out["label"], cols, where)
+    if not labels:
+        raise DataError(f"{where} has no rows with both {'an image' if cols.image and not cols.text else 'text'} "
+                        "and label")
+    if dropped:
+        log.warning(f"warning: {where}: skipped {dropped} of {dropped + len(labels)} rows with an empty input or label")
+    kept = (lambda key, column: out[key] if column else None)
+    return Examples(kept("text", cols.text), kept("text_pair", cols.text_pair), labels, kept("image", cols.image),
+                    kept("choices", cols.choices), kept("boxes", cols.boxes))
 
-            options = parse_choices(row[cols.choices], f"{where} row {i + 1}", cols.choices)
-            label = str(gold_position(label, options, f"{where} row {i + 1}", cols.label))
-            choices.append(options)
-        if cols.image:
-            from pizoo.inputs.image import image_size, read_image
 
-            images.append(read_image(image, base_dir, f"{where} row {i + 1}"))
-        if cols.boxes:
-            from pizoo.candidates import gold_box_position, parse_boxes
+def _read_row(row: dict, cols: Columns, where: str, base_dir: Path | None) -> dict[str, Any] | None:
+    """One example of a data row, checked (None: the row has no input or no label)."""
+    text = row[cols.text] if cols.text else ""
+    label = row[cols.label]
+    pair = row[cols.text_pair] if cols.text_pair else ""
+    image = row[cols.image] if cols.image else b""
+    own = cols.choices or cols.boxes  # the label names one of the row's own candidates: it may be a box
+    for flag, col, value in (("--text", cols.text, text), ("--text-pair", cols.text_pair, pair),
+                             ("--label", cols.label, label)):
+        if col and isinstance(value, (dict, list, tuple)) and not (flag == "--label" and own):
+            raise DataError(f"{where}: column {col!r} holds a {type(value).__name__}, not a "  # never stored as its repr
+                            f"{'label' if flag == '--label' else 'text'}", f"pass {flag} a column of plain values")
+    if (text is None or label is None or (isinstance(text, str) and cols.text and not text.strip())
+            or (isinstance(label, str) and not label.strip()) or pair is None or image is None):
+        return None
+    out: dict[str, Any] = {"text": str(text), "text_pair": str(pair)}
+    if cols.choices:
+        from pizoo.candidates import gold_position, parse_choices
 
-            row_boxes = parse_boxes(row[cols.boxes], image_size(images[-1]), f"{where} row {i + 1}", cols.boxes)
-            label = str(gold_box_position(label, row_boxes, f"{where} row {i + 1}", cols.label))
-            boxes.append(row_boxes)
-        texts.append(str(text))
-        pairs.append(str(pair))
-        labels.append(_label_str(label))
+        out["choices"] = parse_choices(row[cols.choices], where, cols.choices)
+        label = gold_position(label, out["choices"], where, cols.label)
+    if cols.image:
+        from pizoo.inputs.image import image_size, read_image
+
+        out["image"] = read_image(image, base_dir, where)
+    if cols.boxes:
+        from pizoo.candidates import gold_box_position, parse_boxes
+
+        out["boxes"] = parse_boxes(row[cols.boxes], image_size(out["image"]), where, cols.boxes)
+        label = gold_box_position(label, out["boxes"], where, cols.label)
+    out["label"] = _label_str(label)
+    return out
+
+
+def _renamed(labels: list[str], cols: Columns, where: str) -> list[str]:
+    """The data labels as the head reads them: through the verbalizer, then the label template."""
     if cols.verbalizer:
         words = dict(cols.verbalizer)
         missing = sorted(set(labels) - words.keys())
@@ -373,13 +394,7 @@ def read_examples(ds, cols: Columns, where: str, base_dir: Path | None = None) -
         labels = [words[lab] for lab in labels]
     if cols.label_template:
         labels = [cols.label_template.format(label=lab) for lab in labels]
-    if not labels:
-        raise DataError(f"{where} has no rows with both {'an image' if cols.image and not cols.text else 'text'} "
-                        "and label")
-    if dropped:
-        log.warning(f"warning: {where}: skipped {dropped} of {dropped + len(labels)} rows with an empty input or label")
-    return Examples(texts if cols.text else None, pairs if cols.text_pair else None, labels,
-                    images if cols.image else None, choices if cols.choices else None, boxes if cols.boxes else None)
+    return labels
 
 
 def _label_str(value) -> str:
