@@ -105,13 +105,7 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
     from transformers import get_linear_schedule_with_warmup
 
     acc = accelerator(cfg)
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
-        raise TrainingError("nothing to train: the module has no trainable parameters")
-    lr_overrides = lr_overrides or {}
-    groups = [{"params": [p for p in params if id(p) not in lr_overrides]}]
-    groups += [{"params": [p], "lr": lr_overrides[id(p)]} for p in params if id(p) in lr_overrides]
-    groups = [g for g in groups if g["params"]]
+    params, groups = _param_groups(module, lr_overrides or {})
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(list(rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=gen)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -125,11 +119,8 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
     if acc.is_main_process:
         log.info(f"{desc}: {total} steps over {len(rows)} examples, batch {cfg.batch_size}, lr {cfg.lr:g}, "
             f"on {acc.device}")
-    step, seen, first, last = 0, 0, float("nan"), float("nan")
-    window = torch.zeros((), device=acc.device)
-    in_window = 0
+    step, seen, shown, window = 0, 0, 0, _Window(acc.device)
     start = time.perf_counter()
-    shown = 0
     with progress.task(desc, total, enabled=acc.is_main_process, loss=float("nan")) as advance:
         while step < total:
             for batch in loader:
@@ -141,28 +132,52 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
-                window += loss.detach()
-                in_window += 1
+                window.add(loss)
                 seen += len(batch["labels"])  # every head's batch carries one label per example
                 if not acc.sync_gradients:
                     continue
                 step += 1
                 if step % log_every == 0 or step == total or step == 1:
-                    # One host sync per window, not per step: .item() stalls a GPU.
-                    mean = float(window) / in_window
-                    window.zero_()
-                    in_window = 0
-                    if not math.isfinite(mean):
-                        raise TrainingError(f"the loss became {mean} by step {step}; nothing was saved",
-                                            "lower --lr (e.g. by 10x) and run again")
-                    first = mean if math.isnan(first) else first
-                    last = mean
-                    advance(step - shown, loss=mean)
+                    advance(step - shown, loss=window.read(step))
                     shown = step
                 if step >= total:
                     break
     module.eval()
-    return TrainResult(step, seen, time.perf_counter() - start, first, last, acc.is_main_process)
+    return TrainResult(step, seen, time.perf_counter() - start, window.first, window.last, acc.is_main_process)
+
+
+def _param_groups(module: nn.Module, lr_overrides: dict[int, float]) -> tuple[list[nn.Parameter], list[dict]]:
+    """The trainable parameters, and AdamW's groups: one at the run's lr, one per overridden lr."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("nothing to train: the module has no trainable parameters")
+    groups = [{"params": [p for p in params if id(p) not in lr_overrides]}]
+    groups += [{"params": [p], "lr": lr_overrides[id(p)]} for p in params if id(p) in lr_overrides]
+    return params, [g for g in groups if g["params"]]
+
+
+class _Window:
+    """The mean loss of the steps since it was last read; one host sync per read, not per step
+    (.item() stalls a GPU). Remembers the first and the last mean read."""
+
+    def __init__(self, device):
+        self.total, self.count = torch.zeros((), device=device), 0
+        self.first = self.last = float("nan")
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach()
+        self.count += 1
+
+    def read(self, step: int) -> float:
+        mean = float(self.total) / self.count
+        self.total.zero_()
+        self.count = 0
+        if not math.isfinite(mean):
+            raise TrainingError(f"the loss became {mean} by step {step}; nothing was saved",
+                                "lower --lr (e.g. by 10x) and run again")
+        self.first = mean if math.isnan(self.first) else self.first
+        self.last = mean
+        return mean
 
 
 class ExpertLoss(nn.Module):
