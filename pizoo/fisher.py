@@ -158,56 +158,75 @@ def fisher_diag(em: ExpertModel, rows: Sequence[dict], *, batch_size: int = 32, 
     if not rows:
         raise MissingEmbedding("no examples to compute a Fisher embedding from")
     names = list(em.expert)
+    sums = {n: torch.zeros(em.expert[n].shape, dtype=torch.float32, device=em.device) for n in names}
+    with _differentiable(em, names):
+        capture = _Capture(em, names) if method == "hooks" else None
+        fallback = [n for n in names if capture is None or n not in capture.covered]
+        try:
+            with progress.task(desc, len(rows)) as advance:
+                for i in range(0, len(rows), batch_size):
+                    chunk = rows[i: i + batch_size]
+                    if capture is not None:
+                        _hooked_batch(em, chunk, capture, names)
+                    if fallback:
+                        _one_by_one(em, chunk, fallback, sums)
+                    advance(len(chunk))
+            for n, s in (capture.sums.items() if capture is not None else ()):
+                sums[n] += s
+        finally:
+            if capture is not None:
+                capture.close()
+    return {n: (s / len(rows)).cpu() for n, s in sums.items()}
+
+
+@contextmanager
+def _differentiable(em: ExpertModel, names: list[str]):
+    """The expert tensors require grad and dropout is off, for the block; both restored after."""
     params = [em.expert[n] for n in names]
-    was_training = em.wrapped.training
-    em.wrapped.eval()  # dropout off
-    flags = [p.requires_grad for p in params]
+    was_training, flags = em.wrapped.training, [p.requires_grad for p in params]
+    em.wrapped.eval()
     for p in params:
         p.requires_grad_(True)
-    capture = _Capture(em, names) if method == "hooks" else None
-    fallback = [n for n in names if capture is None or n not in capture.covered]
-    sums = {n: torch.zeros(em.expert[n].shape, dtype=torch.float32, device=em.device) for n in names}
     try:
-        with progress.task(desc, len(rows)) as advance:
-            for i in range(0, len(rows), batch_size):
-                chunk = rows[i: i + batch_size]
-                if capture is not None:
-                    capture.begin(len(chunk))
-                    split = em.head_type.split_log_probs(em, chunk, capture.paused)
-                    if split is None:
-                        logp = em.log_probs(to_device(em.collate(chunk, per_example=True), em.device))
-                    else:
-                        logp, shared, leaf = split
-                        # each example's gradient at the shared output: tiny (the scoring after it)
-                        eye = torch.eye(len(chunk), dtype=logp.dtype, device=logp.device)
-                        cot = torch.autograd.grad(logp, leaf, eye, is_grads_batched=True, retain_graph=True)[0]
-                    torch.autograd.grad(logp.sum(), params, allow_unused=True)  # the hooks: per-row side
-                    if split is not None:  # the shared side: one backward per example, batched
-                        covered = [n for n in names if n in capture.covered]
-                        grads = torch.autograd.grad(shared, [em.expert[n] for n in covered], cot,
-                                                    is_grads_batched=True, allow_unused=True)
-                        for n, g in zip(covered, grads):
-                            if g is not None:
-                                capture._add(n, g, None)
-                    capture.end()
-                for row in chunk if fallback else ():
-                    one = to_device(em.collate([row]), em.device)
-                    fb = [em.expert[n] for n in fallback]
-                    grads = torch.autograd.grad(em.log_probs(one).sum(), fb, allow_unused=True)
-                    for n, g in zip(fallback, grads):
-                        if g is not None:
-                            sums[n] += g.detach().square().to(sums[n].dtype)
-                advance(len(chunk))
-        if capture is not None:
-            for n, s in capture.sums.items():
-                sums[n] += s
+        yield
     finally:
-        if capture is not None:
-            capture.close()
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
         em.wrapped.train(was_training)
-    return {n: (s / len(rows)).cpu() for n, s in sums.items()}
+
+
+def _hooked_batch(em: ExpertModel, chunk: Sequence[dict], capture: _Capture, names: list[str]) -> None:
+    """One batch's per-example squared gradients into `capture`: the hooks take the per-row side;
+    where the head scores candidates shared by the batch (split_log_probs), the shared side is one
+    backward per example, batched, through the tiny scoring after the shared output."""
+    capture.begin(len(chunk))
+    split = em.head_type.split_log_probs(em, chunk, capture.paused)
+    if split is None:
+        logp = em.log_probs(to_device(em.collate(chunk, per_example=True), em.device))
+    else:
+        logp, shared, leaf = split
+        eye = torch.eye(len(chunk), dtype=logp.dtype, device=logp.device)
+        cot = torch.autograd.grad(logp, leaf, eye, is_grads_batched=True, retain_graph=True)[0]
+    torch.autograd.grad(logp.sum(), [em.expert[n] for n in names], allow_unused=True)
+    if split is not None:
+        covered = [n for n in names if n in capture.covered]
+        grads = torch.autograd.grad(shared, [em.expert[n] for n in covered], cot,
+                                    is_grads_batched=True, allow_unused=True)
+        for n, g in zip(covered, grads):
+            if g is not None:
+                capture._add(n, g, None)
+    capture.end()
+
+
+def _one_by_one(em: ExpertModel, chunk: Sequence[dict], names: list[str], sums: dict[str, torch.Tensor]) -> None:
+    """The batch-1 path for the tensors no hook covers (and the whole oracle)."""
+    params = [em.expert[n] for n in names]
+    for row in chunk:
+        one = to_device(em.collate([row]), em.device)
+        grads = torch.autograd.grad(em.log_probs(one).sum(), params, allow_unused=True)
+        for n, g in zip(names, grads):
+            if g is not None:
+                sums[n] += g.detach().square().to(sums[n].dtype)
 
 
 def choose(rows: Sequence[dict], samples: int | None, seed: int) -> list[dict]:
