@@ -113,10 +113,9 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     keep_best: the result is compared with the target's own expert on the target's eval split
     (data neither was tuned on) and the better of the two is saved; the record says which.
 
-    alpha_on (mode alpha only): "held-out" fits α on the eval split, two-fold (_alpha_held_out),
-    where the target's expert has not already fitted the data; "train" fits it on the training
-    split, as mode full does (measured: there α drifts to the target at Adam's step rate)."""
-    from pizoo.choose import AUTO_CANDIDATES, keep
+    alpha_on (mode alpha only): "held-out" fits α two-fold on the eval split, which the target's expert
+    has not fitted; "train" fits it on the training split (measured: α drifts to the target there)."""
+    from pizoo.choose import AUTO_CANDIDATES
     from pizoo.progress import log
     from pizoo.tasks import refuse_existing
 
@@ -129,29 +128,58 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
     ranked, sources, experts = _proposed(zoo, run, with_, n_sources, metric, by)
     choice, probe_states = (None, {}) if n_sources is not None else _auto(run, sources, experts)
     if choice is not None:
-        by_name = {c.task: c for c in sources}
-        sources = [by_name[s] for s in choice.sources]
+        sources = [next(c for c in sources if c.task == s) for s in choice.sources]
         log.info(f"--k auto for {target}: {choice.reason}")
+    candidates = [c.task for c in ranked[:None if n_sources is not None else AUTO_CANDIDATES]]
+    record, metrics = _records(zoo, run, target, sources, candidates,
+                               dict(mode=spec.mode, granularity=spec.granularity, init=spec.init, metric=metric,
+                                    by=by, alpha_lr=alpha_lr))
+    mixed, finalists = _mix(run, choice, probe_states, sources, experts, alpha_on, record, metrics)
+    if finalists is None:
+        return None  # a non-main process of a distributed launch
+    chosen = _keep(run, choice, finalists, keep_best, record)
+    metrics["accuracy"] = chosen.score.accuracy  # on the eval split, as every finalist was judged
+    log.info(f"{out_name}: kept the {chosen.what} expert, accuracy {metrics['accuracy']:.3f} on the eval split (target "
+             f"alone {run.own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
+    return _save(zoo, run, out_name, chosen.tensors, record, metrics, embed)
+
+
+def _records(zoo, run: _Run, target: str, sources: list, candidates: list[str], options: dict) -> tuple[dict, dict]:
+    """The provenance record and the first metrics of an interpolation, filled in as it runs."""
     record = {"target": target, "root": root_of(zoo, target),
               "sources": [{**c.to_json(), "root": root_of(zoo, c.task)} for c in sources],
-              "mode": spec.mode, "granularity": spec.granularity, "init": spec.init, "metric": metric,
-              "by": by, "candidates": [c.task for c in ranked[:AUTO_CANDIDATES if n_sources is None else None]],
-              "alpha_lr": alpha_lr, "k": len(sources)}
+              "mode": options["mode"], "granularity": options["granularity"], "init": options["init"],
+              "metric": options["metric"], "by": options["by"], "candidates": candidates,
+              "alpha_lr": options["alpha_lr"], "k": len(sources)}
     metrics = {"accuracy_target": run.own.accuracy, "log_likelihood_target": run.own.log_likelihood,
                "n_train": len(run.train_rows), "n_eval": len(run.eval_rows)}
+    return record, metrics
+
+
+def _mix(run: _Run, choice, probe_states: dict, sources: list, experts: dict, alpha_on: str, record: dict,
+         metrics: dict):
+    """Tune the mixture of the chosen sources (none: the own expert stays); returns its eval score
+    (or None) and every finalist the keep rule judges; finalists None on a non-main process."""
     finalists = _first_finalists(run, choice, probe_states)
     mixed = None
     if sources:
         tuned = _tune(run, [experts[c.task] for c in sources], [c.task for c in sources], alpha_on, record, metrics,
                       finalists)
-        if tuned is None:  # a non-main process of a distributed launch
-            return None
+        if tuned is None:
+            return None, None
         mixed = tuned.score
     else:
         record.update(alpha={}, steps=0)
         metrics["steps"] = 0
     if choice is not None and not choice.sources and choice.control_wins:  # k = 0: the better of own and control
         finalists.insert(0, next(f for f in finalists if f.what == "control"))
+    return mixed, finalists
+
+
+def _keep(run: _Run, choice, finalists: list, keep_best: bool, record: dict):
+    """The finalist the keep rule picks, loaded into the run's model; the record says which and why."""
+    from pizoo.choose import keep
+
     chosen = keep(finalists, keep_best)
     run.em.load_state(chosen.tensors, where=f"{chosen.what} expert")
     record.update(kept=chosen.what, keep_best=keep_best, compared_on="eval split",
@@ -159,10 +187,7 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
                                       f.score.calibrated_log_likelihood} for f in finalists})
     if choice is not None:
         record["auto"] = choice.record(run.run_steps)
-    metrics["accuracy"] = chosen.score.accuracy
-    log.info(f"{out_name}: kept the {chosen.what} expert, accuracy {metrics['accuracy']:.3f} on the eval split (target "
-             f"alone {run.own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
-    return _save(zoo, run, out_name, chosen.tensors, record, metrics, embed)
+    return chosen
 
 
 def _first_finalists(run: _Run, choice, probe_states: dict) -> list:
