@@ -79,6 +79,17 @@ class HyperSpec:
                 raise UsageError(f"--{f.replace('_', '-')} must be at least 1, got {getattr(self, f)}")
 
 
+def _first_of_each_block(names: list[str], init: dict[str, torch.Tensor], blocks: dict) -> dict[str, int]:
+    """The first generated tensor of each block type; a block type must have one shape across layers."""
+    first: dict[str, int] = {}
+    for j, (b, _) in blocks.items():
+        first.setdefault(b, j)
+        if init[names[j]].shape != init[names[first[b]]].shape:
+            raise IncompatibleExperts(f"expert tensors {b} differ in shape across layers: "
+                                      f"{tuple(init[names[j]].shape)}, {tuple(init[names[first[b]]].shape)}")
+    return first
+
+
 class HyperNet(nn.Module):
     """[z, l_i, b_j] -> projector -> I -> per-block-type linear map -> the tensor's offset from the
     zoo's initial expert."""
@@ -94,12 +105,7 @@ class HyperNet(nn.Module):
         layers = sorted({i for _, i in blocks.values()})
         self.register_buffer("block_index", torch.tensor([self.block_types.index(b) for b, _ in blocks.values()]))
         self.register_buffer("layer_index", torch.tensor([layers.index(i) for _, i in blocks.values()]))
-        first = {}
-        for j, (b, _) in blocks.items():  # a block type has one shape across layers
-            first.setdefault(b, j)
-            if init[self.names[j]].shape != init[self.names[first[b]]].shape:
-                raise IncompatibleExperts(f"expert tensors {b} differ in shape across layers: "
-                                          f"{tuple(init[self.names[j]].shape)}, {tuple(init[self.names[first[b]]].shape)}")
+        first = _first_of_each_block(self.names, init, blocks)
         gen = torch.Generator().manual_seed(spec.seed)
         self.project_task = nn.Linear(sketch_dim, spec.z_dim)
         self.task_offset = nn.Parameter(torch.zeros(len(spec.tasks), spec.z_dim))
@@ -313,42 +319,15 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
     for p in em.expert.values():
         p.requires_grad_(False)
     check_sites(spec.sites, site_of, list(em.expert))
-    gen = torch.Generator().manual_seed(cfg.seed)
     spec = dataclasses.replace(spec, visual_dim=_visual_dim(em, [n for n in em.expert if _at_sites(spec.sites, site_of, n)]))
-    visuals = torch.zeros(len(tasks), spec.visual_dim)
-    batches = []
-    for i, td in enumerate(datas):
-        with em.using_labels(td.labels):
-            rows = em.encode(td.train, td.label_ids(td.train))
-            v = visual_feature(em, rows) if spec.visual_dim else None
-            if v is not None:
-                visuals[i] = v.cpu()
-            order = torch.randperm(len(rows), generator=gen).tolist()
-            for s in range(0, len(rows), cfg.batch_size):
-                batches.append({**em.collate([rows[j] for j in order[s: s + cfg.batch_size]]),
-                                "task": torch.tensor(i)})
+    visuals, batches = _task_batches(em, datas, spec.visual_dim, cfg)
     net = HyperNet(spec, em.state(), sketches.shape[1], site_of).to(em.device)
     result = fit(_MultiTask(em, net, sketches.to(em.device), visuals.to(em.device), cfg.seed), batches, lambda items: items[0],
                  dataclasses.replace(cfg, batch_size=1), desc=f"hyper train ({len(tasks)} tasks)")
-    accuracy = {}
-    with torch.no_grad():
-        for i, (t, td) in enumerate(zip(tasks, datas)):
-            with em.using_labels(td.labels):
-                rows = em.encode(td.eval, td.label_ids(td.eval))
-                accuracy[t] = em.accuracy(rows, params=net.generate(net.z(sketches[i].to(em.device), i),
-                                                                    visuals[i].to(em.device)))
+    accuracy = _generated_accuracy(em, net, tasks, datas, sketches, visuals)
     if not result.is_main_process:
         return {}
-    expert_size = sum(p.numel() for p in em.expert.values())
-    from pizoo.tasks import provenance
-
-    splits = {t: zoo.sha(zoo.manifest(t), "train") for t in tasks}  # the data it was trained on
-    record = {"spec": dataclasses.asdict(spec), "sketch_dim": int(sketches.shape[1]), "names": net.names, "kind": zoo.spec.kind,
-              "provenance": provenance(zoo.spec, how="hyper-train", train_split_sha256=splits, max_length=max_length),
-              "expert_space": zoo.spec.expert_space, "training": dataclasses.asdict(cfg), "steps": result.steps,
-              "train_seconds": round(result.seconds, 2), "loss_first": result.first_loss, "loss_last": result.last_loss,
-              "accuracy": accuracy, "parameters": {"hypernetwork": net.trained_parameters(), "one_expert": expert_size,
-                                                   "experts_of_these_tasks": expert_size * len(tasks)}}
+    record = _train_record(zoo, net, tasks, sketches, cfg, result, accuracy, em, max_length)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     state["task_sketches"] = sketches.cpu()
     state["task_visuals"] = visuals.cpu()
@@ -356,6 +335,54 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
              f"{sum(accuracy.values()) / len(accuracy):.3f}")
     zoo.write_internal(HYPER_DIR, {WEIGHTS: lambda p: save_tensors(state, p)}, RECORD, record)
     return record
+
+
+def _task_batches(em, datas: list, visual_dim: int, cfg) -> tuple[torch.Tensor, list[dict]]:
+    """Every task's training batches (shuffled within the task, tagged with its index) and, when the
+    hypernetwork has a visual side, each task's mean image feature."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    visuals = torch.zeros(len(datas), visual_dim)
+    batches = []
+    for i, td in enumerate(datas):
+        with em.using_labels(td.labels):
+            rows = em.encode(td.train, td.label_ids(td.train))
+            v = visual_feature(em, rows) if visual_dim else None
+            if v is not None:
+                visuals[i] = v.cpu()
+            order = torch.randperm(len(rows), generator=gen).tolist()
+            for s in range(0, len(rows), cfg.batch_size):
+                batches.append({**em.collate([rows[j] for j in order[s: s + cfg.batch_size]]),
+                                "task": torch.tensor(i)})
+    return visuals, batches
+
+
+def _generated_accuracy(em, net, tasks: list[str], datas: list, sketches: torch.Tensor,
+                        visuals: torch.Tensor) -> dict[str, float]:
+    """Each task's eval accuracy with the expert the hypernetwork generates for it."""
+    accuracy = {}
+    with torch.no_grad():
+        for i, (t, td) in enumerate(zip(tasks, datas)):
+            with em.using_labels(td.labels):
+                rows = em.encode(td.eval, td.label_ids(td.eval))
+                accuracy[t] = em.accuracy(rows, params=net.generate(net.z(sketches[i].to(em.device), i),
+                                                                    visuals[i].to(em.device)))
+    return accuracy
+
+
+def _train_record(zoo, net, tasks: list[str], sketches: torch.Tensor, cfg, result, accuracy: dict, em,
+                  max_length: int) -> dict:
+    """The record stored beside the hypernetwork's weights (hyper show reads it)."""
+    from pizoo.tasks import provenance
+
+    expert_size = sum(p.numel() for p in em.expert.values())
+    splits = {t: zoo.sha(zoo.manifest(t), "train") for t in tasks}  # the data it was trained on
+    return {"spec": dataclasses.asdict(net.spec), "sketch_dim": int(sketches.shape[1]), "names": net.names,
+            "kind": zoo.spec.kind,
+            "provenance": provenance(zoo.spec, how="hyper-train", train_split_sha256=splits, max_length=max_length),
+            "expert_space": zoo.spec.expert_space, "training": dataclasses.asdict(cfg), "steps": result.steps,
+            "train_seconds": round(result.seconds, 2), "loss_first": result.first_loss, "loss_last": result.last_loss,
+            "accuracy": accuracy, "parameters": {"hypernetwork": net.trained_parameters(), "one_expert": expert_size,
+                                                 "experts_of_these_tasks": expert_size * len(tasks)}}
 
 
 def load_hyper(zoo, device="cpu") -> tuple[HyperNet, dict, torch.Tensor]:
@@ -391,17 +418,10 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
     """A new task whose expert the hypernetwork generates from the data's probe embedding, tuned
     on its training split (`tune`: none, task-embedding, all); saved as an ordinary task."""
     from pizoo.config import TaskManifest
-    from pizoo.fisher import choose, embedding_writer, probe_fisher
-    from pizoo.index import sketch
+    from pizoo.fisher import embedding_writer
     from pizoo.models import ExpertModel, save_tensors
-    from pizoo.tasks import (
-        check_max_length,
-        data_fingerprints,
-        provenance,
-        refuse_existing,
-        split_writers,
-    )
-    from pizoo.train import device_for, fit
+    from pizoo.tasks import check_max_length, data_fingerprints, provenance, refuse_existing, split_writers
+    from pizoo.train import device_for
     from pizoo.zoo import TaskFiles
 
     if tune not in TUNES:
@@ -418,6 +438,31 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
     net.to(em.device)
     train_rows = em.encode(data.train, data.label_ids(data.train))
     eval_rows = em.encode(data.eval, data.label_ids(data.eval))
+    z, tensors, before, steps = _generate(em, net, train_rows, eval_rows, cfg, tune, fisher_samples, name)
+    em.load_state(tensors, where="generated expert")
+    after = em.accuracy(eval_rows)
+    files = TaskFiles(expert=lambda p: save_tensors(tensors, p), **split_writers(data),
+                      embedding=embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples))
+    metrics = {"accuracy": after, "accuracy_generated": before, "n_train": len(train_rows), "n_eval": len(eval_rows),
+               "steps": steps}
+    hyper = {"tune": tune, "hyper_sha256": record.get("sha256", {}).get(WEIGHTS), "trained_on": list(net.spec.tasks),
+             "z": [round(float(x), 6) for x in z]}
+    manifest = TaskManifest(name=name, labels=data.labels,
+                            source={**data.source, "sha256": data_fingerprints(data_args)},
+                            metrics=metrics, provenance=provenance(zoo.spec, how="hyper", hyper=hyper,
+                                                                   training={**dataclasses.asdict(cfg),
+                                                                             "max_length": max_length}))
+    return zoo.save_task(manifest, files)
+
+
+def _generate(em, net, train_rows: list[dict], eval_rows: list[dict], cfg, tune: str, fisher_samples: int | None,
+              name: str) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, int]:
+    """The expert the hypernetwork generates from the data's probe embedding, tuned on the training
+    rows: (the task code z, the expert tensors, eval accuracy before tuning, steps taken)."""
+    from pizoo.fisher import choose, probe_fisher
+    from pizoo.index import sketch
+    from pizoo.train import fit
+
     probe = probe_fisher(em, choose(train_rows, fisher_samples, cfg.seed))
     s = scaled(sketch({n: t.numpy() for n, t in probe.items()})["cosine"]).to(em.device)
     visual = visual_feature(em, train_rows) if net.spec.visual_dim else None
@@ -431,25 +476,11 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
             p.requires_grad_(False)
         # the shared hypernetwork moves at a tenth of z's learning rate: z is 32 numbers, it is most of a model
         slow = {id(p): cfg.lr * ALL_LR_SHARE for p in net.parameters()} if tune == "all" else None
-        result = fit(module, train_rows, em.collate, cfg, desc=f"hyper generate {name} (tune {tune})",
-                     lr_overrides=slow)
-        steps = result.steps
+        steps = fit(module, train_rows, em.collate, cfg, desc=f"hyper generate {name} (tune {tune})",
+                    lr_overrides=slow).steps
     with torch.no_grad():
         tensors = {n: t.detach().cpu() for n, t in net.generate(module.z, visual).items()}
-    em.load_state(tensors, where="generated expert")
-    after = em.accuracy(eval_rows)
-    files = TaskFiles(expert=lambda p: save_tensors(tensors, p), **split_writers(data),
-                      embedding=embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples))
-    metrics = {"accuracy": after, "accuracy_generated": before, "n_train": len(train_rows), "n_eval": len(eval_rows),
-               "steps": steps}
-    hyper = {"tune": tune, "hyper_sha256": record.get("sha256", {}).get(WEIGHTS), "trained_on": list(net.spec.tasks),
-             "z": [round(float(x), 6) for x in module.z.detach().cpu()]}
-    manifest = TaskManifest(name=name, labels=data.labels,
-                            source={**data.source, "sha256": data_fingerprints(data_args)},
-                            metrics=metrics, provenance=provenance(zoo.spec, how="hyper", hyper=hyper,
-                                                                   training={**dataclasses.asdict(cfg),
-                                                                             "max_length": max_length}))
-    return zoo.save_task(manifest, files)
+    return module.z.detach().cpu(), tensors, before, steps
 
 
 def show(zoo) -> dict:
