@@ -14,12 +14,15 @@ import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pizoo import __version__
 from pizoo.errors import ExportError, UsageError
 from pizoo.heads import get_head
 from pizoo.zoo import Zoo, replace_dir
+
+if TYPE_CHECKING:  # annotations only: export's checks run without torch
+    from pizoo.models import ExpertModel
 
 FORMATS = ("peft", "merged")
 PROVENANCE = "pizoo_provenance.json"
@@ -74,7 +77,6 @@ def card(manifest, spec, fmt: str, out: Path, base: Path) -> str:
     """The model card; `base` is the base model's folder (what the load snippet names when the zoo
     names its base by an alias, pizoo:multimodal)."""
     from pizoo.builtin import ALIAS
-    from pizoo.experts import get_kind
 
     m, prov = manifest, manifest.provenance
     base_name = str(base) if spec.base_model == ALIAS else spec.base_model
@@ -93,38 +95,48 @@ def card(manifest, spec, fmt: str, out: Path, base: Path) -> str:
     if src.get("data") or src.get("dataset"):
         lines.append(f"| data | `{src.get('data') or src.get('dataset')}` (seed {src.get('seed')}, "
                      f"shots {src.get('shots')}) |")
-    inter = prov.get("interpolation")
-    if inter:
-        lines += ["", "## Interpolation (π-Tuning)", "",
-                  f"Target `{inter['target']}` mixed with its sources by softmax(α), mode `{inter['mode']}`, "
-                  f"granularity `{inter['granularity']}`, init `{inter['init']}`, {inter['steps']} steps.", "",
-                  "| source | similarity |", "| --- | --- |"]
-        lines += [f"| {s['task']} | {s['similarity'] if s['similarity'] is None else round(s['similarity'], 4)} |"
-                  for s in inter["sources"]]
-        lines += ["", "softmax(α), target first then the sources in the order above:", ""]
-        lines += [f"- `{site}`: {', '.join(f'{x:.4f}' for x in w)}" for site, w in inter["alpha"].items()]
-        lines += ["", f"Reproduce: `pizoo interpolate --target {inter['target']} --with "
-                      f"{','.join(s['task'] for s in inter['sources'])} --mode {inter['mode']} "
-                      f"--granularity {inter['granularity']} --init {inter['init']} --steps {inter['steps']}`"]
-    lines += ["", "## Load it", "", "```python"]
+    if prov.get("interpolation"):
+        lines += _interpolation_section(prov["interpolation"])
+    lines += ["", "## Load it", "", "```python", *_load_snippet(spec, fmt, out, base, base_name, len(m.labels)), "```"]
     head = get_head(spec.head)
-    auto = head.auto_class_for(json.loads((base / "config.json").read_text()))
-    if fmt == "peft":
-        extra = f", num_labels={len(m.labels)}" if head.per_task else ""
-        sub = get_kind(spec.kind).peft_module(json.loads((base / "config.json").read_text()))
-        lines += [f"from transformers import {auto}", "from peft import PeftModel", "",
-                  f"base = {auto}.from_pretrained({base_name!r}{extra})",
-                  f"model = PeftModel.from_pretrained(base{'.' + sub if sub else ''}, {str(out)!r})"]
-        if sub:
-            lines += [f"# the adapter runs on base.{sub} only; the rest of the model is used as it is"]
-    else:
-        lines += [f"from transformers import {auto}", "", f"model = {auto}.from_pretrained({str(out)!r})"]
-    lines += ["```", "", f"Head `{spec.head}`: {head.summary}; options {json.dumps(spec.head_options, sort_keys=True)}."]
+    lines += ["", f"Head `{spec.head}`: {head.summary}; options {json.dumps(spec.head_options, sort_keys=True)}."]
     if not head.per_task:
         lines += ["The label texts, in the order pizoo scores them: "
                   + ", ".join(f"`{label}`" for label in m.labels) + "."]
     lines += ["", f"Machine-readable provenance: `{PROVENANCE}`.", ""]
     return "\n".join(lines)
+
+
+def _interpolation_section(inter: dict) -> list[str]:
+    """The card's π-Tuning section: the sources, the mixture weights and the command that redoes it."""
+    lines = ["", "## Interpolation (π-Tuning)", "",
+             f"Target `{inter['target']}` mixed with its sources by softmax(α), mode `{inter['mode']}`, "
+             f"granularity `{inter['granularity']}`, init `{inter['init']}`, {inter['steps']} steps.", "",
+             "| source | similarity |", "| --- | --- |"]
+    lines += [f"| {s['task']} | {s['similarity'] if s['similarity'] is None else round(s['similarity'], 4)} |"
+              for s in inter["sources"]]
+    lines += ["", "softmax(α), target first then the sources in the order above:", ""]
+    lines += [f"- `{site}`: {', '.join(f'{x:.4f}' for x in w)}" for site, w in inter["alpha"].items()]
+    return lines + ["", f"Reproduce: `pizoo interpolate --target {inter['target']} --with "
+                        f"{','.join(s['task'] for s in inter['sources'])} --mode {inter['mode']} "
+                        f"--granularity {inter['granularity']} --init {inter['init']} --steps {inter['steps']}`"]
+
+
+def _load_snippet(spec, fmt: str, out: Path, base: Path, base_name: str, n_labels: int) -> list[str]:
+    """The Python lines that load the export with transformers (and peft) alone."""
+    from pizoo.experts import get_kind
+
+    head = get_head(spec.head)
+    config = json.loads((base / "config.json").read_text())
+    auto = head.auto_class_for(config)
+    if fmt != "peft":
+        return [f"from transformers import {auto}", "", f"model = {auto}.from_pretrained({str(out)!r})"]
+    extra = f", num_labels={n_labels}" if head.per_task else ""
+    sub = get_kind(spec.kind).peft_module(config)
+    lines = [f"from transformers import {auto}", "from peft import PeftModel", "",
+             f"base = {auto}.from_pretrained({base_name!r}{extra})",
+             f"model = PeftModel.from_pretrained(base{'.' + sub if sub else ''}, {str(out)!r})"]
+    return lines + ([f"# the adapter runs on base.{sub} only; the rest of the model is used as it is"] if sub else [])
 
 
 def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", force: bool = False) -> dict[str, Any]:
@@ -138,36 +150,13 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
     _check_format(kind, fmt)
     out = Path(out)
     _check_out(zoo, out)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder", "choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise ExportError(f"{out} exists and is not empty", "choose another --out, or add --force to replace it")
-        if not (out / PROVENANCE).is_file():  # --force replaces an earlier export, nothing else
-            raise ExportError(f"{out} is not a pizoo export (no {PROVENANCE}): --force only replaces an earlier "
-                              "export", "choose another --out")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in export_files(out))
-        if foreign:  # a user's own file beside an export: replacing the folder would delete it
-            raise ExportError(f"{out} holds files an export did not write ({', '.join(foreign[:5])}): --force "
-                              "replaces an earlier export only when nothing else is in its folder",
-                              f"move them out of {out}, or choose another --out")
+    _check_replaceable(out, force)
     em, manifest = load_task_model(zoo, name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with quiet_transformers():
-            if fmt == "peft":
-                em.kind.save_peft(em, tmp)
-            else:
-                model = em.kind.merge(em)
-                if get_head(spec.head).per_task:
-                    model.config.id2label = dict(enumerate(manifest.labels))
-                    model.config.label2id = {label: i for i, label in enumerate(manifest.labels)}
-                model.save_pretrained(str(tmp))
-                if em.tokenizer is not None:
-                    em.tokenizer.save_pretrained(str(tmp))
-                if em.image_processor is not None:
-                    em.image_processor.save_pretrained(str(tmp))
+            _write_model(em, manifest, spec, fmt, tmp)
         provenance = {"pizoo_version": __version__, "task": name, "format": fmt, "labels": list(manifest.labels),
                       "base_model": spec.base_model, "base_fingerprint": spec.fingerprint, "head": spec.head,
                       "head_options": spec.head_options,
@@ -182,3 +171,37 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return {"task": name, "format": fmt, "out": str(out), "files": sorted(p.name for p in out.iterdir())}
+
+
+def _check_replaceable(out: Path, force: bool) -> None:
+    """`out` is a folder that is new, empty, or (with force) an earlier export and nothing else."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder", "choose another --out")
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    if not force:
+        raise ExportError(f"{out} exists and is not empty", "choose another --out, or add --force to replace it")
+    if not (out / PROVENANCE).is_file():  # --force replaces an earlier export, nothing else
+        raise ExportError(f"{out} is not a pizoo export (no {PROVENANCE}): --force only replaces an earlier "
+                          "export", "choose another --out")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in export_files(out))
+    if foreign:  # a user's own file beside an export: replacing the folder would delete it
+        raise ExportError(f"{out} holds files an export did not write ({', '.join(foreign[:5])}): --force "
+                          "replaces an earlier export only when nothing else is in its folder",
+                          f"move them out of {out}, or choose another --out")
+
+
+def _write_model(em: ExpertModel, manifest, spec, fmt: str, folder: Path) -> None:
+    """The expert as a PEFT adapter, or merged into a whole model with its tokenizer and processor."""
+    if fmt == "peft":
+        em.kind.save_peft(em, folder)
+        return
+    model = em.kind.merge(em)
+    if get_head(spec.head).per_task:
+        model.config.id2label = dict(enumerate(manifest.labels))
+        model.config.label2id = {label: i for i, label in enumerate(manifest.labels)}
+    model.save_pretrained(str(folder))
+    if em.tokenizer is not None:
+        em.tokenizer.save_pretrained(str(folder))
+    if em.image_processor is not None:
+        em.image_processor.save_pretrained(str(folder))

@@ -337,7 +337,7 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
     return record
 
 
-def _task_batches(em, datas: list, visual_dim: int, cfg) -> tuple[torch.Tensor, list[dict]]:
+def _task_batches(em: ExpertModel, datas: list, visual_dim: int, cfg) -> tuple[torch.Tensor, list[dict]]:
     """Every task's training batches (shuffled within the task, tagged with its index) and, when the
     hypernetwork has a visual side, each task's mean image feature."""
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -356,7 +356,7 @@ def _task_batches(em, datas: list, visual_dim: int, cfg) -> tuple[torch.Tensor, 
     return visuals, batches
 
 
-def _generated_accuracy(em, net, tasks: list[str], datas: list, sketches: torch.Tensor,
+def _generated_accuracy(em: ExpertModel, net, tasks: list[str], datas: list, sketches: torch.Tensor,
                         visuals: torch.Tensor) -> dict[str, float]:
     """Each task's eval accuracy with the expert the hypernetwork generates for it."""
     accuracy = {}
@@ -369,7 +369,7 @@ def _generated_accuracy(em, net, tasks: list[str], datas: list, sketches: torch.
     return accuracy
 
 
-def _train_record(zoo, net, tasks: list[str], sketches: torch.Tensor, cfg, result, accuracy: dict, em,
+def _train_record(zoo, net, tasks: list[str], sketches: torch.Tensor, cfg, result, accuracy: dict, em: ExpertModel,
                   max_length: int) -> dict:
     """The record stored beside the hypernetwork's weights (hyper show reads it)."""
     from pizoo.tasks import provenance
@@ -455,7 +455,7 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
     return zoo.save_task(manifest, files)
 
 
-def _generate(em, net, train_rows: list[dict], eval_rows: list[dict], cfg, tune: str, fisher_samples: int | None,
+def _generate(em: ExpertModel, net, train_rows: list[dict], eval_rows: list[dict], cfg, tune: str, fisher_samples: int | None,
               name: str) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, int]:
     """The expert the hypernetwork generates from the data's probe embedding, tuned on the training
     rows: (the task code z, the expert tensors, eval accuracy before tuning, steps taken)."""

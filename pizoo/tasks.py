@@ -121,46 +121,14 @@ def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[st
     spec = zoo.spec
     refuse_existing(zoo, name)
     folder = Path(adapter_dir)
-    config_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
-    if not config_path.is_file():
-        raise DataError(f"{folder} is not a PEFT adapter folder (no adapter_config.json)",
-                        "pass --from-adapter a folder written by PeftModel.save_pretrained")
-    if not weights.is_file():
-        pickled = (folder / "adapter_model.bin").is_file()
-        raise DataError(f"{folder} has no adapter_model.safetensors"
-                        + (" (only a pickled adapter_model.bin, which pizoo never loads)" if pickled else ""),
-                        "save it with safe_serialization=True (the peft default)")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CorruptFile(f"{config_path} is not valid JSON: {e}") from e
+    config, weights = _adapter_files(folder)
     kind = get_kind(spec.kind)
     if kind.peft_type is None:
         raise IncompatibleExperts(f"this zoo holds {spec.kind!r} experts, which have no PEFT adapter format",
                                   "import PEFT adapters into a zoo made with --kind lora or --kind prompt")
     kind.check_peft_config(config, spec.options)
     same_base = _check_adapter_base(config.get("base_model_name_or_path"), spec)
-    tensors = {}
-    for key, value in load_tensors(weights).items():
-        m = _PEFT_HEAD.search(key)
-        tensors[f"head.{m.group(1)}" if m else key] = value
-    if get_head(spec.head).per_task:
-        if "head.weight" not in tensors:
-            raise IncompatibleExperts(f"the adapter has no task head (classifier/score in modules_to_save), which "
-                                      f"this zoo's {spec.head!r} head needs",
-                                      "train it with task_type=SEQ_CLS, or import it into a shared-space zoo")
-        n = tensors["head.weight"].shape[0]
-        labels = labels or [str(i) for i in range(n)]
-        if len(labels) != n:
-            raise DataError(f"--labels names {len(labels)} labels but the adapter's head has {n} outputs")
-    else:  # a shared-space head reads labels as text: a trained classifier layer has no place here
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("head.")}
-        if not labels:
-            raise DataError(f"a {spec.head} task needs its label texts", "pass --labels negative,positive")
-    if len(set(labels)) != len(labels) or len(labels) < 2:
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        raise DataError(f"--labels {','.join(labels)}: " + (f"names {dup[0]!r} twice" if dup else "one label only")
-                        + ": a task needs two or more distinct labels", "pass --labels negative,positive")
+    tensors, labels = _adapter_tensors(load_tensors(weights), spec.head, labels)
     em = ExpertModel(spec, labels)
     tensors = _match_backbone_names(tensors, set(em.trainable()), getattr(em.hf, "base_model_prefix", ""))
     try:
@@ -177,6 +145,50 @@ def import_adapter(zoo: Zoo, name: str, adapter_dir: str | Path, labels: list[st
         provenance=provenance(spec, how="import"))
     state = em.state()
     return zoo.save_task(manifest, TaskFiles(expert=lambda p: save_tensors(state, p)))
+
+
+def _adapter_files(folder: Path) -> tuple[dict, Path]:
+    """A PEFT adapter folder's config and its safetensors weights file (never a pickled .bin)."""
+    config_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    if not config_path.is_file():
+        raise DataError(f"{folder} is not a PEFT adapter folder (no adapter_config.json)",
+                        "pass --from-adapter a folder written by PeftModel.save_pretrained")
+    if not weights.is_file():
+        pickled = (folder / "adapter_model.bin").is_file()
+        raise DataError(f"{folder} has no adapter_model.safetensors"
+                        + (" (only a pickled adapter_model.bin, which pizoo never loads)" if pickled else ""),
+                        "save it with safe_serialization=True (the peft default)")
+    try:
+        return json.loads(config_path.read_text()), weights
+    except json.JSONDecodeError as e:
+        raise CorruptFile(f"{config_path} is not valid JSON: {e}") from e
+
+
+def _adapter_tensors(loaded: dict, head: str, labels: list[str] | None) -> tuple[dict, list[str]]:
+    """The adapter's tensors renamed to the expert's (its classifier as head.*, kept only where the
+    zoo's head is per-task) and the task's labels, checked against them."""
+    tensors = {}
+    for key, value in loaded.items():
+        m = _PEFT_HEAD.search(key)
+        tensors[f"head.{m.group(1)}" if m else key] = value
+    if get_head(head).per_task:
+        if "head.weight" not in tensors:
+            raise IncompatibleExperts(f"the adapter has no task head (classifier/score in modules_to_save), which "
+                                      f"this zoo's {head!r} head needs",
+                                      "train it with task_type=SEQ_CLS, or import it into a shared-space zoo")
+        n = tensors["head.weight"].shape[0]
+        labels = labels or [str(i) for i in range(n)]
+        if len(labels) != n:
+            raise DataError(f"--labels names {len(labels)} labels but the adapter's head has {n} outputs")
+    else:  # a shared-space head reads labels as text: a trained classifier layer has no place here
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("head.")}
+        if not labels:
+            raise DataError(f"a {head} task needs its label texts", "pass --labels negative,positive")
+    if len(set(labels)) != len(labels) or len(labels) < 2:
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        raise DataError(f"--labels {','.join(labels)}: " + (f"names {dup[0]!r} twice" if dup else "one label only")
+                        + ": a task needs two or more distinct labels", "pass --labels negative,positive")
+    return tensors, labels
 
 
 def _match_backbone_names(tensors: dict, want: set[str], prefix: str) -> dict:
