@@ -37,8 +37,7 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
               device: str = "cpu") -> dict:
     """The grid over the plane through the target's expert and two others (default: its top 2)."""
     from pizoo import progress
-    from pizoo.interpolate import choose_sources, load_expert_part
-    from pizoo.predict import default_by
+    from pizoo.interpolate import load_expert_part
     from pizoo.tasks import load_task_model, task_data
 
     values = axis(resolution, margin)
@@ -47,19 +46,8 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
                          "pass two: --with B,C (or leave --with out for the target's top 2)")
     em, manifest = load_task_model(zoo, target, device)
     td = task_data(zoo, target, manifest)
-    if with_ is None:  # the target's top 2 through the one ranking path (pizoo.predict), as interpolate takes them
-        by = default_by(zoo, has_data=True)
-        train = em.encode(td.train, td.label_ids(td.train)) if by != "fisher" else None
-        others = [c.task for c in choose_sources(zoo, target, k=2, metric=metric, by=by, em=em, rows=train)]
-    else:
-        others = [c.task for c in choose_sources(zoo, target, with_=with_, k=2, metric=metric)]
-    ex, ids = td.eval, td.label_ids(td.eval)
-    if samples is not None and samples < len(ex):
-        if samples < 1:
-            raise UsageError(f"--samples must be at least 1, got {samples}")
-        keep = sorted(torch.randperm(len(ex), generator=torch.Generator().manual_seed(0))[:samples].tolist())
-        ex, ids = ex.subset(keep), [ids[i] for i in keep]
-    rows = em.encode(ex, ids)
+    others = _plane_sources(zoo, target, with_, metric, em, td)
+    rows = _eval_rows(em, td, samples)
     A = {n: p.detach().clone() for n, p in em.expert.items()}
     B, C = ({n: t.to(em.device) for n, t in load_expert_part(zoo, s, em).items()} for s in others)
 
@@ -87,6 +75,30 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
                        **_scored(em, rows, phi)})
     return {"target": target, "with": others, "resolution": resolution, "margin": margin, "n": len(rows),
             "values": values, "grid": grid, "points": points}
+
+
+def _plane_sources(zoo, target: str, with_: Sequence[str] | None, metric: str, em: ExpertModel, td) -> list[str]:
+    """The two other corners: those named, or the target's top 2 through the one ranking path
+    (pizoo.predict), as interpolate takes them."""
+    from pizoo.interpolate import choose_sources
+    from pizoo.predict import default_by
+
+    if with_ is not None:
+        return [c.task for c in choose_sources(zoo, target, with_=with_, k=2, metric=metric)]
+    by = default_by(zoo, has_data=True)
+    train = em.encode(td.train, td.label_ids(td.train)) if by != "fisher" else None
+    return [c.task for c in choose_sources(zoo, target, k=2, metric=metric, by=by, em=em, rows=train)]
+
+
+def _eval_rows(em: ExpertModel, td, samples: int | None) -> list[dict]:
+    """The target's eval split, or a seeded sample of `samples` of it."""
+    ex, ids = td.eval, td.label_ids(td.eval)
+    if samples is not None and samples < len(ex):
+        if samples < 1:
+            raise UsageError(f"--samples must be at least 1, got {samples}")
+        keep = sorted(torch.randperm(len(ex), generator=torch.Generator().manual_seed(0))[:samples].tolist())
+        ex, ids = ex.subset(keep), [ids[i] for i in keep]
+    return em.encode(ex, ids)
 
 
 def _scored(em: ExpertModel, rows, params) -> dict:

@@ -78,6 +78,38 @@ def split_head(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 
 
 # -- a model with one expert attached ---------------------------------------------------------
+def _checked_base(spec: ZooSpec) -> Path:
+    """The zoo's base model folder, the very one the zoo was made with; remote code only if asked."""
+    path = resolve_base(spec.base_model)
+    if fingerprint(path, spec.schema_version) != spec.fingerprint:
+        raise IncompatibleExperts(f"the base model at {path} is not the one this zoo was made with "
+                                  f"(fingerprint {fingerprint(path, spec.schema_version)} != {spec.fingerprint})",
+                                  "restore that model, or make a new zoo with pizoo init")
+    check_remote_code(spec)
+    return path
+
+
+def _text_room(config, prefix: int, max_length: int) -> int:
+    """The text length the model can read, less the prompt's virtual tokens; a --max-length above it
+    is cut (with a warning when the user gave it; 128 is the flags' default)."""
+    text_config = getattr(config, "text_config", None) or config
+    positions = getattr(text_config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return max_length
+    room = positions - prefix
+    if room < 4:
+        raise UsageError(f"--virtual-tokens {prefix} leaves {room} of the model's {positions} positions "
+                         "for the text", f"use at most {positions - 4} virtual tokens")
+    if max_length <= room:
+        return max_length
+    if max_length != 128:
+        from pizoo.progress import log
+
+        log.warning(f"--max-length {max_length} is more than the {room} positions the model has for a "
+                    f"text: texts are cut to {room} tokens")
+    return room
+
+
 class ExpertModel:
     """The zoo's frozen base model with one expert (and, for a per-task head, that task's head).
 
@@ -91,31 +123,14 @@ class ExpertModel:
         self.spec, self.labels, self.max_length = spec, tuple(labels), max_length
         self.kind = get_kind(spec.kind)
         self.head_type = get_head(spec.head)
-        path = resolve_base(spec.base_model)
-        if fingerprint(path, spec.schema_version) != spec.fingerprint:
-            raise IncompatibleExperts(f"the base model at {path} is not the one this zoo was made with "
-                                      f"(fingerprint {fingerprint(path, spec.schema_version)} != {spec.fingerprint})",
-                                      "restore that model, or make a new zoo with pizoo init")
-        check_remote_code(spec)
+        path = _checked_base(spec)
         self.head_options = self.head_type.normalize_options(spec.head_options, path)
         self.cache: dict[str, Any] = {}
         self.owner: torch.Tensor | None = None  # which example each row of the running forward belongs to
         self.tokenizer = load_processor(path, spec.trust_remote_code)
         self.image_processor = load_image_processor(path, spec.trust_remote_code)
-        with quiet_transformers():
-            hf = load_backbone(path, self.head_type, self.labels, spec.trust_remote_code)
-            if getattr(hf.config, "pad_token_id", None) is None and self.tokenizer is not None:
-                hf.config.pad_token_id = self.tokenizer.pad_token_id
-            for p in hf.parameters():
-                p.requires_grad_(False)
-            self.hf = hf
-            # Every expert of a zoo starts from the same seeded initialisation: experts trained from
-            # one starting point stay comparable (Fisher) and mixable (interpolation, soups).
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(spec.seed)
-                self.wrapped = self.kind.attach(hf, spec.options, self.head_type)
-        for p in self.wrapped.parameters():  # peft may unfreeze more than we train
-            p.requires_grad_(False)
+        self.hf, self.wrapped = self._attach(path)
+        hf = self.hf
         self.expert = self.kind.parameters(self.wrapped)
         module = self.head_type.task_module(hf)
         self.head: dict[str, nn.Parameter] = {HEAD_PREFIX + n: p for n, p in module.named_parameters()} if module else {}
@@ -126,24 +141,29 @@ class ExpertModel:
         self._live = {id(p): n for n, p in self.wrapped.named_parameters(remove_duplicate=False)}
         self._runner = _Runner(self.wrapped)
         self.prefix = self.kind.prefix_length(spec.options)
-        text_config = getattr(hf.config, "text_config", None) or hf.config
-        positions = getattr(text_config, "max_position_embeddings", None)
-        if isinstance(positions, int):  # texts are cut to what the model can read, less the prompt's room
-            room = positions - self.prefix
-            if room < 4:
-                raise UsageError(f"--virtual-tokens {self.prefix} leaves {room} of the model's {positions} positions "
-                                 "for the text", f"use at most {positions - 4} virtual tokens")
-            if self.max_length > room:
-                from pizoo.progress import log
-
-                if max_length != 128:  # the flags' default: cut silently; a value the user gave: say so
-                    log.warning(f"--max-length {max_length} is more than the {room} positions the model has for a "
-                                f"text: texts are cut to {room} tokens")
-                self.max_length = room
+        self.max_length = _text_room(hf.config, self.prefix, max_length)
         self.wrapped.to(device)
         self.wrapped.eval()
         if self.labels:  # no labels: a structural check (init) that scores nothing
             self.head_type.prepare(self)
+
+    def _attach(self, path: Path):
+        """The frozen backbone and the same model with the zoo's expert attached (trainable parts
+        frozen here too: peft may unfreeze more than pizoo trains)."""
+        with quiet_transformers():
+            hf = load_backbone(path, self.head_type, self.labels, self.spec.trust_remote_code)
+            if getattr(hf.config, "pad_token_id", None) is None and self.tokenizer is not None:
+                hf.config.pad_token_id = self.tokenizer.pad_token_id
+            for p in hf.parameters():
+                p.requires_grad_(False)
+            # Every expert of a zoo starts from the same seeded initialisation: experts trained from
+            # one starting point stay comparable (Fisher) and mixable (interpolation, soups).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.spec.seed)
+                wrapped = self.kind.attach(hf, self.spec.options, self.head_type)
+        for p in wrapped.parameters():
+            p.requires_grad_(False)
+        return hf, wrapped
 
     def init_head(self, seed: int | None) -> None:
         """Seeded head initialisation, independent of whatever from_pretrained drew."""
