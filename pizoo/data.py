@@ -237,28 +237,7 @@ def load_rows(path: str | Path | None = None, *, dataset: str | None = None, con
     try:
         if path is not None:
             path = Path(path)
-            if path.is_dir():
-                raise DataError(f"{path} is a folder, not a data file", "pass --data a csv, tsv, json, jsonl or "
-                                "parquet file")
-            if not path.is_file():
-                raise DataError(f"data file {path} does not exist", "check the --data path")
-            if path.suffix.lower() in PICKLES:
-                raise DataError(f"{path} is a pickle, and pizoo never unpickles data (loading a pickle runs code)",
-                                "convert it where you trust it, e.g. the refer toolkit's refs(*).p to json: python -c "
-                                "\"import json, pickle; json.dump(pickle.load(open('refs.p', 'rb')), open('refs.json', "
-                                "'w'))\"")
-            fmt = FORMATS.get(path.suffix.lower())
-            if fmt is None:
-                raise DataError(f"cannot tell the format of {path}: use .csv, .tsv, .json, .jsonl or .parquet")
-            kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-            if fmt == "csv":  # read cells as written: "NA", "null", "None", "nan" are labels and texts, not missing
-                kwargs["keep_default_na"] = False
-            if path.stat().st_size == 0:
-                raise DataError(f"data file {path} is empty")
-            if fmt == "csv":
-                check_csv_rows(path, kwargs.get("delimiter", ","))
-            elif fmt == "json" and path.suffix.lower() == ".jsonl":
-                check_jsonl_rows(path)
+            fmt, kwargs = _file_format(path)
             with _quiet_datasets():
                 return datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
         with _quiet_datasets():
@@ -269,6 +248,34 @@ def load_rows(path: str | Path | None = None, *, dataset: str | None = None, con
         what = path if path is not None else dataset
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"cannot read {what}: {first[:200]}") from e
+
+
+def _file_format(path: Path) -> tuple[str, dict]:
+    """The `datasets` loader and its options for a data file, after the checks that make a bad file
+    one clear line (a folder, a missing or empty file, a pickle, an unknown suffix, ragged rows)."""
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a data file", "pass --data a csv, tsv, json, jsonl or "
+                        "parquet file")
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist", "check the --data path")
+    if path.suffix.lower() in PICKLES:
+        raise DataError(f"{path} is a pickle, and pizoo never unpickles data (loading a pickle runs code)",
+                        "convert it where you trust it, e.g. the refer toolkit's refs(*).p to json: python -c "
+                        "\"import json, pickle; json.dump(pickle.load(open('refs.p', 'rb')), open('refs.json', "
+                        "'w'))\"")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"cannot tell the format of {path}: use .csv, .tsv, .json, .jsonl or .parquet")
+    kwargs: dict = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    if fmt == "csv":  # read cells as written: "NA", "null", "None", "nan" are labels and texts, not missing
+        kwargs["keep_default_na"] = False
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} is empty")
+    if fmt == "csv":
+        check_csv_rows(path, kwargs.get("delimiter", ","))
+    elif fmt == "json" and path.suffix.lower() == ".jsonl":
+        check_jsonl_rows(path)
+    return fmt, kwargs
 
 
 @contextmanager

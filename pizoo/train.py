@@ -102,19 +102,9 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
     """Minimise `module(batch)` (a scalar loss) over `rows` with AdamW, warmup and linear decay.
 
     `lr_overrides` maps id(parameter) to its own learning rate (e.g. the mixture weights α)."""
-    from transformers import get_linear_schedule_with_warmup
-
     acc = accelerator(cfg)
     params, groups = _param_groups(module, lr_overrides or {})
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(list(rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=gen)
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    module, opt, loader = acc.prepare(module, opt, loader)
-    # Epochs count this process's share of the batches (accelerate shards them over processes).
-    total = cfg.steps or max(1, (cfg.epochs or DEFAULT_EPOCHS) * math.ceil(len(loader) / cfg.grad_accum))
-    # accelerate steps a prepared scheduler once per process per optimizer step
-    n = acc.num_processes
-    sched = acc.prepare(get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total) * n, total * n))
+    module, opt, loader, sched, total = _prepared(acc, module, groups, rows, collate, cfg)
     module.train()
     if acc.is_main_process:
         log.info(f"{desc}: {total} steps over {len(rows)} examples, batch {cfg.batch_size}, lr {cfg.lr:g}, "
@@ -144,6 +134,23 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
                     break
     module.eval()
     return TrainResult(step, seen, time.perf_counter() - start, window.first, window.last, acc.is_main_process)
+
+
+def _prepared(acc, module: nn.Module, groups: list[dict], rows: Sequence[dict], collate, cfg: TrainConfig):
+    """The module, AdamW, the seeded shuffling loader and the warmup/linear-decay schedule, prepared
+    by accelerate; and the number of optimizer steps."""
+    from transformers import get_linear_schedule_with_warmup
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(list(rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=gen)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    module, opt, loader = acc.prepare(module, opt, loader)
+    # Epochs count this process's share of the batches (accelerate shards them over processes).
+    total = cfg.steps or max(1, (cfg.epochs or DEFAULT_EPOCHS) * math.ceil(len(loader) / cfg.grad_accum))
+    # accelerate steps a prepared scheduler once per process per optimizer step
+    n = acc.num_processes
+    sched = acc.prepare(get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total) * n, total * n))
+    return module, opt, loader, sched, total
 
 
 def _param_groups(module: nn.Module, lr_overrides: dict[int, float]) -> tuple[list[nn.Parameter], list[dict]]:

@@ -160,23 +160,36 @@ def check_content(path: Path) -> str | None:
             with h5py.File(path, "r") as f:
                 tensors = {f"{g}/{n}": np.asarray(ds[()]) for g in f for n, ds in f[g].items()}
         elif path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-            if "image" in table.column_names:
-                from pizoo.errors import DataError
-                from pizoo.inputs.image import decode
-
-                try:
-                    for data in table.column("image").to_pylist():
-                        decode(data)
-                except (DataError, TypeError):
-                    return "an image does not decode"
-            return None
+            return _split_issue(path)
         else:
             return None
     except Exception:  # any reader's failure means the same thing here
         return "unreadable"
+    return _tensor_issue(path, tensors)
+
+
+def _split_issue(path: Path) -> str | None:
+    """A kept split whose images do not decode."""
+    import pyarrow.parquet as pq
+
+    from pizoo.errors import DataError
+    from pizoo.inputs.image import decode
+
+    table = pq.read_table(path)
+    if "image" in table.column_names:
+        try:
+            for data in table.column("image").to_pylist():
+                decode(data)
+        except (DataError, TypeError):
+            return "an image does not decode"
+    return None
+
+
+def _tensor_issue(path: Path, tensors: dict) -> str | None:
+    """Tensors that are not what pizoo writes: not finite, a negative Fisher, an expert that is not
+    float32 or is out of range."""
+    import numpy as np
+
     for value in tensors.values():
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             return "not finite"
@@ -621,42 +634,45 @@ class Zoo:
                     problems.append(Problem("", entry.name, "stale"))
                 elif not entry.name.startswith(f"{LOCK_FILE}"):
                     problems.append(Problem("", entry.name, "foreign"))
-                continue
-            if entry.is_symlink():
+            elif entry.is_symlink():
                 problems.append(Problem("", entry.name, "symlink"))
-                continue
-            if entry.name in INTERNAL and entry.is_dir():
+            elif entry.name in INTERNAL and entry.is_dir():
                 problems += self._internal_problems(entry, quick)
-                continue
-            if not entry.is_dir() or not (entry / MANIFEST).is_file() or entry.name.startswith("_"):
+            elif not entry.is_dir() or not (entry / MANIFEST).is_file() or entry.name.startswith("_"):
                 problems.append(Problem("", entry.name, "foreign"))
+            else:
+                problems += self._task_problems(entry, quick)
+        return problems
+
+    def _task_problems(self, entry: Path, quick: bool) -> list[Problem]:
+        """What is wrong in one task folder: its manifest, each listed file (present, hash, content),
+        the expert/embedding pair, and files it does not list."""
+        problems: list[Problem] = []
+        try:
+            manifest = self.manifest(entry.name)
+        except PizooError:
+            return [Problem(entry.name, MANIFEST, "unreadable")]
+        for fname, digest in manifest.files.items():
+            path = entry / fname
+            if not safe_relative(fname):
+                problems.append(Problem(entry.name, fname, "outside"))
+            elif path.is_symlink() or not path.is_file():
+                problems.append(Problem(entry.name, fname, "missing"))
+            elif quick:
                 continue
-            try:
-                manifest = self.manifest(entry.name)
-            except PizooError:
-                problems.append(Problem(entry.name, MANIFEST, "unreadable"))
-                continue
-            for fname, digest in manifest.files.items():
-                path = entry / fname
-                if not safe_relative(fname):
-                    problems.append(Problem(entry.name, fname, "outside"))
-                elif path.is_symlink() or not path.is_file():
-                    problems.append(Problem(entry.name, fname, "missing"))
-                elif quick:
-                    continue
-                elif sha256_file(path) != digest:
-                    problems.append(Problem(entry.name, fname, "corrupt"))
-                else:  # the hash matches: is the content what pizoo writes?
-                    issue = check_content(path)
-                    if issue:
-                        problems.append(Problem(entry.name, fname, issue))
-            if not quick and EXPERT in manifest.files and FISHER in manifest.files and not any(
-                    p.task == entry.name for p in problems):
-                issue = check_pair(entry / EXPERT, entry / FISHER)
+            elif sha256_file(path) != digest:
+                problems.append(Problem(entry.name, fname, "corrupt"))
+            else:  # the hash matches: is the content what pizoo writes?
+                issue = check_content(path)
                 if issue:
-                    problems.append(Problem(entry.name, FISHER, issue))
-            for f in sorted(entry.rglob("*")):
-                rel = f.relative_to(entry).as_posix()
-                if (f.is_file() or f.is_symlink()) and rel != MANIFEST and rel not in manifest.files:
-                    problems.append(Problem(entry.name, rel, "foreign"))
+                    problems.append(Problem(entry.name, fname, issue))
+        if not quick and EXPERT in manifest.files and FISHER in manifest.files and not any(
+                p.task == entry.name for p in problems):
+            issue = check_pair(entry / EXPERT, entry / FISHER)
+            if issue:
+                problems.append(Problem(entry.name, FISHER, issue))
+        for f in sorted(entry.rglob("*")):
+            rel = f.relative_to(entry).as_posix()
+            if (f.is_file() or f.is_symlink()) and rel != MANIFEST and rel not in manifest.files:
+                problems.append(Problem(entry.name, rel, "foreign"))
         return problems
