@@ -36,7 +36,6 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
               margin: float = 0.25, samples: int | None = 256, pi: str | None = None, metric: str = "cosine",
               device: str = "cpu") -> dict:
     """The grid over the plane through the target's expert and two others (default: its top 2)."""
-    from pizoo import progress
     from pizoo.interpolate import load_expert_part
     from pizoo.tasks import load_task_model, task_data
 
@@ -55,13 +54,7 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
         return {n: (1 - a - b) * A[n] + a * B[n] + b * C[n] for n in A}
 
     to_xy = _orthonormal(A, B, C)
-    grid = []
-    with progress.task(f"landscape of {target}", len(values) ** 2) as advance:
-        for b in values:
-            for a in values:
-                s = em.score(rows, params=at(a, b))
-                grid.append({"a": a, "b": b, **to_xy(a, b), "accuracy": s.accuracy, "loss": -s.log_likelihood})
-                advance()
+    grid = _grid(em, rows, values, at, to_xy, f"landscape of {target}")
     corners = {(0.0, 0.0): target, (1.0, 0.0): others[0], (0.0, 1.0): others[1]}
     points = [{"name": name, "role": role, "a": a, "b": b, **to_xy(a, b),
                **_scored(em, rows, at(a, b))}
@@ -99,6 +92,19 @@ def _eval_rows(em: ExpertModel, td, samples: int | None) -> list[dict]:
         keep = sorted(torch.randperm(len(ex), generator=torch.Generator().manual_seed(0))[:samples].tolist())
         ex, ids = ex.subset(keep), [ids[i] for i in keep]
     return em.encode(ex, ids)
+
+
+def _grid(em: ExpertModel, rows, values: list[float], at, to_xy, desc: str) -> list[dict]:
+    """Accuracy and loss at every (a, b) of the grid, b-major."""
+    from pizoo import progress
+
+    grid = []
+    with progress.task(desc, len(values) ** 2) as advance:
+        for b in values:
+            for a in values:
+                grid.append({"a": a, "b": b, **to_xy(a, b), **_scored(em, rows, at(a, b))})
+                advance()
+    return grid
 
 
 def _scored(em: ExpertModel, rows, params) -> dict:

@@ -66,6 +66,18 @@ def heatmap(names: Sequence[str], sim: np.ndarray, out: Path, title: str,
     off = sim[~np.eye(len(names), dtype=bool)]
     vmin = float(off.min()) if off.size else 0.0
     im = ax.imshow(sim, cmap="viridis", vmin=vmin, vmax=1.0, interpolation="nearest")
+    _label_cells(ax, names, sim, vmin, groups)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png", metadata=PNG_METADATA))
+    plt.close(fig)
+    return list(names)
+
+
+def _label_cells(ax, names: list[str], sim: np.ndarray, vmin: float, groups: Sequence[str] | None) -> None:
+    """Tick labels (with the group) while they are readable, values in the cells of a small matrix,
+    and white lines between groups."""
     if len(names) <= LABELLED:
         font = 10 if len(names) <= 20 else max(4, int(10 * 20 / len(names)))
         shown = [f"{n} [{g}]" for n, g in zip(names, groups)] if groups is not None else names
@@ -87,12 +99,6 @@ def heatmap(names: Sequence[str], sim: np.ndarray, out: Path, title: str,
             if groups[i] != groups[i - 1]:
                 ax.axhline(i - 0.5, color="white", linewidth=2)
                 ax.axvline(i - 0.5, color="white", linewidth=2)
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    atomic_write(out, lambda p: fig.savefig(p, dpi=120, format="png", metadata=PNG_METADATA))
-    plt.close(fig)
-    return list(names)
 
 
 def curve(ts: Sequence[float], accs: Sequence[float], out: Path, target: str, other: str) -> None:
