@@ -55,12 +55,12 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, cfg) -> dict:
                                                  rows=em.encode(td.train, td.label_ids(td.train)))]
     del em
     top = [s for s in ranked if s != f"src-{f.stem}"][:2]
-    rec = {"target": f.stem, "shots": n, "seed": seed, "sources": top, "own": own["accuracy"], "n_test": own["n"]}
+    rec = {"target": f.stem, "shots": n, "seed": seed, "sources": top, "own": own.accuracy, "n_test": own.n}
     for on in ON:
         with quiet():
             r = interpolate_task(zoo, name, cfg(seed, epochs=15), with_=top, spec=MixSpec(mode="alpha"),
                                  name=f"{name}-{on}", embed=False, keep_best=False, alpha_on=on)
-            acc = evaluate_task(zoo, r.name, data=str(test))["accuracy"]
+            acc = evaluate_task(zoo, r.name, data=str(test)).accuracy
         ip = r.provenance["interpolation"]
         rec[on] = {"test": acc, "target_weight": ip["alpha"]["expert"][0], "steps": ip["steps"],
                    "eval": r.metrics["accuracy_interpolated"]}

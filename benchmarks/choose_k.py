@@ -95,8 +95,8 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
                                             rows=em.encode(td.train, td.label_ids(td.train)))]
     del em
     ranked = [s for s in every if s != f"src-{f.stem}"]
-    rec = {"target": f.stem, "shots": n, "seed": seed, "n_eval": own.metrics["n_eval"], "n_test": own_test["n"],
-           "own": {"eval": own.metrics["accuracy"], "test": own_test["accuracy"]}, "k": {},
+    rec = {"target": f.stem, "shots": n, "seed": seed, "n_eval": own.metrics["n_eval"], "n_test": own_test.n,
+           "own": {"eval": own.metrics["accuracy"], "test": own_test.accuracy}, "k": {},
            "self_rank": every.index(f"src-{f.stem}") + 1, "n_ranked": len(every)}  # the same task, more data
     for k in ks:
         t0 = time.perf_counter()
@@ -107,7 +107,7 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
         with quiet():
             r = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), k=k, with_=with_,
                                  spec=MixSpec(mode="full"), name=f"{name}-k{k}", embed=False, keep_best=tool_keep)
-            test_acc = evaluate_task(zoo, r.name, data=str(test))["accuracy"]
+            test_acc = evaluate_task(zoo, r.name, data=str(test)).accuracy
         m, ip = r.metrics, r.provenance["interpolation"]
         rec["own"]["eval_ll"] = m["log_likelihood_target"]
         rec["k"][k] = {"sources": [s["task"] for s in ip["sources"]], "test": test_acc,

@@ -97,33 +97,33 @@ def main() -> None:
             hrec = train_hyper(zoo, TrainConfig(epochs=args.hyper_epochs, lr=args.hyper_lr, seed=0, device="cpu"),
                                tasks=others, spec=HyperSpec(()), max_length=64)
         hyper_seconds = time.perf_counter() - t0
-        log(f"hypernetwork without {f.stem}: {hrec['steps']} steps, {hyper_seconds:.0f} s, "
-            f"{hrec['parameters']['hypernetwork']} parameters")
+        log(f"hypernetwork without {f.stem}: {hrec.steps} steps, {hyper_seconds:.0f} s, "
+            f"{hrec.parameters['hypernetwork']} parameters")
         for n, seed in todo:
             pool, held, test = splits(f, work / "splits", n, seed)
             data = DataArgs(data=str(pool), eval_data=str(held), columns=Columns(), shots=n, seed=seed)
             name = f"{f.stem}-{n}-s{seed}"
             rec = {"settings": settings, "target": f.stem, "shots": n, "seed": seed, "test": {}, "seconds": {},
-                   "parameters": {"hyper": hrec["parameters"]["hypernetwork"],
-                                  "one_expert": hrec["parameters"]["one_expert"]},
+                   "parameters": {"hyper": hrec.parameters["hypernetwork"],
+                                  "one_expert": hrec.parameters["one_expert"]},
                    "hyper_train_seconds": round(hyper_seconds, 1), "generated_eval": {}}
             with quiet():
                 t0 = time.perf_counter()
                 own = train_task(zoo, name, data, cfg(seed, epochs=args.epochs), max_length=64, fisher_samples=128)
                 rec["seconds"]["own"] = round(time.perf_counter() - t0, 1)
-                rec["test"]["own"] = evaluate_task(zoo, name, data=str(test))["accuracy"]
+                rec["test"]["own"] = evaluate_task(zoo, name, data=str(test)).accuracy
                 t0 = time.perf_counter()
                 pi = interpolate_task(zoo, name, cfg(seed, epochs=args.epochs), k=2, spec=MixSpec(mode="full"),
                                       name=f"{name}-pi", embed=False, keep_best=False)
                 rec["seconds"]["pi-full-k2"] = round(time.perf_counter() - t0, 1)
-                rec["test"]["pi-full-k2"] = evaluate_task(zoo, pi.name, data=str(test))["accuracy"]
+                rec["test"]["pi-full-k2"] = evaluate_task(zoo, pi.name, data=str(test)).accuracy
                 for method, tune in (("hyper-none", "none"), ("hyper-z", "task-embedding"), ("hyper-all", "all")):
                     t0 = time.perf_counter()
                     g = generate_task(zoo, f"{name}-{method}", data,
                                       TrainConfig(epochs=args.epochs, lr=args.tune_lr, seed=seed, device="cpu"),
                                       tune=tune, max_length=64, fisher_samples=128)
                     rec["seconds"][method] = round(time.perf_counter() - t0, 1)
-                    rec["test"][method] = evaluate_task(zoo, g.name, data=str(test))["accuracy"]
+                    rec["test"][method] = evaluate_task(zoo, g.name, data=str(test)).accuracy
                     rec["generated_eval"][method] = g.metrics["accuracy_generated"]
                     zoo.remove_task(g.name)
                 for t in (pi.name, own.name):

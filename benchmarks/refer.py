@@ -129,7 +129,7 @@ def run_one(zoo, files, target, kind, n, seed, args, log) -> dict:
         ranking = rank_sources(zoo, name, by="both", em=em, rows=em.encode(td.train, td.label_ids(td.train)))
         order = [c.task for c in ranking.candidates if c.task.startswith("src-")]
         nearest = order[0]
-        near = evaluate_task(zoo, nearest, on=name)["accuracy"]
+        near = evaluate_task(zoo, nearest, on=name).accuracy
         pi2 = interpolate_task(zoo, name, cfg(epochs=args.epochs), k=2, spec=MixSpec(mode="full"),
                                name=f"{name}-pi2", embed=False, keep_best=False)
         auto = interpolate_task(zoo, name, cfg(epochs=args.epochs), spec=MixSpec(mode="full"),

@@ -120,7 +120,7 @@ def agreement(root: Path, targets: list[str], k: int) -> dict[str, float]:
         for t in targets:
             exact = [n for n, _ in rank(load_embedding(zoo, t), {n: v for n, v in everyone.items() if n != t},
                                         metric)[:k]]
-            fast = [r["task"] for r in similar(zoo, t, k=k, metric=metric)]
+            fast = [r.task for r in similar(zoo, t, k=k, metric=metric)]
             same += exact == fast
         out[metric] = same / len(targets)
     return out

@@ -432,7 +432,7 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
     if json_:
         render.emit_json(result)
     else:
-        render.key_values({k: v for k, v in result.items() if k != "labels"}, title=f"eval {name}")
+        render.key_values({k: v for k, v in result.to_json().items() if k != "labels"}, title=f"eval {name}")
 
 
 # -- embeddings -------------------------------------------------------------------------------
@@ -728,7 +728,7 @@ def landscape(ctx: typer.Context,
     zoo = zoo_of(ctx)
     _outputs(zoo, force, out=out)
     result = run_landscape(zoo, target, _csv(with_), resolution=resolution, margin=margin,
-                           samples=samples or None, pi=pi, metric=metric, device=device)
+                           samples=samples or None, pi=pi, metric=metric, device=device).to_json()
     plane(result, out)
     if json_:
         return render.emit_json({**result, "png": str(out)})
@@ -781,11 +781,13 @@ def hyper_train(ctx: typer.Context,
     cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
     spec = HyperSpec((), z_dim=z_dim, hidden=hidden, seed=seed, sites=tuple(_csv(sites) or ()))
     record = train_hyper(zoo_of(ctx), cfg, tasks=_csv(tasks), spec=spec, max_length=max_length)
+    if record is None:  # a non-main process of a distributed launch
+        return
     if json_:
         return render.emit_json(record)
-    render.table([{"task": t, "accuracy": a} for t, a in record["accuracy"].items()], ["task", "accuracy"],
-                 title=f"hypernetwork: generated experts on each task's eval split ({record['steps']} steps)")
-    render.key_values(record["parameters"], title="parameters")
+    render.table([{"task": t, "accuracy": a} for t, a in record.accuracy.items()], ["task", "accuracy"],
+                 title=f"hypernetwork: generated experts on each task's eval split ({record.steps} steps)")
+    render.key_values(record.parameters, title="parameters")
 
 
 @command("generate", on=hyper_app)
@@ -902,7 +904,7 @@ def export(ctx: typer.Context,
     if json_:
         render.emit_json(result)
     else:
-        render.log(f"wrote {result['out']} ({result['format']}): {', '.join(result['files'])}")
+        render.log(f"wrote {result.out} ({result.format}): {', '.join(result.files)}")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from pizoo.data import Columns, TaskData, label_set_of, load_rows, read_examples
 from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
 from pizoo.index import INDEX, VIEW_OF_METRIC, Index, check_space, read_h5, sketch
 from pizoo.progress import log
+from pizoo.results import Neighbour
 from pizoo.similarity import METRICS, check, matrix, rank
 from pizoo.zoo import Zoo
 
@@ -104,11 +105,11 @@ def check_metric(metric: str) -> None:
 
 
 def similar(zoo: Zoo, name: str, *, k: int | None = None, metric: str = "cosine", group: str = "expert"
-            ) -> list[dict[str, Any]]:
+            ) -> list[Neighbour]:
     """Rank every other task by similarity to `name`; keep the top `k` if given (embeddings only:
     pizoo.predict adds the fit of each expert to the target's data)."""
     ranked = ranked_by_embedding(zoo, name, metric=metric, group=group, count=k)
-    return [{"rank": i + 1, "task": t, "similarity": s} for i, (t, s) in enumerate(ranked)]
+    return [Neighbour(i + 1, t, s) for i, (t, s) in enumerate(ranked)]
 
 
 def ranked_by_embedding(zoo: Zoo, name: str, *, metric: str = "cosine", group: str = "expert",
@@ -232,7 +233,7 @@ def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert", t
     the sketches), and `clusters` names the tasks of each."""
     check_metric(metric)
     if around is not None:
-        tasks = [around] + [r["task"] for r in similar(zoo, around, k=k, metric=metric, group=group)]
+        tasks = [around] + [r.task for r in similar(zoo, around, k=k, metric=metric, group=group)]
     names = sorted(tasks) if tasks else [n for n in zoo.task_names()]
     if metric == "centred" and len(names) <= EXACT_MATRIX_LIMIT:  # a sketch metric: the zoo's mean is in the index
         idx = _current_index(zoo, group, metric) or zoo.build_index()

@@ -14,11 +14,12 @@ import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pizoo import __version__
 from pizoo.errors import ExportError, UsageError
 from pizoo.heads import get_head
+from pizoo.results import Export
 from pizoo.zoo import Zoo, replace_dir
 
 if TYPE_CHECKING:  # annotations only: export's checks run without torch
@@ -139,7 +140,7 @@ def _load_snippet(spec, fmt: str, out: Path, base: Path, base_name: str, n_label
     return lines + ([f"# the adapter runs on base.{sub} only; the rest of the model is used as it is"] if sub else [])
 
 
-def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", force: bool = False) -> dict[str, Any]:
+def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", force: bool = False) -> Export:
     """Write task `name` to folder `out` atomically; refuse a non-empty `out` unless `force`."""
     from pizoo.experts import get_kind
     from pizoo.models import quiet_transformers, resolve_base
@@ -170,7 +171,7 @@ def export_task(zoo: Zoo, name: str, out: str | Path, *, fmt: str = "peft", forc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"task": name, "format": fmt, "out": str(out), "files": sorted(p.name for p in out.iterdir())}
+    return Export(name, fmt, str(out), sorted(p.name for p in out.iterdir()))
 
 
 def _check_replaceable(out: Path, force: bool) -> None:

@@ -40,6 +40,7 @@ from torch import nn
 
 from pizoo.errors import CorruptFile, IncompatibleExperts, UsageError
 from pizoo.experts import get_kind
+from pizoo.results import HyperTraining
 
 if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
     from pizoo.models import ExpertModel
@@ -296,7 +297,7 @@ def _readable(zoo, tasks: list[str], task_data) -> tuple[list[str], list, list]:
 
 
 def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec | None = None,
-                max_length: int = 128) -> dict:
+                max_length: int = 128) -> HyperTraining | None:
     """Train the hypernetwork over the zoo's tasks on the splits the zoo keeps; store it in _hyper/."""
     from pizoo.models import ExpertModel, save_tensors
     from pizoo.progress import log
@@ -326,14 +327,14 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
                  dataclasses.replace(cfg, batch_size=1), desc=f"hyper train ({len(tasks)} tasks)")
     accuracy = _generated_accuracy(em, net, tasks, datas, sketches, visuals)
     if not result.is_main_process:
-        return {}
+        return None
     record = _train_record(zoo, net, tasks, sketches, cfg, result, accuracy, em, max_length)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     state["task_sketches"] = sketches.cpu()
     state["task_visuals"] = visuals.cpu()
     log.info(f"hypernetwork over {len(tasks)} tasks: {result.steps} steps, mean accuracy of the generated experts "
              f"{sum(accuracy.values()) / len(accuracy):.3f}")
-    zoo.write_internal(HYPER_DIR, {WEIGHTS: lambda p: save_tensors(state, p)}, RECORD, record)
+    zoo.write_internal(HYPER_DIR, {WEIGHTS: lambda p: save_tensors(state, p)}, RECORD, record.to_json())
     return record
 
 
@@ -370,19 +371,19 @@ def _generated_accuracy(em: ExpertModel, net, tasks: list[str], datas: list, ske
 
 
 def _train_record(zoo, net, tasks: list[str], sketches: torch.Tensor, cfg, result, accuracy: dict, em: ExpertModel,
-                  max_length: int) -> dict:
+                  max_length: int) -> HyperTraining:
     """The record stored beside the hypernetwork's weights (hyper show reads it)."""
     from pizoo.tasks import provenance
 
     expert_size = sum(p.numel() for p in em.expert.values())
     splits = {t: zoo.sha(zoo.manifest(t), "train") for t in tasks}  # the data it was trained on
-    return {"spec": dataclasses.asdict(net.spec), "sketch_dim": int(sketches.shape[1]), "names": net.names,
-            "kind": zoo.spec.kind,
-            "provenance": provenance(zoo.spec, how="hyper-train", train_split_sha256=splits, max_length=max_length),
-            "expert_space": zoo.spec.expert_space, "training": dataclasses.asdict(cfg), "steps": result.steps,
-            "train_seconds": round(result.seconds, 2), "loss_first": result.first_loss, "loss_last": result.last_loss,
-            "accuracy": accuracy, "parameters": {"hypernetwork": net.trained_parameters(), "one_expert": expert_size,
-                                                 "experts_of_these_tasks": expert_size * len(tasks)}}
+    return HyperTraining(
+        spec=dataclasses.asdict(net.spec), sketch_dim=int(sketches.shape[1]), names=net.names, kind=zoo.spec.kind,
+        provenance=provenance(zoo.spec, how="hyper-train", train_split_sha256=splits, max_length=max_length),
+        expert_space=zoo.spec.expert_space, training=dataclasses.asdict(cfg), steps=result.steps,
+        train_seconds=round(result.seconds, 2), loss_first=result.first_loss, loss_last=result.last_loss,
+        accuracy=accuracy, parameters={"hypernetwork": net.trained_parameters(), "one_expert": expert_size,
+                                       "experts_of_these_tasks": expert_size * len(tasks)})
 
 
 def load_hyper(zoo, device="cpu") -> tuple[HyperNet, dict, torch.Tensor]:

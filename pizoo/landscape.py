@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pizoo.errors import UsageError
+from pizoo.results import Landscape
 
 if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
     from pizoo.models import ExpertModel
@@ -34,7 +35,7 @@ def axis(resolution: int, margin: float) -> list[float]:
 
 def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolution: int = 8,
               margin: float = 0.25, samples: int | None = 256, pi: str | None = None, metric: str = "cosine",
-              device: str = "cpu") -> dict:
+              device: str = "cpu") -> Landscape:
     """The grid over the plane through the target's expert and two others (default: its top 2)."""
     from pizoo.interpolate import load_expert_part
     from pizoo.tasks import load_task_model, task_data
@@ -66,8 +67,7 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
         a, b, off = _project(A, B, C, phi)
         points.append({"name": pi, "role": "pi", "a": a, "b": b, **to_xy(a, b), "off_plane": off,
                        **_scored(em, rows, phi)})
-    return {"target": target, "with": others, "resolution": resolution, "margin": margin, "n": len(rows),
-            "values": values, "grid": grid, "points": points}
+    return Landscape(target, others, resolution, margin, len(rows), values, grid, points)
 
 
 def _plane_sources(zoo, target: str, with_: Sequence[str] | None, metric: str, em: ExpertModel, td) -> list[str]:

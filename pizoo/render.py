@@ -39,6 +39,8 @@ def _clean(obj: Any) -> Any:
     """JSON has no NaN: write null."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
+    if hasattr(obj, "to_json"):  # a typed result (pizoo.results)
+        return _clean(obj.to_json())
     if isinstance(obj, dict):
         return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

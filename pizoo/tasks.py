@@ -46,6 +46,7 @@ from pizoo.models import (
     tower_types,
 )
 from pizoo.progress import log
+from pizoo.results import Evaluation
 from pizoo.train import ExpertLoss, TrainConfig, device_for, fit
 from pizoo.zoo import TaskFiles, Zoo, check_name, sha256_file
 
@@ -386,7 +387,7 @@ def read_for_task(zoo: Zoo, manifest: TaskManifest, path: str | Path, columns: C
 
 
 def evaluate_task(zoo: Zoo, name: str, *, data: str | None = None, columns: Columns | None = None,
-                  on: str | None = None, device: str = "cpu") -> dict[str, Any]:
+                  on: str | None = None, device: str = "cpu") -> Evaluation:
     """Accuracy of a task's expert on its held-out split, on a file, or on another task's held-out
     split (`on`): with a shared-space head any expert scores any task's labels."""
     if data is not None and on is not None:
@@ -402,13 +403,13 @@ def evaluate_task(zoo: Zoo, name: str, *, data: str | None = None, columns: Colu
         ex, labels, ids, where = td.eval, td.labels, td.label_ids(td.eval), f"eval split of {other.name}"
     em, _ = load_task_model(zoo, name, device, labels=labels)
     rows = em.encode(ex, ids)
-    out = {"task": name, "accuracy": em.accuracy(rows), "n": len(rows), "data": where, "labels": list(labels)}
+    iou50 = None
     if ex.boxes is not None:  # referring expressions: the chosen box at IoU >= 0.5 with the gold one
         from pizoo.candidates import iou_hits
 
         hits = iou_hits(rows, em.predict(rows))
-        out["accuracy_iou50"] = sum(hits) / len(hits) if hits else float("nan")
-    return out
+        iou50 = sum(hits) / len(hits) if hits else float("nan")
+    return Evaluation(name, em.accuracy(rows), len(rows), where, list(labels), iou50)
 
 
 def expert_tensor_problems(zoo: Zoo) -> list:

@@ -59,7 +59,7 @@ def test_k_auto_picks_the_related_source_not_the_most_similar(zoo, tmp_path):
     z = _clone(zoo, tmp_path / "z", drop=["full"])  # one related task: `related`
     from pizoo.embed import similar
 
-    by_expert = [r["task"] for r in similar(z, "few")]
+    by_expert = [r.task for r in similar(z, "few")]
     assert by_expert[0] != "related"  # the Fisher at each task's own expert (the old ranking) puts another first
     by_fisher = [c.task for c in choose_sources(z, "few", k=None)]  # the probe Fisher
     out = interpolate_task(z, "few", CFG, k="auto", name="few-auto")
@@ -212,20 +212,20 @@ def test_landscape_corners_are_the_three_experts_exactly(zoo, tmp_path):
     z = _clone(zoo, tmp_path / "z")
     interpolate_task(z, "few", CFG, with_=["related", "opposite"], name="few-pi", keep_best=False)
     res = landscape(z, "few", ["related", "opposite"], resolution=2, margin=0.5, samples=None)
-    assert len(res["grid"]) == len(res["values"]) ** 2 == 25 and res["n"] == 60
-    grid = {(g["a"], g["b"]): g for g in res["grid"]}
+    assert len(res.grid) == len(res.values) ** 2 == 25 and res.n == 60
+    grid = {(g["a"], g["b"]): g for g in res.grid}
     for (a, b), name in (((0.0, 0.0), "few"), ((1.0, 0.0), "related"), ((0.0, 1.0), "opposite")):
-        assert grid[a, b]["accuracy"] == evaluate_task(z, name, on="few")["accuracy"], name
-    points = {p["role"]: p for p in res["points"] if p["role"] != "source"}
+        assert grid[a, b]["accuracy"] == evaluate_task(z, name, on="few").accuracy, name
+    points = {p["role"]: p for p in res.points if p["role"] != "source"}
     assert points["target"]["x"] == points["target"]["y"] == 0.0
     assert points["soup"]["a"] == points["soup"]["b"] == pytest.approx(1 / 3)
     pi = points["pi"]  # found by itself: the target's interpolation with exactly these two
-    assert pi["name"] == "few-pi" and pi["accuracy"] == evaluate_task(z, "few-pi")["accuracy"]
+    assert pi["name"] == "few-pi" and pi["accuracy"] == evaluate_task(z, "few-pi").accuracy
     assert 0 <= pi["off_plane"] < 1
     # the distances in the plane are the true distances between the experts
     flat = {n: torch.cat([t.double().flatten() for _, t in sorted(
         {k: v for k, v in load_file(z.task_dir(n) / EXPERT).items()}.items())]) for n in ("few", "related")}
-    src = next(p for p in res["points"] if p["name"] == "related")
+    src = next(p for p in res.points if p["name"] == "related")
     assert (src["x"] ** 2 + src["y"] ** 2) ** 0.5 == pytest.approx(float((flat["related"] - flat["few"]).norm()))
 
 

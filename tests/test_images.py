@@ -103,7 +103,7 @@ def test_every_kind_trains_reloads_interpolates_across_modalities_and_exports(ki
         assert m.metrics["accuracy"] > m.metrics["accuracy_zero_shot"] or m.metrics["accuracy"] >= 0.9, m.metrics
     # reloading gives what was measured
     again = evaluate_task(zoo, "lr-a")
-    assert again["accuracy"] == pytest.approx(m.metrics["accuracy"], abs=1e-6)
+    assert again.accuracy == pytest.approx(m.metrics["accuracy"], abs=1e-6)
     # a text task in the same zoo, and an interpolation that mixes the text expert into the image one
     train, held = files["text"]
     helpers.train(zoo, "text", train, held, epochs=2)
@@ -249,7 +249,7 @@ def mixed_zoo(tmp_path_factory, duals, image_files):
 
 def test_one_zoo_ranks_and_graphs_across_modalities(mixed_zoo, tmp_path):
     ranked = similar(mixed_zoo, "lr-a", k=3)
-    names = [r["task"] if isinstance(r, dict) else r[0] for r in ranked]
+    names = [r.task for r in ranked]
     assert set(names) == {"lr-b", "tb", "text"}
     assert names[0] == "lr-b", ranked  # the same rule on other images is the nearest task
     r = cli(mixed_zoo.root, "graph", "--out", tmp_path / "g.png", "--group", "modality", "--json")
@@ -266,7 +266,7 @@ def test_one_zoo_ranks_and_graphs_across_modalities(mixed_zoo, tmp_path):
 def test_cross_task_eval_of_an_image_expert_on_a_text_task(mixed_zoo):
     """Every expert scores every task, whatever its modality: the label space is shared."""
     res = evaluate_task(mixed_zoo, "lr-a", on="text")
-    assert res["n"] == 40 and 0 <= res["accuracy"] <= 1
+    assert res.n == 40 and 0 <= res.accuracy <= 1
 
 
 def test_image_split_is_kept_in_the_task_folder(mixed_zoo):
@@ -364,7 +364,7 @@ def test_image_encoder_alone_with_per_task_heads(kind, vit_dir, image_files, tmp
     # a prompt moves only the label texts' features (CoOp), against image features that a tiny random
     # tower makes nearly equal: measured on the tiny CLIP, loss 0.735 -> 0.691 (accuracy 0.45 -> 0.55)
     assert m.metrics["loss_last"] < (0.97 if kind == "prompt" else 0.9) * m.metrics["loss_first"], m.metrics
-    assert evaluate_task(zoo, "lr-a")["accuracy"] == pytest.approx(m.metrics["accuracy"], abs=1e-6)
+    assert evaluate_task(zoo, "lr-a").accuracy == pytest.approx(m.metrics["accuracy"], abs=1e-6)
     em, _ = load_task_model(zoo, "lr-a")
     images, ys = image_examples(10, seed=3)
     rows = em.encode(images, ys)

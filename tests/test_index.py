@@ -68,7 +68,7 @@ def test_ranking_on_the_index_equals_the_exact_ranking(five, metric):
     for name in five.task_names():
         exact = rank(load_embedding(five, name), embedded_tasks(five, exclude=(name,)), metric)
         got = similar(five, name, k=3, metric=metric)
-        assert [(r["task"], r["similarity"]) for r in got] == exact[:3]
+        assert [(r.task, r.similarity) for r in got] == exact[:3]
 
 
 def test_ranking_listing_and_showing_import_no_torch(five):
@@ -90,7 +90,7 @@ def test_graph_of_a_neighbourhood_or_a_list(five, tmp_path):
     r = cli(five.root, "graph", "--around", "t0", "--k", "2", "--out", tmp_path / "a.png", "--json")
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
-    near = [x["task"] for x in similar(five, "t0", k=2)]
+    near = [x.task for x in similar(five, "t0", k=2)]
     assert sorted(rec["tasks"]) == sorted(["t0", *near]) and rec["exact"] and (tmp_path / "a.png").is_file()
     r = cli(five.root, "graph", "--tasks", "t1,t4", "--out", tmp_path / "b.png", "--json")
     assert json.loads(r.stdout)["tasks"] == ["t1", "t4"]
@@ -184,10 +184,10 @@ def test_the_index_keeps_the_zoo_mean_through_add_rm_and_a_crash(five, tmp_path)
     # a crash between the task's rename and the index update: a task folder the index does not hold
     shutil.copytree(five.root / "t2", zoo.root / "t2")
     assert not zoo.index_is_current()
-    ranked = {r["task"]: r["similarity"]
+    ranked = {r.task: r.similarity
               for r in similar(zoo, "t0", metric="centred")}
     assert "t2" in ranked  # ranked against a mean that includes it (the index rebuilt in memory)
     assert cli(zoo.root, "verify").exit_code == 1  # stale: rebuilt
     assert np.allclose(_stored_mean(zoo.root), _mean_of_files(zoo), atol=1e-6)
-    rebuilt = {r["task"]: r["similarity"] for r in similar(zoo, "t0", metric="centred")}
+    rebuilt = {r.task: r.similarity for r in similar(zoo, "t0", metric="centred")}
     assert rebuilt == pytest.approx(ranked, abs=1e-6)

@@ -117,7 +117,7 @@ def test_result_record_and_it_is_an_ordinary_task(small_zoo):
     assert m.labels == zoo.manifest("t").labels
     got, want = load_file(zoo.task_dir("t-pi") / EXPERT), load_file(zoo.task_dir("t") / EXPERT)
     assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
-    assert evaluate_task(zoo, "t-pi")["accuracy"] == pytest.approx(rec["metrics"]["accuracy"], abs=0)
+    assert evaluate_task(zoo, "t-pi").accuracy == pytest.approx(rec["metrics"]["accuracy"], abs=0)
     # a derived task is not offered back to its target as a source
     # (nor shown by `similar`, which ranks the candidates interpolate takes)
     r = cli(zoo.root, "similar", "t", "--json")
@@ -187,7 +187,7 @@ def test_curve_json_and_png(small_zoo, tmp_path):
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert [p["t"] for p in d["points"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert d["points"][0]["accuracy"] == pytest.approx(evaluate_task(zoo, "t")["accuracy"], abs=0)
+    assert d["points"][0]["accuracy"] == pytest.approx(evaluate_task(zoo, "t").accuracy, abs=0)
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert cli(zoo.root, "curve", "--target", "t", "--with", "t").exit_code == 2
 
@@ -217,7 +217,7 @@ def test_every_kind_with_both_granularities(kind, bert_dir, tmp_path):
         got = load_file(zoo.task_dir(m.name) / EXPERT)
         assert {k: v.shape for k, v in got.items()} == shapes
         assert m.provenance["interpolation"]["granularity"] == gran
-        assert evaluate_task(zoo, m.name)["n"] == 20
+        assert evaluate_task(zoo, m.name).n == 20
     assert zoo.verify() == []
 
 

@@ -48,7 +48,7 @@ def test_loss_falls_and_accuracy_beats_chance(trained):
 
 def test_reload_gives_identical_outputs(trained):
     zoo, m = trained
-    assert evaluate_task(zoo, "t")["accuracy"] == pytest.approx(m.metrics["accuracy"], abs=0)
+    assert evaluate_task(zoo, "t").accuracy == pytest.approx(m.metrics["accuracy"], abs=0)
     a, _ = load_task_model(zoo, "t")
     b, _ = load_task_model(zoo, "t")
     rows = a.encode(helpers.ex(["w1 w2 w3", "w9 w10"]), [0, 1])
