@@ -261,7 +261,8 @@ def add_task(ctx: typer.Context,
 
       pizoo add-task imported --from-adapter ./my-lora --labels neg,pos
     """
-    from pizoo.tasks import DataArgs, import_adapter, train_task
+    from pizoo.adapters import import_adapter
+    from pizoo.tasks import DataArgs, train_task
 
     zoo = zoo_of(ctx)
     if len([x for x in (from_adapter, data, dataset) if x is not None]) != 1:
@@ -287,7 +288,7 @@ def _summary(zoo, name: str) -> dict:
     except PizooError as e:  # one broken task.json must not hide the rest of the zoo
         return {"task": name, "how": "unreadable", "input": None, "labels": None, "accuracy": None,
                 "embedded": None, "created": None, "error": e.message}
-    from pizoo.embed import modality
+    from pizoo.graph import modality
 
     how = m.provenance.get("how", "?")
     return {"task": name, "how": how, "input": modality(m.source.get("columns")), "labels": len(m.labels),
@@ -569,7 +570,7 @@ def graph(ctx: typer.Context,
 
       pizoo graph --group modality --out cross-modal.png
     """
-    from pizoo.embed import similarity_matrix, task_groups
+    from pizoo.graph import similarity_matrix, task_groups
     from pizoo.plots import heatmap, write_matrix_csv
 
     zoo = zoo_of(ctx)

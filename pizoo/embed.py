@@ -1,6 +1,7 @@
-"""Task embeddings in the zoo: compute and store them, load them checked, rank tasks by them.
+"""Task embeddings in the zoo: compute and store them, load them checked, rank tasks by them
+(the whole zoo's similarity graph is pizoo.graph).
 
-Ranking and the similarity matrix need numpy and h5py only (torch is imported by the functions
+Ranking needs numpy and h5py only (torch is imported by the functions
 that compute embeddings): `similar NAME --k K` ranks every task on the zoo's index of sketches
 with one matrix product and reranks the best candidates on their exact Fisher vectors."""
 
@@ -17,15 +18,13 @@ from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
 from pizoo.index import INDEX, VIEW_OF_METRIC, Index, check_space, read_h5, sketch
 from pizoo.progress import log
 from pizoo.results import Neighbour
-from pizoo.similarity import METRICS, check, matrix, rank
+from pizoo.similarity import METRICS, check, rank
 from pizoo.zoo import Zoo
 
 GROUPS = ("expert", "probe")
 # Exact rerank of the sketch's best candidates: RERANK per wanted neighbour, at least MIN_CANDIDATES
 # (measured in benchmarks/scale.py: top-k agreement with the exact ranking).
 RERANK, MIN_CANDIDATES = 5, 25
-EXACT_MATRIX_LIMIT = 300  # beyond this many tasks `graph` compares sketches, not full vectors
-MATRIX_LIMIT = 3000  # beyond this the matrix is one of clusters of tasks (or draw a neighbourhood: --around)
 
 
 def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0, data: str | None = None,
@@ -123,7 +122,7 @@ def ranked_by_embedding(zoo: Zoo, name: str, *, metric: str = "cosine", group: s
     check_metric(metric)
     target = load_embedding(zoo, name, group)
     exclude = tuple(n for n in exclude if n != name)
-    idx = _current_index(zoo, group, metric)
+    idx = current_index(zoo, group, metric)
     if metric == "centred":
         idx = idx if idx is not None and name in idx.row else zoo.build_index()
         row = idx.arrays[f"{group}/cosine"][idx.row[name]] if name in idx.row else sketch(target)["cosine"]
@@ -133,7 +132,7 @@ def ranked_by_embedding(zoo: Zoo, name: str, *, metric: str = "cosine", group: s
     if count is not None and idx is not None and name in idx.row:
         check_k(count, len(idx.names) - 1 - sum(n in idx.row for n in exclude))
         candidates = [n for n, _ in idx.candidates(name, group, metric, max(RERANK * count, MIN_CANDIDATES), exclude)]
-        vecs = _embeddings(zoo, candidates, group)
+        vecs = embeddings_of(zoo, candidates, group)
         if any(zoo.sha(zoo.manifest(n), "embedding") != idx.sha[idx.row[n]] for n in vecs):
             log.warning("warning: the zoo's index is stale (an embedding changed since): run pizoo verify")
         return rank(target, vecs, metric)[:count]
@@ -152,21 +151,21 @@ def ranked_by_vector(zoo: Zoo, vec: dict, *, metric: str = "cosine", group: str 
     top `count` (None: all). With `count` and a current index, the sketches pick the candidates and
     only those are compared exactly (`centred` always ranks on the sketches)."""
     check_metric(metric)
-    idx = _current_index(zoo, group, metric)
+    idx = current_index(zoo, group, metric)
     if metric == "centred":
         idx = idx or zoo.build_index()
         ranked = idx.candidates("", group, metric, count, row=sketch(vec)["cosine"])
     elif count is not None and idx is not None:
         row = sketch(vec)[VIEW_OF_METRIC[metric]]
         near = [n for n, _ in idx.candidates("", group, metric, max(RERANK * count, MIN_CANDIDATES), row=row)]
-        ranked = rank(vec, _embeddings(zoo, near, group), metric)
+        ranked = rank(vec, embeddings_of(zoo, near, group), metric)
     else:
         ranked = rank(vec, embedded_tasks(zoo, group), metric)
     check_k(count if count is not None else 1, len(ranked))
     return ranked[:count] if count else ranked
 
 
-def _current_index(zoo: Zoo, group: str, metric: str) -> Index | None:
+def current_index(zoo: Zoo, group: str, metric: str) -> Index | None:
     """The zoo's index when it covers exactly the zoo's tasks (else None: a task added or removed
     since, by an interrupted write or a copied-in folder, would be missed or offered)."""
     idx = Index.read(zoo.root / INDEX, keys=[f"{group}/{VIEW_OF_METRIC[metric]}"])
@@ -175,7 +174,7 @@ def _current_index(zoo: Zoo, group: str, metric: str) -> Index | None:
     return idx
 
 
-def _embeddings(zoo: Zoo, names: list[str], group: str) -> dict[str, dict]:
+def embeddings_of(zoo: Zoo, names: list[str], group: str) -> dict[str, dict]:
     out, skipped = {}, []
     for n in names:
         try:
@@ -221,86 +220,3 @@ def similar_to_data(zoo: Zoo, data: str, columns: Columns, **kwargs):
     """Zero-shot: rank the zoo's tasks against data that has no expert yet (probe embeddings, then
     the fit of each expert to the data). Returns the Ranking."""
     return rank_by_probe(zoo, data, columns, **kwargs)[2]
-
-
-def similarity_matrix(zoo: Zoo, metric: str = "cosine", group: str = "expert", tasks: list[str] | None = None,
-                      around: str | None = None, k: int = 50
-                      ) -> tuple[list[str], np.ndarray, bool, dict[str, list[str]] | None]:
-    """The similarity matrix of the zoo's tasks, of `tasks`, or of `around` and its k nearest.
-
-    Returns (names, matrix, exact, clusters): over EXACT_MATRIX_LIMIT tasks the matrix compares the
-    index's sketches (exact False); over MATRIX_LIMIT the rows are clusters of tasks (k-means on
-    the sketches), and `clusters` names the tasks of each."""
-    check_metric(metric)
-    if around is not None:
-        tasks = [around] + [r.task for r in similar(zoo, around, k=k, metric=metric, group=group)]
-    names = sorted(tasks) if tasks else [n for n in zoo.task_names()]
-    if metric == "centred" and len(names) <= EXACT_MATRIX_LIMIT:  # a sketch metric: the zoo's mean is in the index
-        idx = _current_index(zoo, group, metric) or zoo.build_index()
-        key = f"{group}/{VIEW_OF_METRIC[metric]}"
-        names = [n for n in names if n in idx.row and idx.arrays[key][idx.row[n]].any()]
-        if len(names) < 2:
-            raise MissingEmbedding(f"{len(names)} embedded task(s): a similarity matrix needs two or more",
-                                   "pizoo add-task NAME --data FILE")
-        return names, idx.matrix(names, group, metric), False, None
-    if len(names) > EXACT_MATRIX_LIMIT:
-        key = f"{group}/{VIEW_OF_METRIC[metric]}"
-        idx = Index.read(zoo.root / INDEX, keys=[key])
-        if idx is None:
-            raise MissingEmbedding("the zoo has no current index for a matrix this large", "pizoo verify")
-        names = [n for n in names if n in idx.row and idx.arrays[key][idx.row[n]].any()]
-        if len(names) <= MATRIX_LIMIT:
-            return names, idx.matrix(names, group, metric), False, None
-        return cluster_matrix(names, idx.arrays[key][[idx.row[n] for n in names]])
-    vecs = _embeddings(zoo, names, group) if tasks else embedded_tasks(zoo, group)
-    if len(vecs) < 2:
-        raise MissingEmbedding(f"{len(vecs)} embedded task(s): a similarity matrix needs two or more",
-                               "pizoo add-task NAME --data FILE")
-    names, m = matrix(vecs, metric)
-    return names, m, True, None
-
-
-GROUPINGS = ("none", "modality", "family")
-
-
-def task_groups(zoo: Zoo, names: list[str], how: str) -> list[str] | None:
-    """One group per task for the heatmap: its input modality (from the columns it was made from),
-    or its family (the name up to the first '-'); None for no grouping."""
-    if how not in GROUPINGS:
-        raise UsageError(f"--group {how!r} is not one of {', '.join(GROUPINGS)}")
-    if how == "none":
-        return None
-    if how == "family":
-        return [n.split("-", 1)[0] for n in names]
-    return [modality(zoo.manifest(n).source.get("columns") or {}) for n in names]
-
-
-def modality(columns: dict | None) -> str:
-    """What a task reads, from the columns record of its source: image, image-text, regions, text,
-    text-pair ("?" for a task made without data: an imported adapter)."""
-    from pizoo.inputs import input_type_for
-
-    if not columns:
-        return "?"
-    return input_type_for(k for k in ("text", "text_pair", "image", "boxes") if columns.get(k))
-
-
-def cluster_matrix(names: list[str], rows: np.ndarray, clusters: int = 200, iterations: int = 20, seed: int = 0
-                   ) -> tuple[list[str], np.ndarray, bool, dict[str, list[str]]]:
-    """Spherical k-means of unit sketch rows; the matrix of the clusters' mean directions."""
-    rng = np.random.default_rng(seed)
-    c = min(clusters, len(names))
-    centres = rows[rng.choice(len(names), size=c, replace=False)]
-    for _ in range(iterations):
-        assign = np.argmax(rows @ centres.T, axis=1)
-        for j in range(c):
-            members = rows[assign == j]
-            if len(members):
-                centre = members.sum(0)
-                centres[j] = centre / max(float(np.linalg.norm(centre)), 1e-12)
-    assign = np.argmax(rows @ centres.T, axis=1)
-    used = [j for j in range(c) if (assign == j).any()]
-    groups = {f"cluster-{i:03d}": [n for n, a in zip(names, assign) if a == j] for i, j in enumerate(used)}
-    m = np.clip(centres[used] @ centres[used].T, -1.0, 1.0).astype(np.float64)
-    np.fill_diagonal(m, 1.0)
-    return list(groups), m, False, groups

@@ -113,10 +113,10 @@ def test_a_task_the_index_does_not_know_is_still_ranked(five, tmp_path):
 
 def test_graph_of_a_zoo_too_large_for_a_matrix_draws_clusters(five, tmp_path, monkeypatch):
     """Past MATRIX_LIMIT tasks the rows are clusters of tasks (sketch k-means); every task is in one."""
-    import pizoo.embed
+    import pizoo.graph
 
-    monkeypatch.setattr(pizoo.embed, "EXACT_MATRIX_LIMIT", 2)
-    monkeypatch.setattr(pizoo.embed, "MATRIX_LIMIT", 3)
+    monkeypatch.setattr(pizoo.graph, "EXACT_MATRIX_LIMIT", 2)
+    monkeypatch.setattr(pizoo.graph, "MATRIX_LIMIT", 3)
     r = cli(five.root, "graph", "--out", tmp_path / "c.png", "--csv", tmp_path / "c.csv", "--json")
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
