@@ -420,3 +420,18 @@ def test_similar_for_new_data_by_fit(zoo, tmp_path):
     assert len(top) == 2 and top[0]["task"] in ("related", "full", "few") and top[0]["fit_accuracy"] > 0.6
     r = cli(zoo.root, "similar", "--data", f, "--by", "fisher", "--json")
     assert r.exit_code == 0 and all(json.loads(line)["fit_accuracy"] is None for line in r.stdout.splitlines())
+
+
+def test_the_embedding_orders_what_the_fit_cannot_tell_apart():
+    """The ranking's fit stage: a fit ahead beyond noise leads; where two fits differ by noise only,
+    the higher Fisher similarity goes first (the ref-g case: mnist-digit 0.004 nats ahead of ref)."""
+    from pizoo.predict import candidate, order
+
+    base = _score([0] * 40, [-2.0] * 40)
+    fits = {"digits": _score([1] * 16 + [0] * 24, [-1.44, -1.46] * 20),  # a hair ahead, within noise
+            "sibling": _score([1] * 15 + [0] * 25, [-1.47, -1.44] * 20),
+            "clear": _score([1] * 30 + [0] * 10, [-0.8] * 40)}  # ahead beyond noise, least similar
+    sims = {"digits": 0.49, "sibling": 0.91, "clear": 0.10}
+    scored = [candidate(n, sims[n], fits[n], base, 40) for n in fits]
+    assert [c.task for c in order(scored)] == ["clear", "digits", "sibling"]  # by the fit's means alone
+    assert [c.task for c in order(scored, fits)] == ["clear", "sibling", "digits"]
