@@ -184,6 +184,11 @@ def _dual_encoder(onnx_path: Path, text_dir: Path):
     dim = text.config.hidden_size
     config = VisionTextDualEncoderConfig.from_vision_text_configs(vision.config, text.config, projection_dim=dim)
     model = VisionTextDualEncoderModel(config=config, vision_model=vision, text_model=text)
+    for sub in (model.config.text_config, model.config.vision_config):
+        # where the towers were read from is not part of the model: written into config.json it made
+        # the model's fingerprint depend on the venv's path, so a zoo made in one checkout would not
+        # open from another (measured: a fresh clone's build differed from this one's in that key only)
+        sub._name_or_path = ""
     gen = torch.Generator().manual_seed(PROJECTION_SEED)
     with torch.no_grad():
         model.text_projection.weight.copy_(torch.eye(dim))
