@@ -50,7 +50,8 @@ def main() -> None:
     from transfer import quiet, source_zoo, train_sources
 
     from pizoo.data import Columns
-    from pizoo.hyper import HyperSpec, generate_task, train_hyper
+    from pizoo.hyper import generate_task, train_hyper
+    from pizoo.hypernet import HyperSpec
     from pizoo.interpolate import interpolate_task
     from pizoo.mixture import MixSpec
     from pizoo.tasks import DataArgs, evaluate_task, init_zoo, train_task

@@ -774,7 +774,8 @@ def hyper_train(ctx: typer.Context,
 
       pizoo hyper train --sites 'layer\\.\\d+\\.output$'   # an adapter zoo: after the feed-forward blocks only
     """
-    from pizoo.hyper import HyperSpec, train_hyper
+    from pizoo.hyper import train_hyper
+    from pizoo.hypernet import HyperSpec
     from pizoo.train import TrainConfig
 
     if all_ and tasks:
@@ -841,7 +842,7 @@ def hyper_show(ctx: typer.Context, json_: JsonOpt = False):
 
       pizoo hyper show --json
     """
-    from pizoo.hyper import show
+    from pizoo.hypernet import show
 
     info = show(zoo_of(ctx))
     if json_:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pizoo.cli import app
 from pizoo.experts import KINDS
 from pizoo.fisher import fisher_diag
-from pizoo.hyper import HYPER_DIR, WEIGHTS, HyperNet, HyperSpec, block_of, load_hyper
+from pizoo.hypernet import HYPER_DIR, WEIGHTS, HyperNet, HyperSpec, block_of, load_hyper
 from pizoo.models import ExpertModel
 from pizoo.tasks import load_task_model, task_data
 

@@ -409,7 +409,7 @@ def test_hypernetwork_over_image_and_text_tasks_generates_an_image_expert(mixed_
     record = json.loads(r.stdout)
     assert record["spec"]["tasks"] == ["lr-a", "lr-b", "tb", "text"] and record["loss_last"] < record["loss_first"]
     # the visual side: each task's image features (none for the text task) condition the image tower's tensors
-    from pizoo.hyper import is_visual, load_hyper
+    from pizoo.hypernet import is_visual, load_hyper
 
     net, _, sketches = load_hyper(zoo)
     assert record["spec"]["visual_dim"] > 0 and net.task_visuals.shape == (4, record["spec"]["visual_dim"])
