@@ -15,13 +15,12 @@ import numpy as np
 
 from pizoo.data import Columns, TaskData, label_set_of, load_rows, read_examples
 from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
-from pizoo.index import INDEX, VIEW_OF_METRIC, Index, check_space, read_h5, sketch
+from pizoo.index import GROUPS, INDEX, VIEW_OF_METRIC, Index, check_space, read_h5, sketch
 from pizoo.progress import log
 from pizoo.results import Neighbour
 from pizoo.similarity import METRICS, check, rank
 from pizoo.zoo import Zoo
 
-GROUPS = ("expert", "probe")
 # Exact rerank of the sketch's best candidates: RERANK per wanted neighbour, at least MIN_CANDIDATES
 # (measured in benchmarks/scale.py: top-k agreement with the exact ranking).
 RERANK, MIN_CANDIDATES = 5, 25

@@ -37,12 +37,11 @@ from torch import nn
 from pizoo import __version__, progress
 from pizoo.errors import MissingEmbedding
 from pizoo.heads.base import to_device
-from pizoo.index import check_space, read_h5  # noqa: F401  (the readers live where torch is not needed)
+from pizoo.index import GROUPS, check_space, read_h5  # noqa: F401  (the readers live where torch is not needed)
 
 if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
     from pizoo.models import ExpertModel
 
-GROUPS = ("expert", "probe")
 DEFAULT_SAMPLES = 256
 METHOD = "per-example-empirical-fisher"
 

@@ -40,7 +40,7 @@ from pizoo.errors import CorruptFile, IncompatibleExperts, MissingEmbedding
 INDEX = "index.h5"
 WIDTH = 1024
 SEED = 1729
-GROUPS = ("expert", "probe")
+GROUPS = ("expert", "probe")  # the two Fisher embeddings of a task: at its own expert, at the shared probe
 VIEWS = ("cosine", "pertensor")
 VIEW_OF_METRIC = {"cosine": "cosine", "normalized": "pertensor", "centred": "cosine"}
 MEAN = "mean"
