@@ -68,15 +68,10 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
 
     from pizoo.choose import AUTO_CANDIDATES, RULE
     from pizoo.data import Columns
+    from pizoo.evaluate import evaluate_task
     from pizoo.interpolate import choose_sources, interpolate_task
     from pizoo.mixture import MixSpec
-    from pizoo.tasks import (
-        DataArgs,
-        evaluate_task,
-        load_task_model,
-        task_data,
-        train_task,
-    )
+    from pizoo.tasks import DataArgs, load_task_model, task_data, train_task
 
     pool, held, test = splits(f, work / "splits", n, seed)
     name = f"{f.stem}-{n}-s{seed}"

@@ -50,11 +50,12 @@ def main() -> None:
     from transfer import quiet, source_zoo, train_sources
 
     from pizoo.data import Columns
+    from pizoo.evaluate import evaluate_task
     from pizoo.hyper import generate_task, train_hyper
     from pizoo.hypernet import HyperSpec
     from pizoo.interpolate import interpolate_task
     from pizoo.mixture import MixSpec
-    from pizoo.tasks import DataArgs, evaluate_task, init_zoo, train_task
+    from pizoo.tasks import DataArgs, init_zoo, train_task
     from pizoo.train import TrainConfig
 
     shots = [int(s) for s in args.shots.split(",")]

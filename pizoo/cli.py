@@ -375,7 +375,7 @@ def verify(ctx: typer.Context,
 
       pizoo verify --quick
     """
-    from pizoo.tasks import expert_tensor_problems
+    from pizoo.verify import expert_tensor_problems
 
     zoo = zoo_of(ctx)
     problems = zoo.verify(quick=quick) + ([] if quick else expert_tensor_problems(zoo))
@@ -421,7 +421,7 @@ def eval_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Task nam
 
       pizoo eval rt-sentiment --on clothing-recommended
     """
-    from pizoo.tasks import evaluate_task, task_columns
+    from pizoo.evaluate import evaluate_task, task_columns
 
     zoo = zoo_of(ctx)
     columns = None

@@ -29,8 +29,9 @@ RERANK, MIN_CANDIDATES = 5, 25
 def embed_task(zoo: Zoo, name: str, *, samples: int | None = None, seed: int = 0, data: str | None = None,
                columns: Columns | None = None, device: str = "cpu"):
     """(Re)compute a task's fisher.h5 from its own training data (or `data`) and swap it in."""
+    from pizoo.evaluate import read_labelled, task_columns
     from pizoo.fisher import embedding_writer
-    from pizoo.tasks import load_task_model, read_labelled, task_columns, task_data
+    from pizoo.tasks import load_task_model, task_data
 
     manifest = zoo.manifest(name)
     if data is not None:  # the task's own label set: its embedding is of its task

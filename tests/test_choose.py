@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from pizoo.cli import app
 from pizoo.errors import UsageError
+from pizoo.evaluate import evaluate_task
 from pizoo.interpolate import choose_sources, interpolate_task
 from pizoo.landscape import axis, landscape
-from pizoo.tasks import evaluate_task
 from pizoo.train import TrainConfig
 from pizoo.zoo import EXPERT, Zoo
 

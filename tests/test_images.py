@@ -14,11 +14,12 @@ from pizoo.cli import app
 from pizoo.data import Columns, Examples
 from pizoo.embed import similar
 from pizoo.errors import DataError, ModelError, UsageError
+from pizoo.evaluate import evaluate_task
 from pizoo.experts import KINDS, get_kind
 from pizoo.fisher import fisher_diag
 from pizoo.interpolate import interpolate_task
 from pizoo.models import ExpertModel
-from pizoo.tasks import evaluate_task, load_task_model
+from pizoo.tasks import load_task_model
 from pizoo.train import TrainConfig
 
 runner = CliRunner()

@@ -9,11 +9,12 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pizoo.cli import app
+from pizoo.evaluate import evaluate_task
 from pizoo.experts import KINDS, get_kind
 from pizoo.interpolate import interpolate_task
 from pizoo.mixture import MixSpec, Mixture
 from pizoo.models import split_head
-from pizoo.tasks import evaluate_task, load_task_model
+from pizoo.tasks import load_task_model
 from pizoo.train import TrainConfig
 from pizoo.zoo import EXPERT
 

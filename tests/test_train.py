@@ -11,11 +11,12 @@ from typer.testing import CliRunner
 
 from pizoo.cli import app
 from pizoo.data import Columns, draw_shots, prepare
+from pizoo.evaluate import evaluate_task
 from pizoo.experts import KINDS
 from pizoo.fisher import fisher_diag
 from pizoo.heads import HEADS, get_head
 from pizoo.models import ExpertModel
-from pizoo.tasks import evaluate_task, load_task_model
+from pizoo.tasks import load_task_model
 from pizoo.zoo import EXPERT
 
 runner = CliRunner()
