@@ -104,16 +104,11 @@ def lr_of(kind: str, args) -> float:
 
 
 def run_one(zoo, files, target, kind, n, seed, args, log) -> dict:
+    from pizoo.evaluate import evaluate_task
     from pizoo.interpolate import interpolate_task
     from pizoo.mixture import MixSpec
     from pizoo.predict import rank_sources
-    from pizoo.tasks import (
-        DataArgs,
-        evaluate_task,
-        load_task_model,
-        task_data,
-        train_task,
-    )
+    from pizoo.tasks import DataArgs, load_task_model, task_data, train_task
     from pizoo.train import TrainConfig
 
     cfg = lambda **kw: TrainConfig(lr=lr_of(kind, args), seed=seed, device="cpu", **kw)
@@ -138,7 +133,7 @@ def run_one(zoo, files, target, kind, n, seed, args, log) -> dict:
            "own": own.metrics["accuracy"], "own2x": own2x.metrics["accuracy"], "near": near, "nearest": nearest,
            "ranking": order,
            "pi2": pi2.metrics["accuracy"], "pi2_sources": [s["task"] for s in pi2.provenance["interpolation"]["sources"]],
-           "piauto": auto.metrics["accuracy"], "piauto_kept": auto.provenance.get("kept"),
+           "piauto": auto.metrics["accuracy"], "piauto_kept": auto.provenance["interpolation"].get("kept"),
            "piauto_sources": [s["task"] for s in auto.provenance["interpolation"]["sources"]],
            "seconds": round(time.perf_counter() - t0, 1)}
     for t in (name, f"{name}-2x", f"{name}-pi2", f"{name}-auto"):
