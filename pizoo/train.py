@@ -19,7 +19,7 @@ from pizoo import progress
 from pizoo.errors import TrainingError, UsageError
 from pizoo.progress import log
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer would add transformers and peft here
     from pizoo.models import ExpertModel
 
 _accelerator = None
@@ -138,9 +138,13 @@ def fit(module: nn.Module, rows: Sequence[dict], collate: Callable[[Sequence[dic
 
 def _prepared(acc, module: nn.Module, groups: list[dict], rows: Sequence[dict], collate, cfg: TrainConfig):
     """The module, AdamW, the seeded shuffling loader and the warmup/linear-decay schedule, prepared
-    by accelerate; and the number of optimizer steps."""
+    by accelerate; and the number of optimizer steps. The run is seeded by cfg.seed: the loader's
+    order and the global generator (dropout masks; torch seeds it at random in each process), so it
+    is reproducible, and runs compared with each other (k auto's probes) see the same batches and
+    the same masks: a paired comparison."""
     from transformers import get_linear_schedule_with_warmup
 
+    torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(list(rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=gen)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -308,3 +308,36 @@ def test_real_multimodal_model_learns_real_mnist(tmp_path):
     zoo = helpers.new_zoo(tmp_path / "zoo", "pizoo:multimodal", head="match")
     m = helpers.train(zoo, "mnist", f, epochs=6, shots=8, embed=False, lr=2e-3, columns=helpers.image_columns())
     assert m.metrics["accuracy"] >= 0.5 and m.metrics["accuracy"] > m.metrics["accuracy_zero_shot"] + 0.2, m.metrics
+
+
+def test_a_run_is_the_same_whatever_the_process_drew_before():
+    """The loop seeds itself (the loader and the global generator that dropout draws from): torch seeds
+    the global generator at random in each process, and k auto's probes must be reproducible and see
+    the same batches and dropout masks (measured: `make demo`'s --k auto chose differently run to run)."""
+    from pizoo.train import TrainConfig, fit
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop, self.lin = torch.nn.Dropout(0.5), torch.nn.Linear(8, 2)
+
+        def forward(self, batch):
+            return torch.nn.functional.cross_entropy(self.lin(self.drop(batch["x"])), batch["labels"])
+
+    rows = [{"x": torch.randn(8), "labels": i % 2} for i in range(64)]
+    collate = lambda b: {"x": torch.stack([r["x"] for r in b]), "labels": torch.tensor([r["labels"] for r in b])}  # noqa: E731
+    runs = []
+    for other_seed in (1, 2):
+        torch.manual_seed(other_seed)  # what the process drew before: different each time
+        net = Net()
+        with torch.no_grad():
+            net.lin.weight.fill_(0.1), net.lin.bias.zero_()
+        fit(net, rows, collate, TrainConfig(steps=12, lr=0.1, device="cpu", seed=3))
+        runs.append(net.lin.weight.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+    torch.manual_seed(1)
+    net = Net()
+    with torch.no_grad():
+        net.lin.weight.fill_(0.1), net.lin.bias.zero_()
+    fit(net, rows, collate, TrainConfig(steps=12, lr=0.1, device="cpu", seed=4))  # another seed, another run
+    assert not torch.equal(runs[0], net.lin.weight)
