@@ -136,11 +136,11 @@ def choose(candidates: Sequence[str], own, probe: Callable[[Sequence[str]], Prob
     helpful = sorted((p for p in singles if better(p.score, ref)), key=order)
     probes = [control, *singles]
     if not helpful:
-        kept = "the control (the target's expert trained as long as a probe)" if control_wins else \
-            "the target's own expert"
-        return Choice((), f"no candidate's probe scored above the target's own expert on the eval split beyond "
-                      f"noise (alone: accuracy {ref.accuracy:.3f}, calibrated log-likelihood "
-                      f"{_cal(ref):.3f}): kept {kept} (k = 0)", tuple(probes), tuple(candidates), control_wins)
+        kept = "the control" if control_wins else "the target's own expert"
+        what = " (the target's expert trained as long as a probe)" if control_wins else ""
+        return Choice((), f"no candidate's probe scored above {kept} on the eval split beyond noise (accuracy "
+                      f"{ref.accuracy:.3f}, calibrated log-likelihood {_cal(ref):.3f}): kept {kept}{what} (k = 0)",
+                      tuple(probes), tuple(candidates), control_wins)
     best = helpful[0]
     names = [p.sources[0] for p in helpful]
     for n in range(2, len(names) + 1):
