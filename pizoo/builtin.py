@@ -28,6 +28,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from pizoo.errors import ModelError
 
 BUILDER_VERSION = 1
@@ -100,7 +102,6 @@ _BIAS = {"attention.attention.query": "attention.q_proj", "attention.attention.k
 
 def dinov2_state(onnx_path: Path) -> dict:
     """The ONNX backbone's tensors under transformers' Dinov2Model names."""
-    import numpy as np
     import onnx
     import torch
     from onnx import numpy_helper

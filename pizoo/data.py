@@ -6,6 +6,7 @@ read once, checked, and kept as their encoded bytes (a task folder never points 
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import random
@@ -15,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pizoo.candidates import gold_box_position, gold_position, parse_boxes, parse_choices, positions
 from pizoo.errors import DataError, UsageError
+from pizoo.inputs import input_type_for
+from pizoo.inputs.image import image_size, read_image
 from pizoo.progress import log
 
 PICKLES = (".p", ".pkl", ".pickle")
@@ -184,8 +188,6 @@ class Examples:
     @property
     def input_type(self) -> str:
         """The registered input type these examples' columns make (pizoo.inputs.input_type_for)."""
-        from pizoo.inputs import input_type_for
-
         return input_type_for(k for k, v in (("text", self.texts), ("text_pair", self.pairs), ("image", self.images),
                                              ("boxes", self.boxes)) if v is not None)
 
@@ -309,8 +311,6 @@ def check_jsonl_rows(path: Path) -> None:
 def check_csv_rows(path: Path, delimiter: str) -> None:
     """Every row has as many fields as the header: a row with more would shift the columns
     (pandas reads the surplus as an index) and be silently misread."""
-    import csv
-
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         reader = csv.reader(f, delimiter=delimiter)
         header = next(reader, None)
@@ -371,17 +371,11 @@ def _read_row(row: dict, cols: Columns, where: str, base_dir: Path | None) -> di
         return None
     out: dict[str, Any] = {"text": str(text), "text_pair": str(pair)}
     if cols.choices:
-        from pizoo.candidates import gold_position, parse_choices
-
         out["choices"] = parse_choices(row[cols.choices], where, cols.choices)
         label = gold_position(label, out["choices"], where, cols.label)
     if cols.image:
-        from pizoo.inputs.image import image_size, read_image
-
         out["image"] = read_image(image, base_dir, where)
     if cols.boxes:
-        from pizoo.candidates import gold_box_position, parse_boxes
-
         out["boxes"] = parse_boxes(row[cols.boxes], image_size(out["image"]), where, cols.boxes)
         label = gold_box_position(label, out["boxes"], where, cols.label)
     out["label"] = _label_str(label)
@@ -412,8 +406,6 @@ def _label_str(value) -> str:
 
 def candidate_positions(*parts: Examples) -> tuple[str, ...]:
     """The label set of a candidate task: every position its largest example has ("0", "1", ...)."""
-    from pizoo.candidates import positions
-
     return positions(max(len(c) for ex in parts for c in ex.candidates or [[]]))
 
 

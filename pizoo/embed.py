@@ -16,6 +16,7 @@ import numpy as np
 from pizoo.data import Columns, TaskData, label_set_of, load_rows, read_examples
 from pizoo.errors import DataError, MissingEmbedding, PizooError, UsageError
 from pizoo.index import GROUPS, INDEX, VIEW_OF_METRIC, Index, check_space, read_h5, sketch
+from pizoo.predict import check_by, default_by, rank_data
 from pizoo.progress import log
 from pizoo.results import Neighbour
 from pizoo.similarity import METRICS, check, rank
@@ -195,7 +196,6 @@ def rank_by_probe(zoo: Zoo, data: str, columns: Columns, *, k: int | None = None
     Returns the model (fresh expert, the data's label set), the encoded rows and the Ranking (cut to k)."""
     from pizoo.fisher import choose, probe_fisher
     from pizoo.models import ExpertModel
-    from pizoo.predict import check_by, default_by, rank_data
 
     check_metric(metric)
     by = by or default_by(zoo, has_data=True)

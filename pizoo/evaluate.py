@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from pizoo.candidates import iou_hits
 from pizoo.config import TaskManifest
 from pizoo.data import Columns, Examples, TaskData, label_set_of, load_rows, read_examples
 from pizoo.errors import DataError, UsageError
@@ -76,7 +77,6 @@ def evaluate_task(zoo: Zoo, name: str, *, data: str | None = None, columns: Colu
     rows = em.encode(ex, ids)
     iou50 = None
     if ex.boxes is not None:  # referring expressions: the chosen box at IoU >= 0.5 with the gold one
-        from pizoo.candidates import iou_hits
 
         hits = iou_hits(rows, em.predict(rows))
         iou50 = sum(hits) / len(hits) if hits else float("nan")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pizoo import __version__
+from pizoo.builtin import ALIAS
 from pizoo.errors import ExportError, UsageError
 from pizoo.heads import get_head
 from pizoo.results import Export
@@ -77,8 +78,6 @@ def export_files(out: Path) -> set[str]:
 def card(manifest, spec, fmt: str, out: Path, base: Path) -> str:
     """The model card; `base` is the base model's folder (what the load snippet names when the zoo
     names its base by an alias, pizoo:multimodal)."""
-    from pizoo.builtin import ALIAS
-
     m, prov = manifest, manifest.provenance
     base_name = str(base) if spec.base_model == ALIAS else spec.base_model
     lines = [f"# {m.name}", "",

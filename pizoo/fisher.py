@@ -35,11 +35,11 @@ import torch
 from torch import nn
 
 from pizoo import __version__, progress
-from pizoo.errors import MissingEmbedding
+from pizoo.errors import MissingEmbedding, UsageError
 from pizoo.heads.base import to_device
 from pizoo.index import GROUPS, check_space, read_h5  # noqa: F401  (the readers live where torch is not needed)
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer would add transformers and peft here
     from pizoo.models import ExpertModel
 
 DEFAULT_SAMPLES = 256
@@ -231,8 +231,6 @@ def _one_by_one(em: ExpertModel, chunk: Sequence[dict], names: list[str], sums: 
 def choose(rows: Sequence[dict], samples: int | None, seed: int) -> list[dict]:
     samples = DEFAULT_SAMPLES if samples is None else samples
     if samples < 1:
-        from pizoo.errors import UsageError
-
         raise UsageError(f"--samples must be at least 1, got {samples}")
     if len(rows) <= samples:
         return list(rows)

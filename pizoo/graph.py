@@ -9,6 +9,7 @@ import numpy as np
 from pizoo.embed import check_metric, current_index, embedded_tasks, embeddings_of, similar
 from pizoo.errors import MissingEmbedding, UsageError
 from pizoo.index import INDEX, VIEW_OF_METRIC, Index
+from pizoo.inputs import input_type_for
 from pizoo.similarity import matrix
 from pizoo.zoo import Zoo
 
@@ -71,8 +72,6 @@ def task_groups(zoo: Zoo, names: list[str], how: str) -> list[str] | None:
 def modality(columns: dict | None) -> str:
     """What a task reads, from the columns record of its source: image, image-text, regions, text,
     text-pair ("?" for a task made without data: an imported adapter)."""
-    from pizoo.inputs import input_type_for
-
     if not columns:
         return "?"
     return input_type_for(k for k in ("text", "text_pair", "image", "boxes") if columns.get(k))

@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from pizoo.errors import IncompatibleExperts, UsageError
+from pizoo.config import TaskManifest
+from pizoo.errors import IncompatibleExperts, MissingEmbedding, PizooError, UsageError
 from pizoo.experts import get_kind
+from pizoo.fisher import choose, embedding_writer, probe_fisher
+from pizoo.heads import get_head
 from pizoo.hypernet import (
     HYPER_DIR,
     RECORD,
@@ -25,9 +28,13 @@ from pizoo.hypernet import (
     visual_feature,
     visual_width,
 )
+from pizoo.index import sketch, sketches_of
+from pizoo.progress import log
 from pizoo.results import HyperTraining
+from pizoo.train import device_for, fit
+from pizoo.zoo import TaskFiles
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer would add transformers and peft here
     from pizoo.models import ExpertModel
 
 TUNES = ("none", "task-embedding", "all")
@@ -71,8 +78,6 @@ class _Tune(nn.Module):
 
 
 def _check_head(zoo) -> None:
-    from pizoo.heads import get_head
-
     if get_head(zoo.spec.head).per_task:
         raise IncompatibleExperts(f"HyperPELT generates experts for one shared label space; this zoo's "
                                   f"{zoo.spec.head!r} head has tensors of its own per task",
@@ -80,12 +85,8 @@ def _check_head(zoo) -> None:
 
 
 def _probe_sketch(zoo, name: str) -> torch.Tensor:
-    from pizoo.index import sketches_of
-
     s = sketches_of(zoo.embedding_file(name)).get("probe")
     if s is None:
-        from pizoo.errors import MissingEmbedding
-
         raise MissingEmbedding(f"task {name!r} has no probe embedding", f"pizoo embed {name}")
     return scaled(s["cosine"])
 
@@ -98,9 +99,6 @@ def default_tasks(zoo) -> list[str]:
 def _readable(zoo, tasks: list[str], task_data) -> tuple[list[str], list, list]:
     """The tasks whose probe embedding and kept splits can be read, with both; a broken task is
     named on stderr and left out (as similar and graph do), unless fewer than two would remain."""
-    from pizoo.errors import PizooError
-    from pizoo.progress import log
-
     kept, sketches, datas, skipped = [], [], [], []
     for t in tasks:
         try:
@@ -123,9 +121,7 @@ def train_hyper(zoo, cfg, *, tasks: Sequence[str] | None = None, spec: HyperSpec
                 max_length: int = 128) -> HyperTraining | None:
     """Train the hypernetwork over the zoo's tasks on the splits the zoo keeps; store it in _hyper/."""
     from pizoo.models import ExpertModel, save_tensors
-    from pizoo.progress import log
     from pizoo.tasks import task_data
-    from pizoo.train import device_for, fit
 
     _check_head(zoo)
     zoo.check_writable()
@@ -213,12 +209,8 @@ def generate_task(zoo, name: str, data_args, cfg, *, tune: str = "task-embedding
                   fisher_samples: int | None = None):
     """A new task whose expert the hypernetwork generates from the data's probe embedding, tuned
     on its training split (`tune`: none, task-embedding, all); saved as an ordinary task."""
-    from pizoo.config import TaskManifest
-    from pizoo.fisher import embedding_writer
     from pizoo.models import ExpertModel, save_tensors
     from pizoo.tasks import check_max_length, data_fingerprints, provenance, refuse_existing, split_writers
-    from pizoo.train import device_for
-    from pizoo.zoo import TaskFiles
 
     if tune not in TUNES:
         raise UsageError(f"--tune {tune!r} is not one of {', '.join(TUNES)}")
@@ -255,10 +247,6 @@ def _generate(em: ExpertModel, net, train_rows: list[dict], eval_rows: list[dict
               name: str) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, int]:
     """The expert the hypernetwork generates from the data's probe embedding, tuned on the training
     rows: (the task code z, the expert tensors, eval accuracy before tuning, steps taken)."""
-    from pizoo.fisher import choose, probe_fisher
-    from pizoo.index import sketch
-    from pizoo.train import fit
-
     probe = probe_fisher(em, choose(train_rows, fisher_samples, cfg.seed))
     s = scaled(sketch({n: t.numpy() for n, t in probe.items()})["cosine"]).to(em.device)
     visual = visual_feature(em, train_rows) if net.spec.visual_dim else None

@@ -38,10 +38,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from pizoo.errors import CorruptFile, IncompatibleExperts, UsageError
+from pizoo.basemodel import is_dual
+from pizoo.errors import CorruptFile, IncompatibleExperts, PizooError, UsageError
 from pizoo.experts import get_kind
+from pizoo.heads.base import pad, to_device
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer would add transformers and peft here
     from pizoo.models import ExpertModel
 
 HYPER_DIR = "_hyper"
@@ -162,8 +164,6 @@ def is_visual(name: str) -> bool:
 def visual_feature(em: ExpertModel, rows: Sequence[dict], limit: int = 64, batch_size: int = 16) -> torch.Tensor | None:
     """A task's image features for the visual side: the mean of the image tower's (projected) features
     over up to `limit` of its images, scaled to entries of about 1; None for a task without images."""
-    from pizoo.heads.base import pad, to_device
-
     images = [{"image": r["image"]} for r in rows if "image" in r][:limit]
     if not images:
         return None
@@ -175,8 +175,6 @@ def visual_feature(em: ExpertModel, rows: Sequence[dict], limit: int = 64, batch
 
 
 def visual_width(em: ExpertModel, names: Sequence[str]) -> int:
-    from pizoo.basemodel import is_dual
-
     if not (is_dual(em.hf) and any(is_visual(n) for n in names)):
         return 0
     return int(getattr(em.hf.config, "projection_dim", 0) or 0)
@@ -214,8 +212,6 @@ def load_hyper(zoo, device="cpu") -> tuple[HyperNet, dict, torch.Tensor]:
 
     record = zoo.read_internal(HYPER_DIR, RECORD)
     if record is None:
-        from pizoo.errors import PizooError
-
         raise PizooError(f"{zoo.root} has no hypernetwork", "pizoo hyper train")
     if record.get("expert_space") != json.loads(json.dumps(zoo.spec.expert_space)):
         raise IncompatibleExperts("the zoo's hypernetwork was trained for another expert space", "pizoo hyper train")
@@ -238,8 +234,6 @@ def load_hyper(zoo, device="cpu") -> tuple[HyperNet, dict, torch.Tensor]:
 
 def show(zoo) -> dict:
     """What `hyper show` prints: the tasks, the sizes and the parameter counts (read from the record)."""
-    from pizoo.errors import PizooError
-
     record = zoo.read_internal(HYPER_DIR, RECORD)
     if record is None:
         raise PizooError(f"{zoo.root} has no hypernetwork", "pizoo hyper train")

@@ -4,6 +4,7 @@ experts (the paper's Fig. 3a)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,12 +12,20 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pizoo.errors import IncompatibleExperts, UsageError
+from pizoo import progress
+from pizoo.choose import AUTO_CANDIDATES, Finalist, Probe, choose, keep, probe_steps
+from pizoo.config import TaskManifest
+from pizoo.embed import check_k, load_embedding
+from pizoo.errors import IncompatibleExperts, PizooError, TaskNotFound, UsageError
+from pizoo.fisher import embedding_writer
 from pizoo.mixture import MixSpec, Mixture, lerp
-from pizoo.predict import Candidate, check_by, default_by, root_of
+from pizoo.predict import Candidate, candidate, check_by, default_by, fit_candidates, rank_sources, root_of
+from pizoo.progress import log
 from pizoo.similarity import PAIRWISE, similarity
+from pizoo.train import device_for, fit, planned_steps
+from pizoo.zoo import TaskFiles
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer would add transformers and peft here
     from pizoo.models import ExpertModel
 
 
@@ -29,10 +38,6 @@ def choose_sources(zoo, target: str, *, with_: Sequence[str] | None = None, k: i
     Sources are distinct tasks: a task made by interpolation counts as the task it was made for
     (its root), so neither the target's own derivatives nor a second version of one source are
     offered."""
-    from pizoo.embed import check_k, load_embedding
-    from pizoo.errors import TaskNotFound
-    from pizoo.predict import candidate, fit_candidates, rank_sources
-
     zoo.manifest(target)
     if with_:
         if target in with_:
@@ -76,7 +81,6 @@ def parse_k(k: int | str) -> int | None:
 
 def load_expert_part(zoo, name: str, em: ExpertModel) -> dict[str, torch.Tensor]:
     """A task's expert tensors (no head), checked against the zoo's expert shape."""
-    from pizoo.errors import IncompatibleExperts
     from pizoo.models import load_tensors, split_head
 
     expert, _ = split_head(load_tensors(zoo.expert_file(name)))
@@ -115,8 +119,6 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
 
     alpha_on (mode alpha only): "held-out" fits α two-fold on the eval split, which the target's expert
     has not fitted; "train" fits it on the training split (measured: α drifts to the target there)."""
-    from pizoo.choose import AUTO_CANDIDATES
-    from pizoo.progress import log
     from pizoo.tasks import refuse_existing
 
     n_sources = parse_k(k if k is not None else len(with_) if with_ else "auto")
@@ -178,8 +180,6 @@ def _mix(run: _Run, choice, probe_states: dict, sources: list, experts: dict, al
 
 def _keep(run: _Run, choice, finalists: list, keep_best: bool, record: dict):
     """The finalist the keep rule picks, loaded into the run's model; the record says which and why."""
-    from pizoo.choose import keep
-
     chosen = keep(finalists, keep_best)
     run.em.load_state(chosen.tensors, where=f"{chosen.what} expert")
     record.update(kept=chosen.what, keep_best=keep_best, compared_on="eval split",
@@ -193,8 +193,6 @@ def _keep(run: _Run, choice, finalists: list, keep_best: bool, record: dict):
 def _first_finalists(run: _Run, choice, probe_states: dict) -> list:
     """Every expert the run made before tuning, judged later on the eval split: the own expert, the
     control (the own expert trained as long as a probe) and the chosen sources' probe."""
-    from pizoo.choose import Finalist
-
     finalists = [Finalist("target", run.own_state, run.own)]
     if choice is not None and choice.probes and choice.probes[0].steps:
         finalists.append(Finalist("control", probe_states[()], choice.probes[0].score))
@@ -215,7 +213,6 @@ def _check_options(alpha_lr: float, alpha_on: str, by: str | None) -> None:
 def _start(zoo, target: str, cfg, spec: MixSpec, shots: int | None, alpha_lr: float) -> _Run:
     """The target's model, splits and own expert's score: what every step of the run reads."""
     from pizoo.tasks import load_task_model, task_data
-    from pizoo.train import device_for, planned_steps
 
     zoo.manifest(target)
     em, manifest = load_task_model(zoo, target, device_for(cfg))
@@ -230,9 +227,6 @@ def _proposed(zoo, run: _Run, with_, n_sources: int | None, metric: str, by: str
     """The ranked candidates (the one ranking path `pizoo similar` shows, pizoo.predict), the sources
     to try (the top AUTO_CANDIDATES for k auto), and their expert tensors. A broken expert among the
     proposed sources is left out with a warning, never fatal."""
-    from pizoo.choose import AUTO_CANDIDATES
-    from pizoo.embed import check_k
-
     ranked = choose_sources(zoo, run.target, with_=with_, k=n_sources if with_ else None, metric=metric, by=by,
                             em=run.em, rows=run.train_rows)
     if with_:
@@ -250,10 +244,6 @@ def _proposed(zoo, run: _Run, with_, n_sources: int | None, metric: str, by: str
 def _auto(run: _Run, sources: list, experts: dict) -> tuple:
     """--k auto: pizoo.choose probes the candidates; returns its Choice and every probe's tensors
     (finalists for keep-best), keyed by their sources (() is the control)."""
-    import dataclasses
-
-    from pizoo.choose import Probe, choose, probe_steps
-
     em, probe_states = run.em, {}
 
     def probe(names):
@@ -274,11 +264,6 @@ def _tune(run: _Run, experts: list, names: list[str], alpha_on: str, record: dic
     """The mixture of the target and `experts`: the untuned soup and the tuned result join the
     finalists (the result first), their numbers the record and metrics. Returns the result's
     Finalist, or None on a non-main process of a distributed launch."""
-    import dataclasses
-
-    from pizoo.choose import Finalist
-    from pizoo.progress import log
-
     em, spec, eval_rows = run.em, run.spec, run.eval_rows
     mixture = Mixture(em, experts, spec)
     with torch.no_grad():
@@ -314,13 +299,8 @@ def _tune(run: _Run, experts: list, names: list[str], alpha_on: str, record: dic
 
 def _save(zoo, run: _Run, out_name: str, tensors: dict, record: dict, metrics: dict, embed: bool):
     """The kept expert as a new task, with the target's splits and (embed) its embedding."""
-    import dataclasses
-
-    from pizoo.config import TaskManifest
-    from pizoo.fisher import embedding_writer
     from pizoo.models import save_tensors
     from pizoo.tasks import provenance, split_writers
-    from pizoo.zoo import TaskFiles
 
     files = TaskFiles(expert=lambda p: save_tensors(tensors, p), **split_writers(run.data),
                       embedding=embedding_writer(run.em, run.train_rows, seed=run.cfg.seed) if embed else None)
@@ -334,9 +314,6 @@ def _save(zoo, run: _Run, out_name: str, tensors: dict, record: dict, metrics: d
 def _loadable(zoo, ranked: list, em: ExpertModel, need: int) -> tuple[list, dict]:
     """The first `need` candidates whose experts can be read (checked), in order, and their expert
     tensors; the unreadable ones passed over are named on stderr."""
-    from pizoo.errors import PizooError
-    from pizoo.progress import log
-
     out, loaded, skipped = [], {}, []
     for c in ranked:
         if len(out) == need:
@@ -352,8 +329,6 @@ def _loadable(zoo, ranked: list, em: ExpertModel, need: int) -> tuple[list, dict
 
 
 def _fit(mixture: Mixture, rows, cfg, alpha_lr: float, desc: str):
-    from pizoo.train import fit
-
     return fit(mixture, rows, mixture.em.collate, cfg, desc=desc, lr_overrides={id(mixture.alpha): alpha_lr})
 
 
@@ -390,7 +365,6 @@ def _alpha_held_out(em: ExpertModel, experts, spec: MixSpec, rows, cfg, alpha_lr
 
 def curve(zoo, target: str, other: str, points: int = 21, device: str = "cpu") -> list[dict]:
     """Accuracy on the target's eval split along (1-t)·φ_target + t·φ_other (paper, Fig. 3a)."""
-    from pizoo import progress
     from pizoo.tasks import load_task_model, task_data
 
     if points < 2:

@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pizoo import progress
 from pizoo.errors import UsageError
+from pizoo.interpolate import choose_sources, load_expert_part
+from pizoo.predict import default_by
 from pizoo.results import Landscape
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer would add transformers and peft here
     from pizoo.models import ExpertModel
 
 
@@ -37,7 +40,6 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
               margin: float = 0.25, samples: int | None = 256, pi: str | None = None, metric: str = "cosine",
               device: str = "cpu") -> Landscape:
     """The grid over the plane through the target's expert and two others (default: its top 2)."""
-    from pizoo.interpolate import load_expert_part
     from pizoo.tasks import load_task_model, task_data
 
     values = axis(resolution, margin)
@@ -73,9 +75,6 @@ def landscape(zoo, target: str, with_: Sequence[str] | None = None, *, resolutio
 def _plane_sources(zoo, target: str, with_: Sequence[str] | None, metric: str, em: ExpertModel, td) -> list[str]:
     """The two other corners: those named, or the target's top 2 through the one ranking path
     (pizoo.predict), as interpolate takes them."""
-    from pizoo.interpolate import choose_sources
-    from pizoo.predict import default_by
-
     if with_ is not None:
         return [c.task for c in choose_sources(zoo, target, with_=with_, k=2, metric=metric)]
     by = default_by(zoo, has_data=True)
@@ -96,8 +95,6 @@ def _eval_rows(em: ExpertModel, td, samples: int | None) -> list[dict]:
 
 def _grid(em: ExpertModel, rows, values: list[float], at, to_xy, desc: str) -> list[dict]:
     """Accuracy and loss at every (a, b) of the grid, b-major."""
-    from pizoo import progress
-
     grid = []
     with progress.task(desc, len(values) ** 2) as advance:
         for b in values:

@@ -17,7 +17,7 @@ from torch import nn
 
 from pizoo.errors import UsageError
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer would add transformers and peft here
     from pizoo.models import ExpertModel
 
 MODES = ("full", "alpha")

@@ -5,6 +5,7 @@ builds log p(y|x) on. Nothing here depends on which head or input type a zoo use
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from pizoo.errors import (
 )
 from pizoo.experts import get_kind
 from pizoo.heads import get_head
+from pizoo.progress import log
 
 HEAD_PREFIX = "head."
 
@@ -103,8 +105,6 @@ def _text_room(config, prefix: int, max_length: int) -> int:
     if max_length <= room:
         return max_length
     if max_length != 128:
-        from pizoo.progress import log
-
         log.warning(f"--max-length {max_length} is more than the {room} positions the model has for a "
                     f"text: texts are cut to {room} tokens")
     return room
@@ -352,8 +352,6 @@ def check_remote_code(spec: ZooSpec) -> None:
     """A zoo.toml is data that may come from anyone: its request to run the model folder's code is
     honoured only when the user says so on the command line (--trust-remote-code) or in the
     environment (PIZOO_TRUST_REMOTE_CODE=1)."""
-    import os
-
     if spec.trust_remote_code and not remote_code_allowed and os.environ.get(REMOTE_CODE_ENV) != "1":
         raise ModelError(f"this zoo's zoo.toml asks to run code from the model folder {spec.base_model} "
                          "(trust_remote_code), which pizoo does only when you say so",

@@ -4,6 +4,8 @@ experts (Fig. 3c). PNGs written atomically."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,9 +146,6 @@ def plane(result: dict, out: Path) -> None:
 
 
 def write_matrix_csv(names: Sequence[str], sim: np.ndarray, out: Path) -> None:
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["task", *names])

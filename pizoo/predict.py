@@ -31,8 +31,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from pizoo import progress
+from pizoo.choose import compare
 from pizoo.errors import PizooError, UsageError
 from pizoo.progress import log
+from pizoo.zoo import Zoo
 
 if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
     from pizoo.models import ExpertModel
@@ -146,7 +149,6 @@ def base_fit(em: ExpertModel, rows: Sequence[dict]):
 def fit_candidates(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str]) -> tuple[dict, float, list[str], object]:
     """The fit (a Score) of each named task's expert to `rows`, the seconds it took, the tasks skipped
     (a corrupt or foreign expert is named and left out, never fatal for the target), and the base fit."""
-    from pizoo import progress
     from pizoo.interpolate import load_expert_part
 
     fits, skipped = {}, []
@@ -207,7 +209,6 @@ def candidate(name: str, similarity: float | None, fit=None, base=None, n: int |
     against the base's."""
     if fit is None:
         return Candidate(name, similarity)
-    from pizoo.choose import compare
 
     return Candidate(name, similarity, fit.calibrated_log_likelihood, fit.log_likelihood, fit.accuracy,
                      fit.temperature, None if base is None else compare(fit, base) > 0, n)
@@ -232,8 +233,6 @@ def _ties_to_embedding(ranked: list["Candidate"], fits: dict) -> list["Candidate
     the multimodal demo: on 96 shots of ref-g the fit put mnist-digit 0.004 nats ahead of ref, its
     sibling, whose Fisher similarity is 0.91 against 0.49). Each swap removes an inversion of the
     embedding's order, so the passes end."""
-    from pizoo.choose import compare
-
     sim = lambda c: c.similarity if c.similarity is not None else -math.inf  # noqa: E731
     out, swapped = list(ranked), True
     while swapped:
@@ -392,6 +391,4 @@ def similar_to_task(zoo, name: str, *, k: int | None = None, metric: str = "cosi
 
 def has_data(manifest) -> bool:
     """Whether a task has labelled examples to fit experts on (its kept split or its source file)."""
-    from pizoo.zoo import Zoo
-
     return Zoo.has_splits(manifest) or "columns" in manifest.source

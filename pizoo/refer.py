@@ -21,7 +21,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from pizoo.data import load_rows
 from pizoo.errors import DataError
+from pizoo.zoo import atomic_write
 
 HINT = "the refer toolkit's refs as JSON (or a table with ann_id, image_id, sentences), COCO's instances.json"
 
@@ -37,8 +39,6 @@ def _read_json(path: Path, what: str) -> Any:
 
 def read_refs(path: Path) -> list[dict]:
     """The refs: a JSON list (the toolkit's refs converted), or a table datasets reads."""
-    from pizoo.data import load_rows
-
     if path.suffix.lower() == ".json":
         doc = _read_json(path, "refs file")
         if isinstance(doc, dict) and "refs" in doc:
@@ -107,8 +107,6 @@ def refer_rows(refs_path: Path, instances_path: Path, images_dir: Path, split: s
 def write_refer_table(refs: Path, instances: Path, images: Path, out: Path, split: str | None = None) -> dict:
     """Write the rows as parquet at `out` (atomically); returns a summary."""
     import pandas as pd
-
-    from pizoo.zoo import atomic_write
 
     rows = refer_rows(refs, instances, images, split)
     atomic_write(out, lambda tmp: pd.DataFrame(rows).to_parquet(tmp))

@@ -21,6 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from pizoo import progress
+
 
 def out() -> Console:
     # Built per call so CliRunner's swapped sys.stdout is honoured.
@@ -167,8 +169,6 @@ _handler = _StderrHandler()
 
 def install() -> None:
     """Route the library's logging and progress to stderr (once per process)."""
-    from pizoo import progress
-
     logger = logging.getLogger("pizoo")
     if _handler not in logger.handlers:
         logger.addHandler(_handler)

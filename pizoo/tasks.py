@@ -24,11 +24,13 @@ from pizoo.errors import (
     CorruptFile,
     DataError,
     IncompatibleExperts,
+    NotAZoo,
     TaskExists,
     UsageError,
     ZooExists,
 )
 from pizoo.experts import get_kind
+from pizoo.fisher import embedding_writer
 from pizoo.heads import default_head, get_head
 from pizoo.models import (
     ExpertModel,
@@ -45,7 +47,6 @@ from pizoo.train import ExpertLoss, TrainConfig, device_for, fit
 from pizoo.zoo import TaskFiles, Zoo, check_name, sha256_file
 
 
-
 def init_zoo(root: str | Path, *, base_model: str | None = None, head: str | None = None,
              kind: str = "lora", options: dict[str, Any] | None = None,
              head_options: dict[str, Any] | None = None, seed: int = 0, trust_remote_code: bool = False) -> Zoo:
@@ -54,8 +55,6 @@ def init_zoo(root: str | Path, *, base_model: str | None = None, head: str | Non
     `head` None picks the shared-space head that fits the model (pizoo.heads.default_head)."""
     zoo = Zoo(root)
     if zoo.root.exists() and not zoo.root.is_dir():
-        from pizoo.errors import NotAZoo
-
         raise NotAZoo(f"{zoo.root} is a file, not a folder for a zoo", "pick another --zoo folder")
     if (zoo.root / "zoo.toml").exists():
         zoo.spec  # an unreadable zoo.toml: say what is wrong with it
@@ -169,8 +168,6 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
                             metrics=metrics, provenance=provenance(spec, how="train", training=training))
     embedding = None
     if embed:
-        from pizoo.fisher import embedding_writer
-
         embedding = embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples)
     return zoo.save_task(manifest, TaskFiles(expert=lambda p: save_tensors(state, p), **split_writers(data),
                                              embedding=embedding))

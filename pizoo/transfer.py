@@ -4,7 +4,9 @@ expert is used as it is: no head to retrain, whatever the labels."""
 
 from __future__ import annotations
 
-from pizoo.interpolate import load_expert_part
+from pizoo.embed import rank_by_probe
+from pizoo.errors import DataError, UsageError
+from pizoo.interpolate import load_expert_part, parse_k
 from pizoo.mixture import uniform
 
 
@@ -13,9 +15,6 @@ def zero_shot(zoo, name: str, data: str, columns, *, k: int | str = 1, metric: s
     """A task with data but no expert: use its nearest task's expert (or the uniform mixture of the
     top-k), ranked as `similar --data` ranks (pizoo.predict), and report the accuracy on the data.
     The fit stage scores on the same examples the accuracy is reported on: say so where it matters."""
-    from pizoo.embed import rank_by_probe
-    from pizoo.errors import DataError, UsageError
-    from pizoo.interpolate import parse_k
     from pizoo.models import load_tensors, split_head
 
     k = parse_k(k)

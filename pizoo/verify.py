@@ -3,20 +3,18 @@ the zoo's kind (the zoo's own checks, pizoo.zoo, need no model)."""
 
 from __future__ import annotations
 
+from safetensors import safe_open
+
+from pizoo.errors import PizooError
 from pizoo.models import HEAD_PREFIX, ExpertModel
 from pizoo.progress import log
-from pizoo.zoo import Zoo
+from pizoo.zoo import Problem, Zoo
 
 
 def expert_tensor_problems(zoo: Zoo) -> list:
     """Every stored expert has exactly the tensors (names and shapes) of the zoo's kind on its base
     model, read from the safetensors headers. Needs the base model; without it, nothing is checked
     (and the log says so)."""
-    from safetensors import safe_open
-
-    from pizoo.errors import PizooError
-    from pizoo.zoo import Problem
-
     try:
         em = ExpertModel(zoo.spec, ())
     except PizooError as e:

@@ -20,10 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import filelock
+import h5py
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file
 
+from pizoo.basemodel import base_problem
 from pizoo.config import TaskManifest, ZooSpec
 from pizoo.errors import (
     CorruptFile,
+    DataError,
     InvalidName,
     NotAZoo,
     PizooError,
@@ -32,6 +38,8 @@ from pizoo.errors import (
     TaskNotFound,
     ZooExists,
 )
+from pizoo.index import INDEX, Index, sketches_of
+from pizoo.inputs.image import decode
 from pizoo.progress import log
 
 ZOO_FILE = "zoo.toml"
@@ -147,16 +155,10 @@ def check_content(path: Path) -> str | None:
     """What is wrong inside a file whose hash matches (it may have been rewritten with its hash):
     an unreadable file, an expert or embedding that is not finite, a kept image that does not
     decode. Reads with numpy (and PIL for images) only."""
-    import numpy as np
-
     try:
         if path.suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
             tensors = load_file(str(path))
         elif path.suffix == ".h5":
-            import h5py
-
             with h5py.File(path, "r") as f:
                 tensors = {f"{g}/{n}": np.asarray(ds[()]) for g in f for n, ds in f[g].items()}
         elif path.suffix == ".parquet":
@@ -172,9 +174,6 @@ def _split_issue(path: Path) -> str | None:
     """A kept split whose images do not decode."""
     import pyarrow.parquet as pq
 
-    from pizoo.errors import DataError
-    from pizoo.inputs.image import decode
-
     table = pq.read_table(path)
     if "image" in table.column_names:
         try:
@@ -188,8 +187,6 @@ def _split_issue(path: Path) -> str | None:
 def _tensor_issue(path: Path, tensors: dict) -> str | None:
     """Tensors that are not what pizoo writes: not finite, a negative Fisher, an expert that is not
     float32 or is out of range."""
-    import numpy as np
-
     for value in tensors.values():
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             return "not finite"
@@ -207,9 +204,6 @@ def _tensor_issue(path: Path, tensors: dict) -> str | None:
 
 def check_pair(expert: Path, fisher: Path) -> str | None:
     """The embedding covers exactly the expert's tensors, shape for shape."""
-    import h5py
-    from safetensors import safe_open
-
     with safe_open(str(expert), "numpy") as f:
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith("head.")}
     with h5py.File(fisher, "r") as f:
@@ -526,8 +520,6 @@ class Zoo:
     # -- the embedding index (derived data: rebuilt from the task folders whenever in doubt) ------
     def _reindex(self, name: str, manifest: TaskManifest | None) -> None:
         """Under the lock, after a task changed: its rows of the index follow its embedding."""
-        from pizoo.index import INDEX, Index, sketches_of
-
         path = self.root / INDEX
         try:
             idx = Index.read(path)
@@ -543,8 +535,6 @@ class Zoo:
 
     def build_index(self):
         """The index of every task with a readable embedding, from the task folders."""
-        from pizoo.index import Index, sketches_of  # numpy and h5py only
-
         rows = []
         for name in self.task_names():
             try:
@@ -556,8 +546,6 @@ class Zoo:
         return Index.of(rows)
 
     def index_is_current(self) -> bool:
-        from pizoo.index import INDEX, Index
-
         idx = Index.read(self.root / INDEX, keys=[])
         want = {}
         for name in self.task_names():
@@ -578,8 +566,6 @@ class Zoo:
         Runs under the lock, which first clears what a crashed writer left behind; a stale index
         is rebuilt from the task folders (and reported). On a zoo it cannot write (a read-only
         mount) it only reports: crash leftovers as stale, the index as stale."""
-        from pizoo.index import INDEX
-
         self.spec
         with contextlib.ExitStack() as stack:
             try:
@@ -589,7 +575,6 @@ class Zoo:
                 locked = False
             problems = self._problems(quick)
             if not quick:  # every eval would fail on a base model that is not the zoo's
-                from pizoo.basemodel import base_problem
 
                 wrong = base_problem(self.spec)
                 if wrong:

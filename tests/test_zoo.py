@@ -451,3 +451,70 @@ def test_functions_are_a_screen_long():
             if size > limit:
                 long.append(f"{path.name}:{node.lineno} {node.name} ({size} lines)")
     assert not long, long
+
+
+# heavy to import (seconds, or a large extra): what read-only commands must not load
+HEAVY = ("torch", "transformers", "peft", "datasets", "accelerate", "matplotlib", "scipy", "PIL", "onnx", "pandas",
+         "pyarrow", "huggingface_hub", "sklearn", "safetensors.torch")
+
+
+def _module_graph():
+    """pizoo's modules, the modules each imports at its top (TYPE_CHECKING blocks aside) and every
+    function-local import statement, each as (module, line, imported modules)."""
+    import ast
+    from pathlib import Path
+
+    import pizoo
+
+    root = Path(pizoo.__file__).parent
+    files = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in root.rglob("*.py")}
+
+    def targets(node):
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names]
+        return [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module for a in node.names]
+
+    top, local = {}, []
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text())
+        top[mod] = set()
+        stack = list(tree.body)
+        while stack:
+            n = stack.pop()
+            if isinstance(n, (ast.Import, ast.ImportFrom)):
+                top[mod].update(targets(n))
+            elif isinstance(n, ast.If) and "TYPE_CHECKING" not in ast.unparse(n.test):
+                stack += n.body + n.orelse
+            elif isinstance(n, ast.Try):
+                stack += n.body + n.orelse + n.finalbody + [s for h in n.handlers for s in h.body]
+        for f in ast.walk(tree):
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                local += [(mod, n.lineno, targets(n)) for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return files, top, local
+
+
+def test_function_local_imports_keep_a_heavy_import_out_or_break_a_cycle():
+    """An import inside a function hides a dependency, so it is there for one of two reasons only:
+    it keeps a heavy library (torch, transformers, ...) out of a module that does not already load
+    it (read-only commands such as list, show and similar --by fisher import no torch:
+    test_index), or the imported module imports this one (a cycle). Every other import is at the top."""
+    files, top, local = _module_graph()
+
+    def closure(mod):
+        seen, stack = set(), [mod]
+        while stack:
+            for t in top.get(stack.pop(), ()):
+                for q in (".".join(t.split(".")[:i]) for i in range(1, t.count(".") + 2)):
+                    if q not in seen:
+                        seen.add(q)
+                        stack += [q] if q in files else []
+        return seen
+
+    def heavy(mod):
+        names = closure(mod) | {mod} if mod in files else {mod}
+        return {h for h in HEAVY for t in names if t == h or t.startswith(h + ".")}
+
+    needless = [f"{files[mod].name}:{line} imports {t}" for mod, line, ts in local for t in ts
+                if not (t in files and (t == mod or mod in closure(t))) and not heavy(t) - heavy(mod)]
+    assert not needless, needless

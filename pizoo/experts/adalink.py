@@ -19,7 +19,7 @@ from pizoo.basemodel import is_dual
 from pizoo.experts import register
 from pizoo.experts.base import RANK_HELP, HookedExpert, option
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer imports this module (a cycle)
     from pizoo.models import ExpertModel
 
 CHILD = "pizoo_adalink"

@@ -13,7 +13,7 @@ from torch import nn
 from pizoo.config import merge_options
 from pizoo.errors import IncompatibleExperts, UsageError
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer imports this module (a cycle)
     from pizoo.models import ExpertModel
 
 # help of the flags several kinds share: one text per flag

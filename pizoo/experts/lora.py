@@ -23,7 +23,7 @@ from pizoo.experts.base import (
     strip_adapter_name,
 )
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer imports this module (a cycle)
     from pizoo.models import ExpertModel
 
 

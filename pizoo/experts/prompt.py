@@ -22,7 +22,7 @@ from pizoo.experts import register
 from pizoo.experts.base import ExpertKind, option
 from pizoo.experts.lora import peft_task_type
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer imports this module (a cycle)
     from pizoo.models import ExpertModel
 
 NAME = "prompt_embeddings"  # the key peft writes for it

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pizoo.heads.base import Head
+from pizoo.heads.base import Head, vision_only
 from pizoo.registry import Registry
 
 HEADS: Registry[Head] = Registry("head", "--head")
@@ -19,8 +19,6 @@ get_head = HEADS.get_one
 def default_head(config: dict[str, Any]) -> str:
     """The shared-space head that fits a model: text-to-text for encoder-decoders, the answer's
     tokens for decoders, and `match` (label texts in the encoder's own embedding space) otherwise."""
-    from pizoo.heads.base import vision_only
-
     if config.get("is_encoder_decoder"):
         return "seq2seq"
     if vision_only(config):  # no text side to read label texts with: a per-task output layer

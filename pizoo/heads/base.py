@@ -19,7 +19,7 @@ from pizoo.errors import DataError, UsageError
 from pizoo.inputs import get_input
 from pizoo.inputs.image import pixel_batch
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer imports this module (a cycle)
     from pizoo.models import ExpertModel
 
 

@@ -10,7 +10,7 @@ import torch
 from pizoo.heads import register
 from pizoo.heads.base import TextToTextHead, rendered_labels, wide
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer imports this module (a cycle)
     from pizoo.models import ExpertModel
 
 DEFAULT_TEMPLATE = "{text}\nAnswer:"

@@ -12,7 +12,7 @@ from pizoo.errors import ModelError
 from pizoo.heads import register
 from pizoo.heads.base import Head, input_features, pad, to_device, vision_only, wide
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer imports this module (a cycle)
     from pizoo.models import ExpertModel
 
 

@@ -31,7 +31,7 @@ from pizoo.heads.base import Head, input_features, pad, to_device, wide
 from pizoo.inputs.image_text import COMPOSE
 from pizoo.inputs.regions import REGIONS, region_batch
 
-if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
+if TYPE_CHECKING:  # annotations only: the model layer imports this module (a cycle)
     from pizoo.models import ExpertModel
 
 POOLINGS = ("mean", "cls", "pooler")

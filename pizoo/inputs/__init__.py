@@ -6,13 +6,13 @@ heads, through the zoo's templates)."""
 
 from __future__ import annotations
 
+from pizoo.errors import UsageError
 from pizoo.inputs.base import InputType
 from pizoo.registry import Registry
 
 INPUTS: Registry[InputType] = Registry("input type", "input type")
 register = INPUTS.register
 get_input = INPUTS.get_one
-
 
 
 def input_type_for(columns) -> str:
@@ -22,8 +22,6 @@ def input_type_for(columns) -> str:
     for name, kind in INPUTS.items():
         if kind.reads == present:
             return name
-    from pizoo.errors import UsageError
-
     raise UsageError(f"no input type reads the columns {sorted(present)}", "pizoo add-task --help")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pizoo.errors import ModelError
+
 if TYPE_CHECKING:  # annotations only: importing the model layer here would load torch
     from pizoo.models import ExpertModel
 
@@ -12,8 +14,6 @@ if TYPE_CHECKING:  # annotations only: importing the model layer here would load
 def tokenizer_of(em: ExpertModel):
     """The model's tokenizer; a clear error for an image encoder alone."""
     if em.tokenizer is None:
-        from pizoo.errors import ModelError
-
         raise ModelError(f"the base model {em.spec.base_model} has no tokenizer, so it cannot read text",
                          "make the zoo on a model with a text side (pizoo init --base-model pizoo:multimodal)")
     return em.tokenizer
