@@ -13,16 +13,7 @@ import click
 import typer
 
 from pizoo import __version__, render
-from pizoo.data import Columns, parse_verbalizer
-from pizoo.embed import embed_tasks, similar_to_data
 from pizoo.errors import PizooError, UsageError
-from pizoo.graph import modality, similarity_matrix, task_groups
-from pizoo.outputs import check_output
-from pizoo.plots import curve as plot_curve
-from pizoo.plots import heatmap, plane, write_matrix_csv
-from pizoo.predict import similar_to_task
-from pizoo.refer import write_refer_table
-from pizoo.zoo import Zoo
 
 app = typer.Typer(
     help="An on-disk zoo of parameter-efficient experts over one frozen base model: add tasks, embed them, "
@@ -107,6 +98,8 @@ def reflow(doc: str | None) -> str | None:
 
 
 def zoo_of(ctx: typer.Context):
+    from pizoo.zoo import Zoo
+
     return Zoo(ctx.obj["zoo"])
 
 
@@ -138,6 +131,8 @@ def main_options(ctx: typer.Context,
 
 def _outputs(zoo, force: bool, **paths) -> None:
     """Check every output file flag before any work: outside zoos, and not over a user's file."""
+    from pizoo.outputs import check_output
+
     for flag, path in paths.items():
         if path is not None:
             check_output(path, zoo.root, force=force, flag=f"--{flag}")
@@ -160,6 +155,8 @@ def _columns(text: str | None, text_pair: str | None, label: str, verbalizer: st
              boxes: str | None = None):
     """The column flags (and --verbalizer, --label-template) as the library's Columns; the text
     column is "text" unless the task is an image task."""
+    from pizoo.data import Columns, parse_verbalizer
+
     text = text or (None if image else "text")
     return Columns(text, text_pair, label, parse_verbalizer(verbalizer), label_template, image, choices, boxes)
 
@@ -291,6 +288,7 @@ def _summary(zoo, name: str) -> dict:
     except PizooError as e:  # one broken task.json must not hide the rest of the zoo
         return {"task": name, "how": "unreadable", "input": None, "labels": None, "accuracy": None,
                 "embedded": None, "created": None, "error": e.message}
+    from pizoo.graph import modality
 
     how = m.provenance.get("how", "?")
     return {"task": name, "how": how, "input": modality(m.source.get("columns")), "labels": len(m.labels),
@@ -473,6 +471,8 @@ def embed(ctx: typer.Context,
 
       pizoo embed --all
     """
+    from pizoo.embed import embed_tasks
+
     zoo = zoo_of(ctx)
     if all_ == (name is not None):
         raise UsageError("give a task NAME or --all")
@@ -526,6 +526,9 @@ def similar(ctx: typer.Context,
 
       pizoo similar --data new-task.csv --k 3 --json
     """
+    from pizoo.embed import similar_to_data
+    from pizoo.predict import similar_to_task
+
     zoo = zoo_of(ctx)
     if (name is None) == (data is None):
         raise UsageError("give a task NAME or --data FILE")
@@ -567,6 +570,9 @@ def graph(ctx: typer.Context,
 
       pizoo graph --group modality --out cross-modal.png
     """
+    from pizoo.graph import similarity_matrix, task_groups
+    from pizoo.plots import heatmap, write_matrix_csv
+
     zoo = zoo_of(ctx)
     _outputs(zoo, force, out=out, csv=csv)
     names, sim, exact, clusters = similarity_matrix(zoo, metric, which, tasks=_csv(tasks), around=around, k=k)
@@ -676,6 +682,7 @@ def curve(ctx: typer.Context,
       pizoo curve --target sst2 --with imdb --points 21 --out curve.png --json
     """
     from pizoo.interpolate import curve as run_curve
+    from pizoo.plots import curve as plot_curve
 
     zoo = zoo_of(ctx)
     _outputs(zoo, force, out=out)
@@ -717,6 +724,7 @@ def landscape(ctx: typer.Context,
       pizoo landscape --target sst2 --resolution 4 --json > plane.json
     """
     from pizoo.landscape import landscape as run_landscape
+    from pizoo.plots import plane
 
     zoo = zoo_of(ctx)
     _outputs(zoo, force, out=out)
@@ -867,6 +875,8 @@ def convert_refer(ctx: typer.Context,
       pizoo add-task refcocog --data refcocog-train.parquet --image image --text expression \\
           --boxes boxes --label gold --shots 16
     """
+    from pizoo.refer import write_refer_table
+
     _outputs(zoo_of(ctx), force, out=out)
     result = write_refer_table(refs, instances, images, out, split)
     if json_:
