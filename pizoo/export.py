@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pizoo import __version__
-from pizoo.builtin import ALIAS
+from pizoo.basemodel import is_alias
 from pizoo.errors import ExportError, UsageError
 from pizoo.heads import get_head
 from pizoo.results import Export
@@ -77,9 +77,9 @@ def export_files(out: Path) -> set[str]:
 
 def card(manifest, spec, fmt: str, out: Path, base: Path) -> str:
     """The model card; `base` is the base model's folder (what the load snippet names when the zoo
-    names its base by an alias, pizoo:multimodal)."""
+    names its base by an alias: pizoo:minilm, pizoo:multimodal)."""
     m, prov = manifest, manifest.provenance
-    base_name = str(base) if spec.base_model == ALIAS else spec.base_model
+    base_name = str(base) if is_alias(spec.base_model) else spec.base_model
     lines = [f"# {m.name}", "",
              f"A **{spec.kind}** expert for the task `{m.name}`, exported by pizoo {__version__} as "
              f"`{fmt}`.", "",

