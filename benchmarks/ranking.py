@@ -87,7 +87,7 @@ def measure(zoo, f, shots: int, seed: int, sources: list[str], modality: str) ->
     from pizoo.index import Index, centred_scores, sketch, sketches_of
     from pizoo.interpolate import load_expert_part
     from pizoo.models import ExpertModel
-    from pizoo.predict import base_fit, fit_scores
+    from pizoo.predict import base_fit, candidate, fit_scores, order
     from pizoo.similarity import similarity
     from pizoo.tasks import DataArgs
     from pizoo.zoo import FISHER
@@ -111,16 +111,18 @@ def measure(zoo, f, shots: int, seed: int, sources: list[str], modality: str) ->
     out = {s: {"probe-cosine": similarity(vec, probes[n], "cosine"),
                "probe-normalized": similarity(vec, probes[n], "normalized"),
                "probe-centred": float(centred[idx.row[n]])} for s, n in zip(sources, names)}
-    fit_seconds = {}
+    fit_seconds, fits = {}, {}
     base = base_fit(em, rows)
     for s, n in zip(sources, names):
         t0 = time.perf_counter()
-        fit = fit_scores(em, rows, {n: load_expert_part(zoo, n, em)})[n]
+        fit = fits[s] = fit_scores(em, rows, {n: load_expert_part(zoo, n, em)})[n]
         fit_seconds[s] = time.perf_counter() - t0
         out[s].update({"fit": fit.calibrated_log_likelihood, "fit-raw": fit.log_likelihood,
                        "fit-accuracy": fit.accuracy, "temperature": fit.temperature,
                        "beats_base": compare(fit, base) > 0})
-    return {"scores": out, "n_train": len(rows),
+    # `both` as pizoo.predict.order gives it (the tie rule needs the per-example fits, not recorded)
+    both = order([candidate(s, out[s]["probe-cosine"], fits[s], base, len(rows)) for s in sources], fits)
+    return {"scores": out, "n_train": len(rows), "both": [c.task for c in both],
             "seconds": {"probe_fisher": probe_seconds, "probe_rank": rank_seconds,
                         "fit_per_candidate": statistics.mean(fit_seconds.values())}}
 
@@ -152,12 +154,17 @@ def check_sources(zoo, f, records_path: Path, modality: str) -> str:
             f"each retrained source differs from the recorded one by at most {diff:.1e}.")
 
 
-def _value(score: str, sc: dict, g: dict, s: str, srcs: list[str]) -> float:
+def _value(score: str, rec: dict, g: dict, s: str, srcs: list[str]) -> float:
     """A source's value under a score (higher ranks first). `both` is the order `--by both` gives in
-    this zoo (every source recalled): the sources whose fit beats the base model's beyond noise, by
-    fit, then the others by the probe Fisher (pizoo.predict.order)."""
+    this zoo (every source recalled), as pizoo.predict.order gave it when the run was measured: the
+    sources whose fit beats the base model's beyond noise, by fit (near-ties by the embedding), then
+    the others by the probe Fisher. Records from before the tie rule carry no order: it is rebuilt
+    without the tie rule."""
     if score.startswith("fisher"):
         return g[s][1 if score == "fisher-cosine" else 2]
+    sc = rec["scores"]
+    if score == "both" and "both" in rec:
+        return -rec["both"].index(s)
     if score == "both":
         ahead = sorted((t for t in srcs if sc[t]["beats_base"]), key=lambda t: -sc[t]["fit"])
         rest = sorted((t for t in srcs if not sc[t]["beats_base"]), key=lambda t: -sc[t]["probe-cosine"])
@@ -186,9 +193,9 @@ def report(args, runs: dict, gains: dict) -> str:
         for score in SCORES:
             xs, ys, within, top1_gain, fam, firsts = [], [], [], [], [], {}
             for k in keys:
-                g, sc = gains[k], runs[k]["scores"]
+                g = gains[k]
                 srcs = sorted(g)
-                vals = [_value(score, sc, g, s, srcs) for s in srcs]
+                vals = [_value(score, runs[k], g, s, srcs) for s in srcs]
                 gs = [g[s][0] for s in srcs]
                 xs += vals
                 ys += gs
@@ -258,14 +265,15 @@ def main() -> None:
         print(check, file=sys.stderr, flush=True)
         Path(args.records).with_suffix(".check.txt").write_text(check + "\n")
         for key in wanted:
-            if key in runs:
-                continue
+            if key in runs and "both" in runs[key]:
+                continue  # measured (records from before the tie rule carry no `both` order: remeasured)
             target, shots, seed = key
             rec = {"target": target, "shots": shots, "seed": seed,
                    **measure(zoo, files[target], shots, seed, [s for s in sources_all if s != target], args.modality)}
             runs[key] = rec
-            with records.open("a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+            tmp = records.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in runs.values()))
+            tmp.replace(records)
             best = max(rec["scores"], key=lambda s: rec["scores"][s]["fit"])
             print(f"[{time.perf_counter() - start:5.0f}s] {target} {shots} shots seed {seed}: fit first {best} "
                   f"(gain {gains[key][best][0]:+.3f}; best gain {max(g[0] for g in gains[key].values()):+.3f})",
