@@ -62,6 +62,9 @@ def resolve_base(name: str) -> Path:
     path = Path(name).expanduser()
     if name == DEFAULT_ALIAS or (not path.exists() and path.parts[-2:] == (DEFAULT_MODEL_PACKAGE, "model")):
         return Path(default_base_model())
+    if name.startswith("pizoo:"):
+        raise ModelError(f"no packaged model is called {name!r}",
+                         f"use {DEFAULT_ALIAS} (all-MiniLM-L6-v2) or {builtin.ALIAS} (DINOv2-small + MiniLM)")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is not a transformers model folder (no config.json)",

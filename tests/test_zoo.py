@@ -309,6 +309,9 @@ def test_the_packaged_default_is_found_by_its_alias_and_under_an_old_venv_path(t
     assert tomllib.loads((tmp_path / "old" / "zoo.toml").read_text())["base_model"]["name"] == gone
     r = cli("--zoo", tmp_path / "old", "verify", "--json")
     assert r.exit_code == 0, r.output
+    r = cli("--zoo", tmp_path / "typo", "init", "--base-model", "pizoo:minlm")
+    assert r.exit_code != 0 and "no packaged model is called 'pizoo:minlm'" in r.output
+    assert not (tmp_path / "typo").exists()
     # another model folder under that name is not the default package: refused as before
     with pytest.raises(ModelError):
         resolve_base("/no/such/venv/lib/python3.11/site-packages/other_model/model")
