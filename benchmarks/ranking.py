@@ -154,22 +154,16 @@ def check_sources(zoo, f, records_path: Path, modality: str) -> str:
             f"each retrained source differs from the recorded one by at most {diff:.1e}.")
 
 
-def _value(score: str, rec: dict, g: dict, s: str, srcs: list[str]) -> float:
+def _value(score: str, rec: dict, g: dict, s: str) -> float:
     """A source's value under a score (higher ranks first). `both` is the order `--by both` gives in
     this zoo (every source recalled), as pizoo.predict.order gave it when the run was measured: the
     sources whose fit beats the base model's beyond noise, by fit (near-ties by the embedding), then
-    the others by the probe Fisher. Records from before the tie rule carry no order: it is rebuilt
-    without the tie rule."""
+    the others by the probe Fisher."""
     if score.startswith("fisher"):
         return g[s][1 if score == "fisher-cosine" else 2]
-    sc = rec["scores"]
-    if score == "both" and "both" in rec:
-        return -rec["both"].index(s)
     if score == "both":
-        ahead = sorted((t for t in srcs if sc[t]["beats_base"]), key=lambda t: -sc[t]["fit"])
-        rest = sorted((t for t in srcs if not sc[t]["beats_base"]), key=lambda t: -sc[t]["probe-cosine"])
-        return -(ahead + rest).index(s)
-    return sc[s][score]
+        return -rec["both"].index(s)
+    return rec["scores"][s][score]
 
 
 def report(args, runs: dict, gains: dict) -> str:
@@ -195,7 +189,7 @@ def report(args, runs: dict, gains: dict) -> str:
             for k in keys:
                 g = gains[k]
                 srcs = sorted(g)
-                vals = [_value(score, runs[k], g, s, srcs) for s in srcs]
+                vals = [_value(score, runs[k], g, s) for s in srcs]
                 gs = [g[s][0] for s in srcs]
                 xs += vals
                 ys += gs
