@@ -326,18 +326,15 @@ def test_a_run_is_the_same_whatever_the_process_drew_before():
 
     rows = [{"x": torch.randn(8), "labels": i % 2} for i in range(64)]
     collate = lambda b: {"x": torch.stack([r["x"] for r in b]), "labels": torch.tensor([r["labels"] for r in b])}  # noqa: E731
-    runs = []
-    for other_seed in (1, 2):
-        torch.manual_seed(other_seed)  # what the process drew before: different each time
+
+    def run(drawn_before: int, seed: int) -> torch.Tensor:
+        torch.manual_seed(drawn_before)  # what the process drew before the run
         net = Net()
         with torch.no_grad():
             net.lin.weight.fill_(0.1), net.lin.bias.zero_()
-        fit(net, rows, collate, TrainConfig(steps=12, lr=0.1, device="cpu", seed=3))
-        runs.append(net.lin.weight.detach().clone())
-    assert torch.equal(runs[0], runs[1])
-    torch.manual_seed(1)
-    net = Net()
-    with torch.no_grad():
-        net.lin.weight.fill_(0.1), net.lin.bias.zero_()
-    fit(net, rows, collate, TrainConfig(steps=12, lr=0.1, device="cpu", seed=4))  # another seed, another run
-    assert not torch.equal(runs[0], net.lin.weight)
+        fit(net, rows, collate, TrainConfig(steps=12, lr=0.1, device="cpu", seed=seed))
+        return net.lin.weight.detach().clone()
+
+    first = run(1, seed=3)
+    assert torch.equal(first, run(2, seed=3))
+    assert not torch.equal(first, run(1, seed=4))  # another seed, another run
