@@ -112,10 +112,23 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
                        "kept": ip["kept"] if tool_keep else None,
                        "cost": ip["auto"]["cost_interpolations"] if "auto" in ip else 1.0}
         zoo.remove_task(r.name)
+    if "auto" in rec["k"]:
+        # own with the same compute: the target's expert trained for its epochs plus as many as auto's
+        # interpolation runs took (the probes and the final run; a mixture step costs about one expert
+        # step, BENCHMARKS.md), so auto's gain is not bought by steps alone
+        epochs = round(args.epochs * (1 + rec["k"]["auto"]["cost"]))
+        with quiet():
+            same = train_task(zoo, f"{name}-same", DataArgs(data=str(pool), eval_data=str(held), columns=Columns(),
+                                                            shots=n, seed=seed),
+                              cfg(seed, epochs=epochs), max_length=64, embed=False)
+            rec["own_same"] = {"epochs": epochs, "eval": same.metrics["accuracy"],
+                               "test": evaluate_task(zoo, same.name, data=str(test)).accuracy}
+        zoo.remove_task(same.name)
     zoo.remove_task(name)
     cells = " ".join(f"k={k} {v['test']:.3f}" + (f" (k={v['chosen_k']})" if k == "auto" else "")
                      for k, v in rec["k"].items())
-    log(f"{name}: own {rec['own']['test']:.3f} {cells}")
+    same = f" own-same-compute {rec['own_same']['test']:.3f}" if "own_same" in rec else ""
+    log(f"{name}: own {rec['own']['test']:.3f}{same} {cells}")
     return rec
 
 
@@ -257,6 +270,9 @@ def run(args, ks: list[str]) -> None:
                 "protocol": "choose-k", "candidates": "other tasks", "rule": RULE}
     if "calibrated" in RULE:  # since the ranking and the keep rule of issue 25 (older records: neither key)
         settings.update(ranking="probe Fisher recall, fit order", keep="finalists beyond noise")
+    # since dbede43 every run seeds torch's global generator (dropout): records before it are one
+    # unseeded draw each, and carry no "loop"; the seeded ones also train own with auto's compute
+    settings["loop"] = "seeded"
     path = Path(args.records if args.records else ROOT / "benchmarks" / "results" / "choose-k-runs.jsonl")
     done = {}
     if path.exists():
@@ -277,7 +293,7 @@ def run(args, ks: list[str]) -> None:
     def log(msg):
         print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    def report(final: bool):
+    def choose_k_report(final: bool):
         recs = [done[w] for w in wanted if w in done]
         if not recs:
             return
@@ -289,13 +305,15 @@ def run(args, ks: list[str]) -> None:
         if not args.no_write:
             put_block("choose-k", "Choosing k, and never a worse expert", "transfer.py", text)
 
-    if getattr(args, "before_after", False):
+    def before_after_report(final: bool):
         text = "\n\n".join(before_after(path, n) for n in shots)
         print(text)
         if not args.no_write:
             put_block("choose-k-issue25", "k auto before and after the issue-25 ranking and keep rule", "transfer.py",
                       text)
-        return
+
+    # --before-after measures what is missing, then tabulates it against the old records
+    report = before_after_report if getattr(args, "before_after", False) else choose_k_report
     if args.report_only:
         return report(len(done) == len(wanted))
     zoo = source_zoo(args, init_zoo)
@@ -316,12 +334,16 @@ def run(args, ks: list[str]) -> None:
 
 def before_after(path: Path, shots: int) -> str:
     """`--k auto` before and after issue 25 (ranking by probe Fisher and fit; keep-best over the
-    finalists by the calibrated paired rule) on the runs both record files hold: the test accuracy
-    of what the tool saves (before: replayed with the tool's rule of then, accuracy then raw
-    log-likelihood, which is what it saved)."""
+    finalists by the calibrated paired rule) on the runs the record file holds both ways: the test
+    accuracy of what the tool saves (before: replayed with the tool's rule of then, accuracy then raw
+    log-likelihood, which is what it saved). "After" is the unseeded draw recorded first, "seeded"
+    the rerun since every run seeds dropout (it also trains own with auto's compute); the aim of
+    issue 25 is checked on the seeded runs."""
+    from transfer import FAMILY
+
     from pizoo.choose import RULE
 
-    old, new, strict = {}, {}, {}
+    old, new, strict, seeded = {}, {}, {}, {}
     same = ("epochs", "source_epochs", "lr", "head", "protocol", "candidates")
     recs = [json.loads(line) for line in path.read_text().splitlines()]
     now = next((r["settings"] for r in recs if "ranking" in r["settings"]), None)
@@ -329,42 +351,76 @@ def before_after(path: Path, shots: int) -> str:
         st = rec["settings"]
         if rec["shots"] != shots or "auto" not in rec["k"] or now is None or any(st.get(k) != now.get(k) for k in same):
             continue  # another protocol (earlier records offered the target's own full-pool expert)
-        # the rule of today, or the strict one tried first (the calibrated log-likelihood beyond noise
-        # for choosing sources too: records of this session, kept to show why it was dropped)
-        which = old if "ranking" not in st else new if st["rule"] == RULE else strict
+        # the rule of today (an unseeded draw, or seeded), or the strict one tried first (the calibrated
+        # log-likelihood beyond noise for choosing sources too: kept to show why it was dropped)
+        which = (old if "ranking" not in st else strict if st["rule"] != RULE else seeded if "loop" in st else new)
         which[(rec["target"], rec["seed"])] = rec
-    both = sorted(set(old) & set(new))
+    both = sorted(set(old) & (set(new) | set(seeded)))
     if not both:
         return "no run in both record sets"
+    auto = lambda r: f"{r['k']['auto']['test']:.3f} (k={r['k']['auto']['chosen_k']}, {r['k']['auto']['kept']})"
     lines = [f"`--k auto` at {shots} shots on the {len(both)} runs measured both ways (test accuracy of what the "
-             "tool saves; own = the target's expert alone; strict = the first version of the new rule, which also "
-             "chose sources only on a log-likelihood difference beyond noise, where measured):", "",
-             "| target | seed | own | before: auto (k, kept) | after: auto (k, kept) | strict |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    b, a, o, sb, sa = [], [], [], [], []
+             "tool saves; own = the target's expert alone; own, same compute = trained for its epochs plus those of "
+             "auto's interpolation runs (seeded runs); after = today's rule, first as one unseeded draw, then seeded; "
+             "strict = the first version of the new rule, which also chose sources only on a log-likelihood "
+             "difference beyond noise, where measured):", "",
+             "| target | seed | own | own, same compute | before: auto (k, kept) | after, unseeded | after, seeded | strict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cols = {c: [] for c in ("own", "before", "new", "seeded", "new_s", "strict", "strict_new")}
     for t, seed in both:
-        rb, ra = old[(t, seed)], new[(t, seed)]
+        rb, ra, rs, rt = old[(t, seed)], new.get((t, seed)), seeded.get((t, seed)), strict.get((t, seed))
         before = kept(rb, "auto")
-        b.append(before)
-        a.append(ra["k"]["auto"]["test"])
-        o.append(ra["own"]["test"])
         kept_before = ("target" if rb["k"]["auto"]["chosen_k"] == 0 or (before == rb["own"]["test"]
                                                                         and rb["k"]["auto"]["test"] != before)
                        else "interpolated")
-        rs = strict.get((t, seed))
+        own = (rs or ra)["own"]["test"]
+        cols["own"].append(own)
+        cols["before"].append(before)
+        if ra:
+            cols["new"].append(ra["k"]["auto"]["test"])
         if rs:
-            sb.append(rs["k"]["auto"]["test"])
-            sa.append(a[-1])
-        cell = f"{rs['k']['auto']['test']:.3f} (k={rs['k']['auto']['chosen_k']})" if rs else "–"
-        lines.append(f"| {t} | {seed} | {ra['own']['test']:.3f} | {before:.3f} (k={rb['k']['auto']['chosen_k']}, "
-                     f"{kept_before}) | {a[-1]:.3f} (k={ra['k']['auto']['chosen_k']}, {ra['k']['auto']['kept']}) "
-                     f"| {cell} |")
-    lines.append(f"| **mean** | | {statistics.mean(o):.3f} | {statistics.mean(b):.3f} | {statistics.mean(a):.3f} | "
-                 + (f"{statistics.mean(sb):.3f} (after on the same runs: {statistics.mean(sa):.3f})" if sb else "–")
+            cols["seeded"].append(rs["k"]["auto"]["test"])
+        if ra and rt:
+            cols["strict"].append(rt["k"]["auto"]["test"])
+            cols["strict_new"].append(ra["k"]["auto"]["test"])
+        same_c = f"{rs['own_same']['test']:.3f} ({rs['own_same']['epochs']} ep.)" if rs and "own_same" in rs else "–"
+        lines.append(f"| {t} | {seed} | {own:.3f} | {same_c} | {before:.3f} (k={rb['k']['auto']['chosen_k']}, "
+                     f"{kept_before}) | {auto(ra) if ra else '–'} | {auto(rs) if rs else '–'} | "
+                     + (f"{rt['k']['auto']['test']:.3f} (k={rt['k']['auto']['chosen_k']})" if rt else "–") + " |")
+    m = lambda xs: f"{statistics.mean(xs):.3f}" if xs else "–"  # noqa: E731
+    lines.append(f"| **mean** | | {m(cols['own'])} | | {m(cols['before'])} | {m(cols['new'])} | {m(cols['seeded'])} | "
+                 + (f"{m(cols['strict'])} (after on the same runs: {m(cols['strict_new'])})" if cols["strict"] else "–")
                  + " |")
-    wins = sum(x > y + 1e-9 for x, y in zip(a, b))
-    losses = sum(x < y - 1e-9 for x, y in zip(a, b))
-    lines += ["", f"After against before: {wins} better, {len(a) - wins - losses} equal, {losses} worse; after against "
-              f"own: mean {statistics.mean(a) - statistics.mean(o):+.3f}, below own in "
-              f"{sum(x < y - 1e-9 for x, y in zip(a, o))} of {len(a)} runs."]
+    lines.append("")
+    for label, runs in (("unseeded draw", new), ("seeded", seeded)):
+        pairs = [(old[k], runs[k]) for k in both if k in runs]
+        if not pairs:
+            continue
+        a = [r["k"]["auto"]["test"] for _, r in pairs]
+        b = [kept(o, "auto") for o, _ in pairs]
+        o = [r["own"]["test"] for _, r in pairs]
+        wins = sum(x > y + 1e-9 for x, y in zip(a, b))
+        losses = sum(x < y - 1e-9 for x, y in zip(a, b))
+        lines.append(f"- After ({label}, {len(a)} runs) against before: {wins} better, {len(a) - wins - losses} "
+                     f"equal, {losses} worse; against own: mean {statistics.mean(a) - statistics.mean(o):+.3f}, "
+                     f"below own in {sum(x < y - 1e-9 for x, y in zip(a, o))} of {len(a)} runs.")
+    aim = [seeded[k] for k in both if k in seeded and "own_same" in seeded[k]]
+    if aim:
+        fam = lambda t: sum(FAMILY.get(u) == FAMILY.get(t) for u in {r["target"] for r in aim}) > 1  # noqa: E731
+        rel = [r for r in aim if fam(r["target"])]
+        alone = [r for r in aim if not fam(r["target"])]
+        lines += ["", "Issue 25's aim, on the seeded runs (gain over the better of own and own with the same compute, "
+                  "on test; a run wins when the gain is positive):", ""]
+        if rel:
+            g = [r["k"]["auto"]["test"] - max(r["own"]["test"], r["own_same"]["test"]) for r in rel]
+            w = sum(x > 1e-9 for x in g)
+            lines.append(f"- Targets with a same-family source ({', '.join(sorted({r['target'] for r in rel}))}): "
+                         f"auto wins {w} of {len(g)} runs ({w / len(g):.0%}; aim ≥ 80 %), ties "
+                         f"{sum(abs(x) <= 1e-9 for x in g)}, mean gain {100 * statistics.mean(g):+.1f} points "
+                         f"(aim ≥ +3).")
+        if alone:
+            _, below, beyond = against_own(alone, [r["k"]["auto"]["test"] for r in alone])
+            lines.append(f"- Targets with no relative ({', '.join(sorted({r['target'] for r in alone}))}): below own in "
+                         f"{below} of {len(alone)} runs, beyond one standard error of own's test accuracy in {beyond} "
+                         "(aim: never beyond noise).")
     return "\n".join(lines)

@@ -211,7 +211,8 @@ def main() -> None:
                     help="image: the image tasks of zoo/image-recipes on pizoo:multimodal")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     ap.add_argument("--before-after", action="store_true",
-                    help="with --k auto: tabulate auto before and after issue 25's ranking and keep rule")
+                    help="with --k auto: measure the runs missing under today's seeded loop (and own with the same "
+                    "compute), then tabulate auto before and after issue 25's ranking and keep rule")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: tabulate the runs the record file holds for these settings")
     args = ap.parse_args()
