@@ -76,9 +76,8 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
     pool, held, test = splits(f, work / "splits", n, seed)
     name = f"{f.stem}-{n}-s{seed}"
     with quiet():
-        own = train_task(zoo, name, DataArgs(data=str(pool), eval_data=str(held), columns=Columns(), shots=n,
-                                             seed=seed), cfg(seed, epochs=args.epochs), max_length=64,
-                         fisher_samples=128)
+        data = DataArgs(data=str(pool), eval_data=str(held), columns=Columns(), shots=n, seed=seed)
+        own = train_task(zoo, name, data, cfg(seed, epochs=args.epochs), max_length=64, fisher_samples=128)
         own_test = evaluate_task(zoo, name, data=str(test))
     # the candidates, best first, as interpolate ranks them (pizoo.predict: the probe Fisher recalls,
     # the fit to the target's training shots orders): every other task's expert; the target task's
@@ -118,9 +117,7 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
         # step, BENCHMARKS.md), so auto's gain is not bought by steps alone
         epochs = round(args.epochs * (1 + rec["k"]["auto"]["cost"]))
         with quiet():
-            same = train_task(zoo, f"{name}-same", DataArgs(data=str(pool), eval_data=str(held), columns=Columns(),
-                                                            shots=n, seed=seed),
-                              cfg(seed, epochs=epochs), max_length=64, embed=False)
+            same = train_task(zoo, f"{name}-same", data, cfg(seed, epochs=epochs), max_length=64, embed=False)
             rec["own_same"] = {"epochs": epochs, "eval": same.metrics["accuracy"],
                                "test": evaluate_task(zoo, same.name, data=str(test)).accuracy}
         zoo.remove_task(same.name)
