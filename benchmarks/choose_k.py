@@ -363,7 +363,7 @@ def before_after(path: Path, shots: int) -> str:
              "difference beyond noise, where measured):", "",
              "| target | seed | own | own, same compute | before: auto (k, kept) | after, unseeded | after, seeded | strict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    cols = {c: [] for c in ("own", "before", "new", "seeded", "new_s", "strict", "strict_new")}
+    cols = {c: [] for c in ("own", "before", "new", "seeded", "strict", "strict_new")}
     for t, seed in both:
         rb, ra, rs, rt = old[(t, seed)], new.get((t, seed)), seeded.get((t, seed)), strict.get((t, seed))
         before = kept(rb, "auto")
