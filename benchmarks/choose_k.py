@@ -271,6 +271,12 @@ def run(args, ks: list[str]) -> None:
     # unseeded draw each, and carry no "loop"; the seeded ones also train own with auto's compute
     settings["loop"] = "seeded"
     path = Path(args.records if args.records else ROOT / "benchmarks" / "results" / "choose-k-runs.jsonl")
+    if getattr(args, "agreement", False):  # tabulates the record file; measures nothing
+        text = agreement(path)
+        print(text)
+        if not args.no_write:
+            put_block("choose-k-agreement", "Do decisions on the eval split hold on test?", "transfer.py", text)
+        return
     done = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -327,6 +333,55 @@ def run(args, ks: list[str]) -> None:
         report(len(done) == len(wanted))
     if not todo:
         report(True)
+
+
+def agreement(path: Path) -> str:
+    """How often a decision on the eval split is the decision the test split would make: on the runs
+    that measured own, k = 1, 2 and 4 side by side (each with its eval and test accuracy), every pair
+    of those four experts, by how many eval examples their accuracies differ; then what choosing
+    among the four by each rule scores on test."""
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    # today's protocol only (records without "candidates" offered the target's own full-pool expert)
+    recs = [r for r in recs if all(k in r["k"] for k in ("1", "2", "4")) and "candidates" in r["settings"]]
+    if not recs:
+        return "no run with k = 1, 2 and 4 in the record file"
+    bins = ("1", "2", "3", "≥ 4")
+    lines = ["Pairs of experts of one run (own, k = 1, 2, 4; each without keep-best) whose eval-split accuracies "
+             "differ by d examples: does the test split order them the same way? (Agree: the share among the "
+             "pairs the test split does not tie.)", "",
+             "| shots | runs | eval / test examples | " + " | ".join(f"d = {b}: same / opposite / test tie (agree)"
+                                                              for b in bins) + " |",
+             "| --- | --- | --- |" + " --- |" * len(bins)]
+    rules = {"oracle (best on test)": lambda c: max(c, key=lambda x: x["test"]),
+             "best eval accuracy (log-likelihood breaks ties)": lambda c: max(c, key=lambda x: (x["eval"], x["eval_ll"])),
+             "best eval log-likelihood": lambda c: max(c, key=lambda x: x["eval_ll"]),
+             "always own": lambda c: c[0], "always k = 1": lambda c: c[1], "always k = 2": lambda c: c[2],
+             "always k = 4": lambda c: c[3]}
+    picks = {}
+    for shots in sorted({r["shots"] for r in recs}):
+        rs = [r for r in recs if r["shots"] == shots]
+        count = {b: [0, 0, 0] for b in bins}
+        for r in rs:
+            c = [r["own"]] + [r["k"][k] for k in ("1", "2", "4")]
+            for i in range(len(c)):
+                for j in range(i + 1, len(c)):
+                    de = round((c[i]["eval"] - c[j]["eval"]) * r["n_eval"])
+                    dt = round((c[i]["test"] - c[j]["test"]) * r["n_test"])
+                    if de:
+                        cell = count[bins[min(abs(de), 4) - 1]]
+                        cell[0 if dt * de > 0 else 1 if dt else 2] += 1
+            for name, rule in rules.items():
+                picks.setdefault(shots, {}).setdefault(name, []).append(rule(c)["test"])
+        sizes = f"{min(r['n_eval'] for r in rs)}-{max(r['n_eval'] for r in rs)} / " \
+                f"{min(r['n_test'] for r in rs)}-{max(r['n_test'] for r in rs)}"
+        cells = [f"{s} / {o} / {t} ({s / (s + o):.2f})" if s + o else f"{s} / {o} / {t}"
+                 for s, o, t in count.values()]
+        lines.append(f"| {shots} | {len(rs)} | {sizes} | " + " | ".join(cells) + " |")
+    lines += ["", "Choosing one of the four by each rule (mean test accuracy of the chosen expert):", "",
+              "| rule | " + " | ".join(f"{n} shots" for n in picks) + " |", "| --- |" + " --- |" * len(picks)]
+    for name in rules:
+        lines.append(f"| {name} | " + " | ".join(f"{statistics.mean(v[name]):.3f}" for v in picks.values()) + " |")
+    return "\n".join(lines)
 
 
 def before_after(path: Path, shots: int) -> str:

@@ -213,6 +213,9 @@ def main() -> None:
     ap.add_argument("--before-after", action="store_true",
                     help="with --k auto: measure the runs missing under today's seeded loop (and own with the same "
                     "compute), then tabulate auto before and after issue 25's ranking and keep rule")
+    ap.add_argument("--agreement", action="store_true",
+                    help="with a list of k: measure nothing; how often the eval split's order of two experts is "
+                    "the test split's (the choose-k records with k = 1, 2, 4)")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: tabulate the runs the record file holds for these settings")
     args = ap.parse_args()
