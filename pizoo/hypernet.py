@@ -243,7 +243,7 @@ def show(zoo) -> dict:
             "visual side": (f"image features of size {record['spec']['visual_dim']}"
                             if record["spec"].get("visual_dim") else "none"),
             "hypernetwork parameters": p["hypernetwork"], "one expert": p["one_expert"],
-            f"one expert per task (x{len(record['spec']['tasks'])})": p["experts_of_these_tasks"],
+            "one expert per task, all tasks": p["experts_of_these_tasks"],
             "hypernetwork / experts": round(p["hypernetwork"] / p["experts_of_these_tasks"], 4),
             "tasks it pays off at": -(-p["hypernetwork"] // p["one_expert"]),
             "steps": record["steps"], "accuracy": record["accuracy"]}
