@@ -79,3 +79,26 @@ def put_block(tag: str, title: str, script: str, table: str) -> None:
     else:
         md += f"\n## {title}\n\n" + block + "\n"
     bench.write_text(md)
+
+
+def load_records(path: Path, key: tuple[str, ...], settings: dict | None = None) -> dict[tuple, dict]:
+    """The finished runs of a JSON-lines record file, by the values of `key`; with `settings`, only the
+    runs made with exactly those settings (a rerun measures what they lack)."""
+    import json
+
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if settings is None or rec["settings"] == settings:
+                done[tuple(rec[k] for k in key)] = rec
+    return done
+
+
+def append_record(path: Path, rec: dict) -> None:
+    """One finished run, appended as it finishes (a crash loses only the run in progress)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(rec) + "\n")

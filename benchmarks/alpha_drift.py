@@ -21,7 +21,6 @@ Records: benchmarks/results/alpha-drift-runs.jsonl (a rerun resumes).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "demo"))
 
-from _common import put_block, tmpdir  # noqa: E402
+from _common import append_record, load_records, put_block, tmpdir  # noqa: E402
 from choose_k import splits  # noqa: E402
 from transfer import quiet, source_zoo, train_sources  # noqa: E402
 
@@ -112,11 +111,7 @@ def main() -> None:
     shots = [int(s) for s in args.shots.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     records = Path(args.records)
-    done = {}
-    if records.exists():
-        for line in records.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["target"], r["shots"], r["seed"])] = r
+    done = load_records(records, ("target", "shots", "seed"))
     if not args.report_only:
         import prepare
 
@@ -138,8 +133,7 @@ def main() -> None:
                         continue
                     rec = one_run(zoo, f, work, n, seed, cfg)
                     done[(f.stem, n, seed)] = rec
-                    with records.open("a") as fh:
-                        fh.write(json.dumps(rec) + "\n")
+                    append_record(records, rec)
                     print(f"[{time.perf_counter() - start:5.0f}s] {f.stem} {n} s{seed}: own {rec['own']:.3f} "
                           f"train {rec['train']['test']:.3f} (w {rec['train']['target_weight']:.2f}) held-out "
                           f"{rec['held-out']['test']:.3f} (w {rec['held-out']['target_weight']:.2f})",

@@ -17,7 +17,6 @@ file (resumable); the table goes into BENCHMARKS.md between the hyper markers.""
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -45,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "demo"))
     import prepare
-    from _common import tmpdir
+    from _common import append_record, load_records, tmpdir
     from choose_k import splits
     from transfer import quiet, source_zoo, train_sources
 
@@ -63,12 +62,7 @@ def main() -> None:
     settings = {k: getattr(args, k) for k in ("epochs", "hyper_epochs", "hyper_lr", "tune_lr", "source_epochs", "lr",
                                                "head")}
     path = Path(args.records)
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec["settings"] == settings:
-                done[(rec["target"], rec["shots"], rec["seed"])] = rec
+    done = load_records(path, ("target", "shots", "seed"), settings)
     start = time.perf_counter()
     work = tmpdir()
     with quiet():
@@ -131,9 +125,7 @@ def main() -> None:
                 for t in (pi.name, own.name):
                     zoo.remove_task(t)
             done[(f.stem, n, seed)] = rec
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+            append_record(path, rec)
             log(f"{name}: " + ", ".join(f"{m} {rec['test'][m]:.3f}" for m in METHODS))
             report()
     report()

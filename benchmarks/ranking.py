@@ -48,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "demo"))
 
-from _common import put_block, tmpdir  # noqa: E402
+from _common import load_records, put_block, tmpdir  # noqa: E402
 from transfer import FAMILY, columns, quiet, source_zoo, train_sources  # noqa: E402
 
 SCORES = ("fisher-cosine", "fisher-normalized", "probe-cosine", "probe-normalized", "probe-centred", "fit",
@@ -236,11 +236,7 @@ def main() -> None:
     sources_all = sorted(TASKS[args.modality])
     gains = gains_of(Path(args.transfer_records), sources_all, args.modality)
     records = Path(args.records)
-    runs = {}
-    if records.exists():
-        for line in records.read_text().splitlines():
-            rec = json.loads(line)
-            runs[(rec["target"], rec["shots"], rec["seed"])] = rec
+    runs = load_records(records, ("target", "shots", "seed"))
     wanted = [(t, n, s) for t in sources_all for n in args.shots for s in args.seeds if (t, n, s) in gains]
     if not args.report_only:
         import prepare

@@ -18,7 +18,6 @@ runs it lacks; --report-only tabulates the record file. The table goes into BENC
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from _common import put_block, tmpdir
+from _common import append_record, load_records, put_block, tmpdir
 from refer import family_files, quiet
 
 REGIONS = ("crop", "blur")
@@ -97,12 +96,7 @@ def main() -> None:
     shots, seeds = [int(s) for s in args.shots.split(",")], [int(s) for s in args.seeds.split(",")]
     settings = {"epochs": args.epochs, "lr": args.lr}
     records = Path(args.records)
-    done = {}
-    if records.exists():
-        for line in records.read_text().splitlines():
-            rec = json.loads(line)
-            if rec["settings"] == settings:
-                done[(rec["target"], rec["shots"], rec["seed"], rec["region"])] = rec
+    done = load_records(records, ("target", "shots", "seed", "region"), settings)
     work = tmpdir()
     files = family_files("ref", work / "data")
     targets = [t for t in files if not args.targets or t in args.targets.split(",")]
@@ -116,9 +110,7 @@ def main() -> None:
             log(f"{key[0]} {key[1]} shots seed {key[2]} {key[3]}: base {rec['base']:.3f} own {rec['own']:.3f} "
                 f"({rec['seconds']} s)")
             done[key] = rec
-            records.parent.mkdir(parents=True, exist_ok=True)
-            with records.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_record(records, rec)
     recs = [done[w] for w in wanted if w in done]
     if not recs:
         sys.exit(f"no runs with these settings in {records}")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import statistics
 import sys
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "demo"))
 
-from _common import put_block, tmpdir  # noqa: E402
+from _common import append_record, load_records, put_block, tmpdir  # noqa: E402
 
 
 def quiet():
@@ -252,12 +251,7 @@ def main() -> None:
     if args.modality != "text":  # nor do those of the text tasks carry a modality
         settings["modality"] = args.modality
     records_path = Path(args.records)
-    done_runs = {}
-    if records_path.exists():
-        for line in records_path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec["settings"] == settings:
-                done_runs[(rec["target"], rec["shots"], rec["seed"])] = rec
+    done_runs = load_records(records_path, ("target", "shots", "seed"), settings)
     wanted = [(f.stem, n, seed) for f in targets for n in shots for seed in seeds]
     todo = [w for w in wanted if w not in done_runs]
     print(f"{len(wanted) - len(todo)} of {len(wanted)} runs already in {records_path}", file=sys.stderr)
@@ -338,9 +332,7 @@ def main() -> None:
                 for t in (a.name, b.name, name, own2x.name):
                     zoo.remove_task(t)
                 done_runs[(f.stem, n, seed)] = rec
-                records_path.parent.mkdir(parents=True, exist_ok=True)
-                with records_path.open("a") as fh:  # one line per run: a crash loses at most the run in flight
-                    fh.write(json.dumps(rec) + "\n")
+                append_record(records_path, rec)  # a crash loses at most the run in flight
         results, pairs = tabulate(wanted)  # every finished run, this invocation's and those it resumed from
         if results:
             left = sum(w not in done_runs for w in wanted)
