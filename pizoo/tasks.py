@@ -13,6 +13,7 @@ import torch
 
 from pizoo import __version__
 from pizoo.basemodel import DEFAULT_ALIAS
+from pizoo.choose import compare
 from pizoo.config import TaskManifest, ZooSpec
 from pizoo.data import (
     Columns,
@@ -151,15 +152,19 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     eval_rows = em.encode(data.eval, data.label_ids(data.eval))
     # The zoo's shared initial expert, before any training: the base model itself for the kinds that
     # start as the identity (lora, adapter, adalink). With a per-task head it is a random head.
-    before = em.accuracy(eval_rows)
+    before = em.score(eval_rows)
     result = fit(ExpertLoss(em), train_rows, em.collate, cfg, desc=f"training {name}")
-    after = em.accuracy(eval_rows)
+    after = em.score(eval_rows)
     if not result.is_main_process:
         return None
-    log.info(f"{name}: accuracy {after:.3f} after training; {before:.3f} zero-shot (before training) "
+    log.info(f"{name}: accuracy {after.accuracy:.3f} after training; {before.accuracy:.3f} zero-shot (before training) "
              f"({result.steps} steps, {len(eval_rows)} eval examples)")
     state = em.state()
-    metrics = {"accuracy": after, "accuracy_zero_shot": before, "n_eval": len(eval_rows), "n_train": len(train_rows),
+    # Training can make an expert worse than where it started (too few shots, a bad --lr): say so when
+    # the paired test of pizoo.choose finds it beyond noise on the eval split, not on every small dip.
+    worse = bool(eval_rows) and compare(after, before, strict=True) < 0
+    metrics = {"accuracy": after.accuracy, "accuracy_zero_shot": before.accuracy, "below_zero_shot": worse,
+               "n_eval": len(eval_rows), "n_train": len(train_rows),
                "loss_first": result.first_loss, "loss_last": result.last_loss, "steps": result.steps,
                "train_seconds": round(result.seconds, 2)}
     training = {**dataclasses.asdict(cfg), "max_length": max_length}

@@ -45,6 +45,25 @@ def test_loss_falls_and_accuracy_beats_chance(trained):
     # chance is 0.5 on 100 balanced examples; measured 0.76 (adapter, causal-lm) to 0.92 (adalink)
     assert m.metrics["accuracy"] >= 0.62
     assert m.labels == helpers.labels_for(zoo.spec.head)
+    assert m.metrics["below_zero_shot"] is False
+
+
+def test_an_expert_worse_than_its_start_is_flagged(bert_dir, tmp_path):
+    """Trained on the rule's labels swapped and scored on the right ones, the expert ends far below the
+    random head it started from: add-task says so (a metric in --json, a warning on the terminal)."""
+    labels = helpers.labels_for("classification")
+    train = helpers.write_rows(helpers.make_rows("a", 300, 0, labels=labels[::-1]), tmp_path / "swapped.csv")
+    held = helpers.write_rows(helpers.make_rows("a", 100, 1000, labels=labels), tmp_path / "right.csv")
+    root = tmp_path / "zoo"
+    assert runner.invoke(app, ["--zoo", str(root), "init", "--base-model", str(bert_dir)]).exit_code == 0
+    args = ["--zoo", str(root), "add-task", "{}", "--data", str(train), "--eval-data", str(held), "--epochs", "15",
+            "--no-embed"]
+    r = runner.invoke(app, [a.format("swapped") for a in args] + ["--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)["metrics"]
+    assert m["below_zero_shot"] is True and m["accuracy"] < m["accuracy_zero_shot"] - 0.2, m
+    r = runner.invoke(app, [a.format("again") for a in args])
+    assert r.exit_code == 0 and "warning" in r.stderr and "worse beyond noise" in r.stderr, r.output
 
 
 def test_reload_gives_identical_outputs(trained):
