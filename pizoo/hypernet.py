@@ -210,6 +210,7 @@ def load_hyper(zoo, device="cpu") -> tuple[HyperNet, dict, torch.Tensor]:
     """The zoo's hypernetwork, checked against its record and the zoo's expert space."""
     from pizoo.models import load_tensors
 
+    zoo.spec  # a folder that is not a zoo: say that, not that it lacks a hypernetwork
     record = zoo.read_internal(HYPER_DIR, RECORD)
     if record is None:
         raise PizooError(f"{zoo.root} has no hypernetwork", "pizoo hyper train")
@@ -234,6 +235,7 @@ def load_hyper(zoo, device="cpu") -> tuple[HyperNet, dict, torch.Tensor]:
 
 def show(zoo) -> dict:
     """What `hyper show` prints: the tasks, the sizes and the parameter counts (read from the record)."""
+    zoo.spec  # a folder that is not a zoo: say that, not that it lacks a hypernetwork
     record = zoo.read_internal(HYPER_DIR, RECORD)
     if record is None:
         raise PizooError(f"{zoo.root} has no hypernetwork", "pizoo hyper train")

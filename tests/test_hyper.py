@@ -156,8 +156,10 @@ def test_bad_input_changes_nothing(hzoo, tmp_path, bert_dir):
     classification = helpers.new_zoo(tmp_path / "cls", bert_dir)
     r = cli(classification.root, "hyper", "train")
     assert r.exit_code == 1 and "shared label space" in r.output
-    r = cli(tmp_path / "empty-zoo-of-match", "hyper", "show")
-    assert r.exit_code != 0
+    r = cli(tmp_path / "no-zoo-here", "hyper", "show")
+    assert r.exit_code == 1 and "is not a pizoo zoo" in r.output and not (tmp_path / "no-zoo-here").exists(), r.output
+    r = cli(helpers.new_zoo(tmp_path / "match", bert_dir, head="match").root, "hyper", "show")
+    assert r.exit_code == 1 and "has no hypernetwork" in r.output and "pizoo hyper train" in r.output, r.output
 
 
 def test_ctrl_c_during_hyper_train_leaves_the_zoo_as_it_was(hzoo):
