@@ -279,12 +279,8 @@ def add_task(ctx: typer.Context,
         if manifest is None:  # a non-main process of a distributed launch
             return
     _show(zoo, manifest.name, json_)
-    m = manifest.metrics
-    if m.get("below_zero_shot") and not json_:
-        render.log(f"[yellow]warning[/]: {name}'s expert scores {m['accuracy']:.3f} on its {m['n_eval']} eval examples, "
-                   f"worse beyond noise than the expert it started from ({m['accuracy_zero_shot']:.3f}; for lora, "
-                   "adapter and adalink the base model itself). Try a lower --lr or fewer --epochs, more --shots, or "
-                   f"`pizoo interpolate --target {name}` if the zoo holds a relative.")
+    if manifest.metrics.get("below_zero_shot") and not json_:
+        render.below_zero_shot(name, manifest.metrics)
 
 
 # -- list / show / rm / verify ----------------------------------------------------------------

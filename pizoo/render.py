@@ -103,6 +103,14 @@ def ranking(r, title: str) -> None:
         f"each); embedding recall {cost['fisher_seconds']:.2f} s")
 
 
+def below_zero_shot(name: str, m: dict) -> None:
+    """add-task's warning: training left the expert worse than where it started, beyond noise."""
+    log(f"[yellow]warning[/]: {name}'s expert scores {m['accuracy']:.3f} on its {m['n_eval']} eval examples, "
+        f"worse beyond noise than the expert it started from ({m['accuracy_zero_shot']:.3f}; for lora, adapter "
+        "and adalink the base model itself). Try a lower --lr or fewer --epochs, more --shots, or "
+        f"`pizoo interpolate --target {name}` if the zoo holds a relative.")
+
+
 def zero_shot(result: dict) -> None:
     key_values({"task": result["task"], "accuracy": result["accuracy"], "n": result["n"],
                 "sources": ", ".join(f"{s['task']} ({s['similarity']:.3f})" for s in result["sources"])},
