@@ -160,20 +160,16 @@ def train_task(zoo: Zoo, name: str, args: DataArgs, cfg: TrainConfig, *, max_len
     log.info(f"{name}: accuracy {after.accuracy:.3f} after training; {before.accuracy:.3f} zero-shot (before training) "
              f"({result.steps} steps, {len(eval_rows)} eval examples)")
     state = em.state()
-    # Training can make an expert worse than where it started (too few shots, a bad --lr): say so when
-    # the paired test of pizoo.choose finds it beyond noise on the eval split, not on every small dip.
-    worse = bool(eval_rows) and compare(after, before, strict=True) < 0
-    metrics = {"accuracy": after.accuracy, "accuracy_zero_shot": before.accuracy, "below_zero_shot": worse,
-               "n_eval": len(eval_rows), "n_train": len(train_rows),
-               "loss_first": result.first_loss, "loss_last": result.last_loss, "steps": result.steps,
-               "train_seconds": round(result.seconds, 2)}
+    # below_zero_shot: training left the expert worse than where it started (too few shots, a bad --lr),
+    # by the paired test of pizoo.choose on the eval split: beyond noise, not every small dip.
+    metrics = {"accuracy": after.accuracy, "accuracy_zero_shot": before.accuracy,
+               "below_zero_shot": bool(eval_rows) and compare(after, before, strict=True) < 0,
+               "n_eval": len(eval_rows), "n_train": len(train_rows), "loss_first": result.first_loss,
+               "loss_last": result.last_loss, "steps": result.steps, "train_seconds": round(result.seconds, 2)}
     training = {**dataclasses.asdict(cfg), "max_length": max_length}
-    manifest = TaskManifest(name=name, labels=data.labels,
-                            source={**data.source, "sha256": data_fingerprints(args)},
+    manifest = TaskManifest(name=name, labels=data.labels, source={**data.source, "sha256": data_fingerprints(args)},
                             metrics=metrics, provenance=provenance(spec, how="train", training=training))
-    embedding = None
-    if embed:
-        embedding = embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples)
+    embedding = embedding_writer(em, train_rows, seed=cfg.seed, samples=fisher_samples) if embed else None
     return zoo.save_task(manifest, TaskFiles(expert=lambda p: save_tensors(state, p), **split_writers(data),
                                              embedding=embedding))
 
