@@ -149,21 +149,44 @@ def base_fit(em: ExpertModel, rows: Sequence[dict]):
 def fit_candidates(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str]) -> tuple[dict, float, list[str], object]:
     """The fit (a Score) of each named task's expert to `rows`, the seconds it took, the tasks skipped
     (a corrupt or foreign expert is named and left out, never fatal for the target), and the base fit."""
+    from pizoo.models import score_of
+
+    gold = _gold(rows)
+    base = score_of(_base_scores(em, rows), gold)
+    raws, seconds, skipped = _raw_fits(zoo, em, rows, names)
+    return {n: score_of(r, gold) for n, r in raws.items()}, seconds, skipped, base
+
+
+def _gold(rows: Sequence[dict]):
+    import torch
+
+    return torch.tensor([r["label"] for r in rows])
+
+
+def _base_scores(em: ExpertModel, rows: Sequence[dict]):
+    """The base's (N, L) prediction scores on `rows` (see base_fit)."""
+    return em.class_scores(rows, params={n: em.initial_state[n].to(em.device) for n in em.expert})
+
+
+def _raw_fits(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str]) -> tuple[dict, float, list[str]]:
+    """Each named task's (N, L) prediction scores on `rows`, the seconds, and the tasks skipped. The
+    scores, not Scores: the race extends the heats' with the other rows' instead of scoring the
+    heat rows twice."""
     from pizoo.interpolate import load_expert_part
 
-    fits, skipped = {}, []
+    raws, skipped = {}, []
     start = time.perf_counter()
-    base = base_fit(em, rows)
     with progress.task(f"fitting {len(names)} experts to {len(rows)} of the target's examples", len(names)) as advance:
         for name in names:
             try:
-                fits.update(fit_scores(em, rows, {name: load_expert_part(zoo, name, em)}))
+                tensors = load_expert_part(zoo, name, em)
+                raws[name] = em.class_scores(rows, params={n: t.to(em.device) for n, t in tensors.items()})
             except PizooError as e:
                 skipped.append(f"{name} ({e.message})")
             advance()
     if skipped:
         log.warning("skipped experts that could not be read: " + "; ".join(skipped) + " — check them: pizoo verify")
-    return fits, time.perf_counter() - start, [s.split(" (")[0] for s in skipped], base
+    return raws, time.perf_counter() - start, [s.split(" (")[0] for s in skipped]
 
 
 def race_rows(rows: Sequence[dict], n: int) -> list[dict]:
@@ -184,24 +207,36 @@ def race_rows(rows: Sequence[dict], n: int) -> list[dict]:
 def fit_stage(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str], sims: dict, keep: int) -> tuple[list, float, list]:
     """The fitted candidates, in order, the seconds, and the tasks skipped. `names` come in the
     embedding's order. Many candidates race: all on RACE_EXAMPLES rows, then `keep` of them (half
-    the embedding's first, half the heats' best fits) on every row, ordered first; the others
-    follow by their heat fit."""
+    the embedding's first, half the heats' best fits) on the other rows too, ordered first by their
+    fit on every row; the others follow by their heat fit."""
+    import torch
+
+    from pizoo.models import score_of
+
     if len(names) <= keep or len(rows) <= RACE_EXAMPLES:
         fits, seconds, skipped, base = fit_candidates(zoo, em, rows, names)
         return order([candidate(n, sims[n], fits[n], base, len(rows)) for n in names if n in fits], fits), seconds, skipped
     few = race_rows(rows, RACE_EXAMPLES)
-    fits, first, skipped, base = fit_candidates(zoo, em, few, names)
-    heats = sorted((candidate(n, sims[n], fits[n], base, len(few)) for n in names if n in fits),
+    taken = {id(r) for r in few}
+    rest = [r for r in rows if id(r) not in taken]
+    every, gold = few + rest, _gold(few + rest)  # the heat rows first: their scores are reused below
+    start = time.perf_counter()
+    base_all = _base_scores(em, every)
+    heat, first, skipped = _raw_fits(zoo, em, few, names)
+    base_few = score_of(base_all[: len(few)], gold[: len(few)])
+    heats = sorted((candidate(n, sims[n], score_of(heat[n], gold[: len(few)]), base_few, len(few)) for n in names if n in heat),
                    key=lambda c: c.key("fit"))
     # both stages nominate: half by the embedding (`names` is in its order), the rest by the heats'
     # fit. On 8 examples the fit is noisy (measured: it let random distractors pass a relative the
     # embedding had ranked second), and the embedding alone misses what only the fit sees.
-    ahead = [n for n in names if n in fits][: keep // 2]
+    ahead = [n for n in names if n in heat][: keep // 2]
     ahead += [c.task for c in heats if c.task not in ahead][: keep - len(ahead)]
     heats = [c for c in heats if c.task not in ahead]
-    fits, second, more, base = fit_candidates(zoo, em, rows, ahead)
+    more_scores, _, more = _raw_fits(zoo, em, rest, ahead)
+    fits = {n: score_of(torch.cat([heat[n], r]), gold) for n, r in more_scores.items()}
+    base = score_of(base_all, gold)
     final = order([candidate(n, sims[n], fits[n], base, len(rows)) for n in ahead if n in fits], fits)
-    return final + heats, first + second, skipped + more
+    return final + heats, time.perf_counter() - start, skipped + more
 
 
 def candidate(name: str, similarity: float | None, fit=None, base=None, n: int | None = None) -> "Candidate":

@@ -398,7 +398,14 @@ def test_the_fit_stage_races_many_candidates_and_keeps_the_full_fit_for_the_best
     exhaustive = predict.rank_sources(z, "few", by="fit", em=em, rows=rows)
     monkeypatch.setattr(predict, "RACE_KEEP", 1)  # 3 candidates > 1 kept; 16 rows > 6 in the heats
     monkeypatch.setattr(predict, "RACE_EXAMPLES", 6)
+    scored = []
+    real_scores = em.class_scores
+    monkeypatch.setattr(em, "class_scores", lambda rs, *a, **kw: scored.append(len(rs)) or real_scores(rs, *a, **kw))
     raced = predict.rank_sources(z, "few", by="both", em=em, rows=rows)
+    # every row is scored once per expert that sees it: the base on all 16, the 3 candidates on the
+    # 6 heat rows, the one kept on the other 10 (its heat scores are reused, not taken again)
+    assert sum(scored) == 16 + 3 * 6 + 10, scored
+    monkeypatch.setattr(em, "class_scores", real_scores)
     assert raced.names()[0] == exhaustive.names()[0] == "related"
     first, *rest = raced.candidates
     assert first.fit_examples == len(rows) == 16 and all(c.fit_examples == 6 for c in rest)
