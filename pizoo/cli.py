@@ -612,8 +612,9 @@ def interpolate(ctx: typer.Context,
                 alpha_on: Annotated[str, typer.Option(help="With --mode alpha, fit α on: held-out (the eval split, "
                                                       "two-fold) | train (where the target's expert is favoured).")
                                     ] = "held-out",
-                keep_best: Annotated[bool, typer.Option(help="Save the target's own expert instead when it scores "
-                                                        "better on the eval split.")] = True,
+                keep_best: Annotated[bool, typer.Option(help="Save another expert the run made (own, control, "
+                                                        "probe, soup, a source alone) when it scores better on the "
+                                                        "eval split beyond noise.")] = True,
                 batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
                 shots: Annotated[Optional[int], typer.Option(help="Tune on N examples per class (default: the target's).")] = None,
                 seed: Annotated[int, typer.Option(help="Seed for shots and data order.")] = 0,

@@ -141,7 +141,8 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
         return None  # a non-main process of a distributed launch
     chosen = _keep(run, choice, finalists, keep_best, record)
     metrics["accuracy"] = chosen.score.accuracy  # on the eval split, as every finalist was judged
-    log.info(f"{out_name}: kept the {chosen.what} expert, accuracy {metrics['accuracy']:.3f} on the eval split (target "
+    kept = f"expert of {chosen.what[7:]} alone" if chosen.what.startswith("source ") else f"{chosen.what} expert"
+    log.info(f"{out_name}: kept the {kept}, accuracy {metrics['accuracy']:.3f} on the eval split (target "
              f"alone {run.own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
     return _save(zoo, run, out_name, chosen.tensors, record, metrics, embed)
 
@@ -170,6 +171,7 @@ def _mix(run: _Run, choice, probe_states: dict, sources: list, experts: dict, al
         if tuned is None:
             return None, None
         mixed = tuned.score
+        finalists += _source_finalists(run, [c.task for c in sources], experts)
     else:
         record.update(alpha={}, steps=0)
         metrics["steps"] = 0
@@ -200,6 +202,16 @@ def _first_finalists(run: _Run, choice, probe_states: dict) -> list:
         best_probe = next(p for p in choice.probes if p.sources == choice.sources)
         finalists.append(Finalist("probe", probe_states[choice.sources], best_probe.score))
     return finalists
+
+
+def _source_finalists(run: _Run, names: list[str], experts: dict) -> list:
+    """Each chosen source's expert alone, with no target data: a corner of the mixture's simplex
+    (α one-hot on the source), scored on the eval split with one forward pass. Offered only where
+    the expert is the whole trainable state (a shared label space); a task-specific head would
+    pair one task's expert with another's head."""
+    if run.em.head:
+        return []
+    return [Finalist(f"source {n}", dict(experts[n]), run.em.score(run.eval_rows, params=experts[n])) for n in names]
 
 
 def _check_options(alpha_lr: float, alpha_on: str, by: str | None) -> None:

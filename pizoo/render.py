@@ -141,6 +141,8 @@ def interpolation(record: dict) -> None:
     kept = {"interpolated": "interpolated expert", "target": "target's own expert", "control": "target's expert "
             "trained as long as a probe (the control)", "probe": "best probe's mixture"}.get(record["kept"],
                                                                                           record["kept"])
+    if record["kept"].startswith("source "):
+        kept = f"expert of {record['kept'][7:]} alone (no target data)"
     rows.update({"steps": m["steps"], "saved": f"{kept} (accuracy {m['accuracy']:.3f} on the eval split)"})
     key_values(rows, title="result")
 

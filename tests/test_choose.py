@@ -122,12 +122,29 @@ def test_keep_best_never_saves_a_result_worse_than_the_own_expert(zoo, tmp_path,
     m, rec = out.metrics, out.provenance["interpolation"]
     assert raw.provenance["interpolation"]["kept"] == "interpolated"  # --no-keep-best saves the result as it is
     assert m["accuracy_interpolated"] == raw.metrics["accuracy"]  # the same run, seeded; only the choice differs
-    assert set(rec["finalists"]) == {"interpolated", "target", "uniform mixture"} and rec["kept"] in rec["finalists"]
+    assert set(rec["finalists"]) == {"interpolated", "target", "uniform mixture", f"source {source}"}
+    assert rec["kept"] in rec["finalists"]
     saved, own = _eval_score(z, "kept", target), _eval_score(z, target, target)
     assert saved.accuracy == m["accuracy"] == rec["finalists"][rec["kept"]]["accuracy"]  # saved = scored
     assert compare(own, saved) <= 0
     if target == "few":  # the related source lifts a near-chance 8-shot expert beyond noise
         assert rec["kept"] == "interpolated" and compare(saved, own) > 0
+
+
+def test_keep_best_offers_each_source_alone_and_saves_it_when_it_wins(zoo, tmp_path):
+    """In a shared label space a source's expert alone (α one-hot on it, no target data) is a
+    finalist, scored as `eval` scores it across tasks; when the tuning goes wrong (an lr far too high
+    wrecks the mixture) and the source is better beyond noise, that very expert is saved."""
+    z = _clone(zoo, tmp_path / "z")
+    r = cli(z.root, "interpolate", "--target", "few", "--with", "related,other-rule", "--as", "few-src", "--lr", "1.0",
+            "--epochs", "10", "--device", "cpu")
+    assert r.exit_code == 0 and "kept the expert of related alone" in r.output, r.output
+    rec = z.manifest("few-src").provenance["interpolation"]
+    assert {"source related", "source other-rule"} <= set(rec["finalists"])
+    assert rec["finalists"]["source related"]["accuracy"] == _eval_score(z, "related", "few").accuracy
+    assert rec["kept"] == "source related", rec["finalists"]
+    saved, src = load_file(z.task_dir("few-src") / EXPERT), load_file(z.task_dir("related") / EXPERT)
+    assert saved.keys() == src.keys() and all(torch.equal(saved[n], src[n]) for n in src)
 
 
 def test_bad_k_is_one_line_and_changes_nothing(zoo, tmp_path):
