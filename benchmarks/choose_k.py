@@ -30,6 +30,9 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
+# keep-best's finalists since 2026-12-06 also hold each chosen source's expert alone (records of before: "finalists
+# beyond noise")
+KEEP_SOURCES = "finalists beyond noise, each chosen source alone among them"
 
 
 def eval_size(shots: int, held: int) -> int:
@@ -110,6 +113,8 @@ def one_run(zoo, f: Path, work: Path, n: int, seed: int, ks: list[str], args, cf
                        "chosen_k": ip["k"], "seconds": round(time.perf_counter() - t0, 1),
                        "kept": ip["kept"] if tool_keep else None,
                        "cost": ip["auto"]["cost_interpolations"] if "auto" in ip else 1.0}
+        if tool_keep:
+            rec["k"][k]["finalists"] = {f: v["accuracy"] for f, v in ip["finalists"].items()}
         zoo.remove_task(r.name)
     if "auto" in rec["k"]:
         # own with the same compute: the target's expert trained for its epochs plus as many as auto's
@@ -266,7 +271,7 @@ def run(args, ks: list[str]) -> None:
     settings = {"epochs": args.epochs, "source_epochs": args.source_epochs, "lr": args.lr, "head": args.head,
                 "protocol": "choose-k", "candidates": "other tasks", "rule": RULE}
     if "calibrated" in RULE:  # since the ranking and the keep rule of issue 25 (older records: neither key)
-        settings.update(ranking="probe Fisher recall, fit order", keep="finalists beyond noise")
+        settings.update(ranking="probe Fisher recall, fit order", keep=KEEP_SOURCES)
     # since dbede43 every run seeds torch's global generator (dropout): records before it are one
     # unseeded draw each, and carry no "loop"; the seeded ones also train own with auto's compute
     settings["loop"] = "seeded"
@@ -391,11 +396,10 @@ def before_after(path: Path, shots: int) -> str:
     log-likelihood, which is what it saved). "After" is the unseeded draw recorded first, "seeded"
     the rerun since every run seeds dropout (it also trains own with auto's compute); the aim of
     issue 25 is checked on the seeded runs."""
-    from transfer import FAMILY
 
     from pizoo.choose import RULE
 
-    old, new, strict, seeded = {}, {}, {}, {}
+    old, new, strict, seeded, alone = {}, {}, {}, {}, {}
     same = ("epochs", "source_epochs", "lr", "head", "protocol", "candidates")
     recs = [json.loads(line) for line in path.read_text().splitlines()]
     now = next((r["settings"] for r in recs if "ranking" in r["settings"]), None)
@@ -405,7 +409,8 @@ def before_after(path: Path, shots: int) -> str:
             continue  # another protocol (earlier records offered the target's own full-pool expert)
         # the rule of today (an unseeded draw, or seeded), or the strict one tried first (the calibrated
         # log-likelihood beyond noise for choosing sources too: kept to show why it was dropped)
-        which = (old if "ranking" not in st else strict if st["rule"] != RULE else seeded if "loop" in st else new)
+        which = (old if "ranking" not in st else strict if st["rule"] != RULE else new if "loop" not in st
+                 else alone if st.get("keep") == KEEP_SOURCES else seeded)
         which[(rec["target"], rec["seed"])] = rec
     both = sorted(set(old) & (set(new) | set(seeded)))
     if not both:
@@ -414,11 +419,12 @@ def before_after(path: Path, shots: int) -> str:
     lines = [f"`--k auto` at {shots} shots on the {len(both)} runs measured both ways (test accuracy of what the "
              "tool saves; own = the target's expert alone; own, same compute = trained for its epochs plus those of "
              "auto's interpolation runs (seeded runs); after = today's rule, first as one unseeded draw, then seeded; "
+             "+ source alone = seeded, keep-best also offered each chosen source's expert alone; "
              "strict = the first version of the new rule, which also chose sources only on a log-likelihood "
              "difference beyond noise, where measured):", "",
-             "| target | seed | own | own, same compute | before: auto (k, kept) | after, unseeded | after, seeded | strict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    cols = {c: [] for c in ("own", "before", "new", "seeded", "strict", "strict_new")}
+             "| target | seed | own | own, same compute | before: auto (k, kept) | after, unseeded | after, seeded | "
+             "+ source alone | strict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cols = {c: [] for c in ("own", "before", "new", "seeded", "alone", "strict", "strict_new")}
     for t, seed in both:
         rb, ra, rs, rt = old[(t, seed)], new.get((t, seed)), seeded.get((t, seed)), strict.get((t, seed))
         before = kept(rb, "auto")
@@ -432,19 +438,22 @@ def before_after(path: Path, shots: int) -> str:
             cols["new"].append(ra["k"]["auto"]["test"])
         if rs:
             cols["seeded"].append(rs["k"]["auto"]["test"])
+        if (t, seed) in alone:
+            cols["alone"].append(alone[(t, seed)]["k"]["auto"]["test"])
         if ra and rt:
             cols["strict"].append(rt["k"]["auto"]["test"])
             cols["strict_new"].append(ra["k"]["auto"]["test"])
         same_c = f"{rs['own_same']['test']:.3f} ({rs['own_same']['epochs']} ep.)" if rs and "own_same" in rs else "–"
         lines.append(f"| {t} | {seed} | {own:.3f} | {same_c} | {before:.3f} (k={rb['k']['auto']['chosen_k']}, "
                      f"{kept_before}) | {auto(ra) if ra else '–'} | {auto(rs) if rs else '–'} | "
+                     f"{auto(alone[(t, seed)]) if (t, seed) in alone else '–'} | "
                      + (f"{rt['k']['auto']['test']:.3f} (k={rt['k']['auto']['chosen_k']})" if rt else "–") + " |")
     m = lambda xs: f"{statistics.mean(xs):.3f}" if xs else "–"  # noqa: E731
-    lines.append(f"| **mean** | | {m(cols['own'])} | | {m(cols['before'])} | {m(cols['new'])} | {m(cols['seeded'])} | "
+    lines.append(f"| **mean** | | {m(cols['own'])} | | {m(cols['before'])} | {m(cols['new'])} | {m(cols['seeded'])} | {m(cols['alone'])} | "
                  + (f"{m(cols['strict'])} (after on the same runs: {m(cols['strict_new'])})" if cols["strict"] else "–")
                  + " |")
     lines.append("")
-    for label, runs in (("unseeded draw", new), ("seeded", seeded)):
+    for label, runs in (("unseeded draw", new), ("seeded", seeded), ("seeded, + source alone", alone)):
         pairs = [(old[k], runs[k]) for k in both if k in runs]
         if not pairs:
             continue
@@ -456,23 +465,39 @@ def before_after(path: Path, shots: int) -> str:
         lines.append(f"- After ({label}, {len(a)} runs) against before: {wins} better, {len(a) - wins - losses} "
                      f"equal, {losses} worse; against own: mean {statistics.mean(a) - statistics.mean(o):+.3f}, "
                      f"below own in {sum(x < y - 1e-9 for x, y in zip(a, o))} of {len(a)} runs.")
-    aim = [seeded[k] for k in both if k in seeded and "own_same" in seeded[k]]
-    if aim:
-        fam = lambda t: sum(FAMILY.get(u) == FAMILY.get(t) for u in {r["target"] for r in aim}) > 1  # noqa: E731
-        rel = [r for r in aim if fam(r["target"])]
-        alone = [r for r in aim if not fam(r["target"])]
-        lines += ["", "Issue 25's aim, on the seeded runs (gain over the better of own and own with the same compute, "
-                  "on test; a run wins when the gain is positive):", ""]
-        if rel:
-            g = [r["k"]["auto"]["test"] - max(r["own"]["test"], r["own_same"]["test"]) for r in rel]
-            w = sum(x > 1e-9 for x in g)
-            lines.append(f"- Targets with a same-family source ({', '.join(sorted({r['target'] for r in rel}))}): "
-                         f"auto wins {w} of {len(g)} runs ({w / len(g):.0%}; aim ≥ 80 %), ties "
-                         f"{sum(abs(x) <= 1e-9 for x in g)}, mean gain {100 * statistics.mean(g):+.1f} points "
-                         f"(aim ≥ +3).")
-        if alone:
-            _, below, beyond = against_own(alone, [r["k"]["auto"]["test"] for r in alone])
-            lines.append(f"- Targets with no relative ({', '.join(sorted({r['target'] for r in alone}))}): below own in "
-                         f"{below} of {len(alone)} runs, beyond one standard error of own's test accuracy in {beyond} "
-                         "(aim: never beyond noise).")
+    pairs = [(seeded[k], alone[k]) for k in both if k in seeded and k in alone]
+    if pairs:
+        d = [b["k"]["auto"]["test"] - a["k"]["auto"]["test"] for a, b in pairs]
+        lines.append(f"- + source alone against seeded ({len(d)} runs, the same seeded runs but for keep-best's "
+                     f"finalists): {sum(x > 1e-9 for x in d)} better, {sum(abs(x) <= 1e-9 for x in d)} equal, "
+                     f"{sum(x < -1e-9 for x in d)} worse, mean {100 * statistics.mean(d):+.1f} points; kept a source "
+                     f"alone in {sum(str(b['k']['auto']['kept']).startswith('source ') for _, b in pairs)}.")
+    for label, runs in (("seeded runs", seeded), ("seeded runs with a source alone among the finalists", alone)):
+        lines += aim_lines([runs[k] for k in both if k in runs and "own_same" in runs[k]], label)
     return "\n".join(lines)
+
+
+def aim_lines(aim: list[dict], label: str) -> list[str]:
+    """Issue 25's aim on one set of seeded runs: wins over the better of own and own with the same compute."""
+    from transfer import FAMILY
+
+    if not aim:
+        return []
+    fam = lambda t: sum(FAMILY.get(u) == FAMILY.get(t) for u in {r["target"] for r in aim}) > 1  # noqa: E731
+    rel = [r for r in aim if fam(r["target"])]
+    alone = [r for r in aim if not fam(r["target"])]
+    lines = ["", f"Issue 25's aim, on the {label} (gain over the better of own and own with the same compute, "
+             "on test; a run wins when the gain is positive):", ""]
+    if rel:
+        g = [r["k"]["auto"]["test"] - max(r["own"]["test"], r["own_same"]["test"]) for r in rel]
+        w = sum(x > 1e-9 for x in g)
+        lines.append(f"- Targets with a same-family source ({', '.join(sorted({r['target'] for r in rel}))}): "
+                     f"auto wins {w} of {len(g)} runs ({w / len(g):.0%}; aim ≥ 80 %), ties "
+                     f"{sum(abs(x) <= 1e-9 for x in g)}, mean gain {100 * statistics.mean(g):+.1f} points "
+                     f"(aim ≥ +3).")
+    if alone:
+        _, below, beyond = against_own(alone, [r["k"]["auto"]["test"] for r in alone])
+        lines.append(f"- Targets with no relative ({', '.join(sorted({r['target'] for r in alone}))}): below own in "
+                     f"{below} of {len(alone)} runs, beyond one standard error of own's test accuracy in {beyond} "
+                     "(aim: never beyond noise).")
+    return lines

@@ -47,6 +47,7 @@ from _common import append_record, load_records, put_block, tmpdir
 METHODS = ("base", "own", "own2x", "near", "pi2", "piauto")
 NAMES = {"base": "base model", "own": "own expert", "own2x": "own, 2x epochs", "near": "nearest sibling alone",
          "pi2": "π, k = 2", "piauto": "π, k auto + keep-best"}
+KEEP = "finalists and each chosen source alone"  # keep-best's finalists since 2026-12-06 (records say which)
 PAPER = {"lora": 4.20, "prompt": 1.94}  # π-LoRA / π-Prompt over LoRA / prompt, average over RefCOCO, +, g
 
 
@@ -177,6 +178,7 @@ def run_one(zoo, files, target, kind, n, seed, args, log) -> dict:
            "pi2": pi2.metrics["accuracy"], "pi2_sources": [s["task"] for s in pi2.provenance["interpolation"]["sources"]],
            "piauto": auto.metrics["accuracy"], "piauto_kept": auto.provenance["interpolation"].get("kept"),
            "piauto_sources": [s["task"] for s in auto.provenance["interpolation"]["sources"]],
+           "piauto_finalists": {f: v["accuracy"] for f, v in auto.provenance["interpolation"]["finalists"].items()},
            "seconds": round(time.perf_counter() - t0, 1)}
     if test is not None:
         with quiet():
@@ -269,7 +271,7 @@ def main() -> None:
     kinds, shots = args.kinds.split(","), [int(s) for s in args.shots.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = {"family": args.family, "epochs": args.epochs, "source_epochs": args.source_epochs,
-                "source_shots": args.source_shots, "lr": args.lr, "region": args.region}
+                "source_shots": args.source_shots, "lr": args.lr, "region": args.region, "keep": KEEP}
     if args.test_fraction:
         settings["test_fraction"] = args.test_fraction
     records = Path(args.records)

@@ -211,7 +211,8 @@ def _source_finalists(run: _Run, names: list[str], experts: dict) -> list:
     pair one task's expert with another's head."""
     if run.em.head:
         return []
-    return [Finalist(f"source {n}", dict(experts[n]), run.em.score(run.eval_rows, params=experts[n])) for n in names]
+    score = lambda n: run.em.score(run.eval_rows, params={k: t.to(run.em.device) for k, t in experts[n].items()})
+    return [Finalist(f"source {n}", dict(experts[n]), score(n)) for n in names]
 
 
 def _check_options(alpha_lr: float, alpha_on: str, by: str | None) -> None:
