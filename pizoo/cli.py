@@ -634,8 +634,9 @@ def interpolate(ctx: typer.Context,
     """Build a better expert for TARGET: learn softmax(α) over its expert and its most similar tasks' (π-Tuning).
 
     The result is saved as a new task (TARGET-pi, or --as) of one expert's size; the original is kept.
-    It is compared with the target's own expert on the target's eval split, and unless
-    --no-keep-best the better of the two is saved (the summary and JSON say which). By default
+    It is compared on the target's eval split with every other expert the run made (own, control,
+    probes, the uniform soup, each source alone), and unless --no-keep-best another is saved when it
+    is better beyond noise (the summary and JSON say which). By default
     (--k auto) short probes of the candidate sources pick how many and which (k = 0: none helped).
 
     Example:
