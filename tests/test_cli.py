@@ -42,7 +42,7 @@ def test_help_prose_wraps_to_the_terminal():
             assert para.startswith(" ") or "\n" not in para, f"{name}: {para!r}"
     r = runner.invoke(app, ["interpolate", "--help"], terminal_width=300, env={"COLUMNS": "300"})
     assert r.exit_code == 0
-    assert re.search(r"the original is kept\. It is compared with the target's own expert", r.stdout)
+    assert re.search(r"the original is kept\. It is compared on the target's eval split with every other expert", r.stdout)
     assert re.search(r"^ +pizoo interpolate --target refcocog --k 2 --json *$", r.stdout, re.M)
     r = runner.invoke(app, ["add-task", "--help"], terminal_width=300, env={"COLUMNS": "300"})
     example = re.search(r"^( *)Example:.*\n\s*?^( *)pizoo add-task sst2", r.stdout, re.M)
