@@ -268,12 +268,18 @@ class ExpertModel:
     @torch.no_grad()
     def class_scores(self, rows: Sequence[dict], batch_size: int = 64,
                      params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """One score per (example, label): the head's prediction scores, in eval mode."""
+        """One score per (example, label): the head's prediction scores, in eval mode. The rows go in
+        batches of like length (length_batches), and the scores come back in the rows' order."""
         was_training = self.wrapped.training
         self.wrapped.eval()
         try:
             with torch.no_grad():  # scores only: no graph to keep (the fit stage scores hundreds of experts)
-                return self.head_type.scores(self, rows, params, batch_size).float().cpu()
+                if not rows:
+                    return self.head_type.scores(self, rows, params, batch_size).float().cpu()
+                batches = length_batches([self.head_type.row_length(r) for r in rows], batch_size)
+                parts = [self.head_type.scores(self, [rows[i] for i in b], params, len(b)).float().cpu() for b in batches]
+                order = torch.tensor([i for b in batches for i in b])
+                return torch.empty_like(torch.cat(parts)).index_copy_(0, order, torch.cat(parts))
         finally:
             self.wrapped.train(was_training)
 
@@ -292,6 +298,28 @@ class ExpertModel:
         if not rows:
             return Score(float("nan"), float("nan"))
         return score_of(self.class_scores(rows, params=params), torch.tensor([r["label"] for r in rows]))
+
+
+# Scoring batches hold at most this many token positions: rows are sorted by length and a batch
+# closes when one more row, padded to the batch's longest, would pass it. A short text is then
+# never padded to a long one's length (the same scores, to float rounding); images (no token ids)
+# batch by batch_size alone. Measured: benchmarks/scoring_batches.py.
+TOKENS_PER_BATCH = 2048
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, tokens: int | None = None) -> list[list[int]]:
+    """Row indices in batches of like length, shortest first: at most `batch_size` rows and, past one
+    row, at most `tokens` (default TOKENS_PER_BATCH) positions once padded (a row without tokens
+    counts as one)."""
+    tokens = tokens or TOKENS_PER_BATCH
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * max(lengths[i], 1) <= tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 class _Runner(nn.Module):

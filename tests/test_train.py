@@ -124,6 +124,27 @@ def test_fresh_identity_experts_leave_the_base_model_unchanged(kind, head, bases
         assert torch.allclose(ours, helpers.primary_output(ref, batch, head), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_scores_in_batches_of_like_length_are_each_rows_own_in_the_rows_order(head, bases, tmp_path, monkeypatch):
+    """class_scores sorts rows by length into batches under a token budget: every row's scores are
+    those it gets scored alone (no padding at all), in the order the rows came."""
+    from pizoo import models
+
+    zoo = helpers.new_zoo(tmp_path / "z", bases[head], "lora", head)
+    em = ExpertModel(zoo.spec, helpers.labels_for(head), head_seed=0)
+    texts = [" ".join(helpers.WORDS[(3 * i + j) % len(helpers.WORDS)] for j in range(n))
+             for i, n in enumerate([9, 2, 14, 5, 1, 11, 3, 7])]
+    rows = em.encode(helpers.ex(texts), [i % 2 for i in range(len(texts))])
+    lens = [em.head_type.row_length(r) for r in rows]
+    monkeypatch.setattr(models, "TOKENS_PER_BATCH", 3 * max(lens))  # several batches of several rows
+    batches = models.length_batches(lens, 64)
+    assert sorted(i for b in batches for i in b) == list(range(len(rows))) and 1 < len(batches) < len(rows)
+    assert all(len(b) * max(lens[i] for i in b) <= 3 * max(lens) for b in batches)
+    alone = torch.cat([em.class_scores([r]) for r in rows])
+    assert torch.allclose(em.class_scores(rows), alone, atol=1e-5, rtol=0)
+    assert models.length_batches([5, 1, 1], 8, tokens=4) == [[1, 2], [0]]  # a row past the budget goes alone
+
+
 def test_shots_exact_per_class_and_seeded(tmp_path):
     f = helpers.write_rows(helpers.make_rows("a", 200, 0), tmp_path / "a.csv")
     a = prepare(f, Columns(), shots=7, seed=3)

@@ -66,6 +66,11 @@ class Head:
         `per_example` keeps every tensor the loss depends on separate per example (for the Fisher)."""
         raise NotImplementedError
 
+    def row_length(self, row: dict) -> int:
+        """The token positions an encoded row takes in a batch (scoring batches rows of like length):
+        its input ids; 0 where it has none (an image)."""
+        return len(row.get("input_ids", ()))
+
     def candidate_fields(self, em: ExpertModel, candidates: list[str]) -> dict[str, Any]:
         """What this head needs of one example's own candidates besides their texts (token ids)."""
         return {}

@@ -43,6 +43,9 @@ class CausalLM(TextToTextHead):
             rows.append({"prompt_ids": ids, "label": int(y)})
         return rows
 
+    def row_length(self, row: dict) -> int:
+        return len(row["prompt_ids"])  # the answer's tokens follow it in collate
+
     def candidate_fields(self, em: ExpertModel, candidates):
         tok = em.tokenizer
         return {"candidate_ids": [tok(" " + c, add_special_tokens=False)["input_ids"] for c in candidates]}
