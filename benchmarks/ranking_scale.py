@@ -156,8 +156,10 @@ def main() -> None:
              f"Fisher families, {args.tasks - args.tasks // 2:,} look-alikes of the real tasks' Fisher; random "
              f"experts); R = {args.recall}; each target's 16-shot seed-0 training split as new data. Wall time of the "
              "whole command in a fresh process on 2 CPU cores (model load included), median over the six targets. "
-             f"The fit stage of `both` races (pizoo.predict: all R experts on 8 of the target's examples, then 8 "
-             f"on all of them, half nominated by the embedding and half by those heats); `--k {args.recall}` keeps all R for the full fit, as before the race.",
+             "The fit stage of `both` races (pizoo.predict, successive halving: all R experts on 8 of the "
+             "target's examples; 8 of them, half nominated by the embedding and half by those heats, on 32; the "
+             f"best 4 of those on all of them); `--k {args.recall}` keeps all R for the full fit, as before the race. "
+             "Scoring batches rows of like length (pizoo.models.length_batches).",
              "", "| --by | --metric | fit stage | recall@4 of the family (mean) | targets with every family task in "
              "the top 4 | wall s (median, max) |", "| --- | --- | --- | --- | --- | --- |"]
     for (by, metric, k), rs in rows.items():

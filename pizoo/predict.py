@@ -42,14 +42,16 @@ if TYPE_CHECKING:  # annotations only: importing the model layer here would load
 
 BY = ("fisher", "fit", "both")
 RECALL = 100  # R: tasks taken from the index for the fit stage (`both`)
-# The fit stage races its candidates where there are many: every one is first scored on a few of the
-# target's examples (one per label in turn), and only RACE_KEEP (at least the k asked for; twice the
-# candidates `--k auto` probes), half nominated by the embedding and half by these heats, go on to
-# the fit on all of them: the full fit is spent where the order matters. The cost is a forward pass
-# per example (measured: ~16 ms for a MiniLM example of ~70 tokens on 2 cores), so the heats (R x 8)
-# and the final (8 x N) cost about the same at R = 100, N = 80.
+# The fit stage races its candidates where there are many (successive halving): every one is first
+# scored on a few of the target's examples (one per label in turn, the heats); RACE_KEEP of them (at
+# least the k asked for), half nominated by the embedding and half by these heats, go on to
+# SEMI_EXAMPLES; the best half of those (at least the k asked for; `--k auto` probes the top 4) go
+# on to every example. Each round scores only the examples its candidates have not seen. The cost is
+# a forward pass per example (measured: ~13-16 ms for a MiniLM example of 70-128 tokens on 2
+# cores): at R = 100, N = 80 the heats take 800, the later rounds 8 x 24 + 4 x 48 = 384.
 RACE_EXAMPLES = 8
 RACE_KEEP = 8
+SEMI_EXAMPLES = 32
 
 
 @dataclass(frozen=True)
@@ -204,39 +206,59 @@ def race_rows(rows: Sequence[dict], n: int) -> list[dict]:
     return out
 
 
-def fit_stage(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str], sims: dict, keep: int) -> tuple[list, float, list]:
+def fit_stage(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str], sims: dict, keep: int,
+              final: int | None = None) -> tuple[list, float, list]:
     """The fitted candidates, in order, the seconds, and the tasks skipped. `names` come in the
-    embedding's order. Many candidates race: all on RACE_EXAMPLES rows, then `keep` of them (half
-    the embedding's first, half the heats' best fits) on the other rows too, ordered first by their
-    fit on every row; the others follow by their heat fit."""
+    embedding's order. Many candidates race in rounds over the rows (labels in turn), each round
+    scoring only the rows its candidates have not seen: all on RACE_EXAMPLES rows; `keep` of them
+    (half the embedding's first, half the heats' best fits) on SEMI_EXAMPLES; the best `final` of
+    those on every row (successive halving: the full fit is spent where the order matters). Those
+    come first, ordered by their fit on every row; each round's others follow by their fit there."""
+    from pizoo.models import score_of
+
+    final = max(1, min(keep, final or keep))
+    if len(names) <= keep or len(rows) <= RACE_EXAMPLES:
+        fits, seconds, skipped, base = fit_candidates(zoo, em, rows, names)
+        return order([candidate(n, sims[n], fits[n], base, len(rows)) for n in names if n in fits], fits), seconds, skipped
+    every = race_rows(rows, len(rows))  # each round takes the next rows: labels in turn
+    stops = [RACE_EXAMPLES] + ([SEMI_EXAMPLES] if final < keep and RACE_EXAMPLES < SEMI_EXAMPLES < len(every) else [])
+    start = time.perf_counter()
+    base_all, gold = _base_scores(em, every), _gold(every)
+    raws, skipped, tail, alive, seen = {}, [], [], list(names), 0
+    for i, (stop, width) in enumerate(zip([*stops, len(every)], [keep, final][: len(stops)] + [None])):
+        alive, fits = _next_round(zoo, em, every[seen:stop], alive, raws, gold[:stop], skipped)
+        seen, base = stop, score_of(base_all[:stop], gold[:stop])
+        scored = [candidate(n, sims[n], fits[n], base, stop) for n in alive]
+        if width is None:
+            return order(scored, fits) + tail, time.perf_counter() - start, skipped
+        ranked = sorted(scored, key=lambda c: c.key("fit")) if i == 0 else order(scored, fits)
+        alive = _nominees(alive, ranked, width, heats=i == 0)
+        tail = [c for c in ranked if c.task not in alive] + tail
+
+
+def _next_round(zoo, em: ExpertModel, new_rows: Sequence[dict], alive: list[str], raws: dict, gold, skipped: list):
+    """Score the `alive` candidates on the rows they have not seen, extending their scores in `raws`;
+    the candidates still in (an unreadable one drops out, named in `skipped`) and their fits so far."""
     import torch
 
     from pizoo.models import score_of
 
-    if len(names) <= keep or len(rows) <= RACE_EXAMPLES:
-        fits, seconds, skipped, base = fit_candidates(zoo, em, rows, names)
-        return order([candidate(n, sims[n], fits[n], base, len(rows)) for n in names if n in fits], fits), seconds, skipped
-    few = race_rows(rows, RACE_EXAMPLES)
-    taken = {id(r) for r in few}
-    rest = [r for r in rows if id(r) not in taken]
-    every, gold = few + rest, _gold(few + rest)  # the heat rows first: their scores are reused below
-    start = time.perf_counter()
-    base_all = _base_scores(em, every)
-    heat, first, skipped = _raw_fits(zoo, em, few, names)
-    base_few = score_of(base_all[: len(few)], gold[: len(few)])
-    heats = sorted((candidate(n, sims[n], score_of(heat[n], gold[: len(few)]), base_few, len(few)) for n in names if n in heat),
-                   key=lambda c: c.key("fit"))
-    # both stages nominate: half by the embedding (`names` is in its order), the rest by the heats'
-    # fit. On 8 examples the fit is noisy (measured: it let random distractors pass a relative the
-    # embedding had ranked second), and the embedding alone misses what only the fit sees.
-    ahead = [n for n in names if n in heat][: keep // 2]
-    ahead += [c.task for c in heats if c.task not in ahead][: keep - len(ahead)]
-    heats = [c for c in heats if c.task not in ahead]
-    more_scores, _, more = _raw_fits(zoo, em, rest, ahead)
-    fits = {n: score_of(torch.cat([heat[n], r]), gold) for n, r in more_scores.items()}
-    base = score_of(base_all, gold)
-    final = order([candidate(n, sims[n], fits[n], base, len(rows)) for n in ahead if n in fits], fits)
-    return final + heats, time.perf_counter() - start, skipped + more
+    more, _, lost = _raw_fits(zoo, em, new_rows, alive)
+    skipped += lost
+    for n, r in more.items():
+        raws[n] = torch.cat([raws[n], r]) if n in raws else r
+    alive = [n for n in alive if n in more]
+    return alive, {n: score_of(raws[n], gold) for n in alive}
+
+
+def _nominees(alive: list[str], ranked: list["Candidate"], width: int, heats: bool) -> list[str]:
+    """Who of `ranked` (this round's order) goes on, in the embedding's order (`alive`'s). After the
+    heats, half by the embedding and the rest by the heats' fit: on 8 examples the fit is noisy
+    (measured: it let random distractors pass a relative the embedding had ranked second), and the
+    embedding alone misses what only the fit sees. After a later round, the best by fit."""
+    ahead = alive[: width // 2] if heats else []
+    ahead += [c.task for c in ranked if c.task not in ahead][: width - len(ahead)]
+    return [n for n in alive if n in ahead]
 
 
 def candidate(name: str, similarity: float | None, fit=None, base=None, n: int | None = None) -> "Candidate":
@@ -335,7 +357,7 @@ def _finish(zoo, target: str, by: str, metric: str, ranked: list[tuple[str, floa
     sims = dict(ranked)
     head = [n for n, _ in ranked] if by == "fit" else [n for n, _ in ranked[:recall_count]]
     keep = len(head) if by == "fit" else max(RACE_KEEP, count or 0)
-    scored, seconds, skipped = fit_stage(zoo, em, rows, head, sims, keep)
+    scored, seconds, skipped = fit_stage(zoo, em, rows, head, sims, keep, final=max(RACE_KEEP // 2, count or 0))
     fitted = {c.task for c in scored}
     tail = [Candidate(n, s) for n, s in ranked if n not in fitted and n not in skipped]
     return Ranking(target, by, metric, tuple(scored + tail), len(head), fisher_seconds, seconds, len(rows),

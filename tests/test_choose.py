@@ -437,6 +437,30 @@ def test_the_fit_stage_races_many_candidates_and_keeps_the_full_fit_for_the_best
     heat = predict.race_rows(rows, 6)
     assert sorted(r["label"] for r in heat) == [0, 0, 0, 1, 1, 1]  # labels in turn
     assert predict.race_rows(rows, 6) == heat
+    assert predict.race_rows(rows, len(rows))[:6] == heat  # the later rounds go on from the heat rows
+
+
+def test_the_race_halves_its_nominees_before_the_full_fit(zoo, tmp_path, monkeypatch):
+    """Successive halving: 3 candidates on 4 rows, the 2 nominees on 4 more, the best on every row;
+    each row is scored once per expert that sees it, and the full fit is the exhaustive one."""
+    from pizoo import predict
+
+    z = _clone(zoo, tmp_path / "z", drop=["full"])
+    em, rows = _few_rows(z)
+    exhaustive = predict.rank_sources(z, "few", by="fit", em=em, rows=rows)
+    for name, value in (("RACE_EXAMPLES", 4), ("SEMI_EXAMPLES", 8), ("RACE_KEEP", 2)):
+        monkeypatch.setattr(predict, name, value)
+    scored = []
+    real_scores = em.class_scores
+    monkeypatch.setattr(em, "class_scores", lambda rs, *a, **kw: scored.append(len(rs)) or real_scores(rs, *a, **kw))
+    raced = predict.rank_sources(z, "few", by="both", em=em, rows=rows)
+    assert sum(scored) == 16 + 3 * 4 + 2 * 4 + 1 * 8, scored
+    assert [c.fit_examples for c in raced.candidates] == [16, 8, 4]
+    assert raced.candidates[0].task == "related"
+    assert raced.candidates[0].fit_log_likelihood == pytest.approx(exhaustive.candidates[0].fit_log_likelihood, abs=1e-6)
+    scored.clear()
+    wide = predict.rank_sources(z, "few", by="both", em=em, rows=rows, count=2)  # --k 2: both get the full fit
+    assert sum(scored) == 16 + 3 * 4 + 2 * 12 and [c.fit_examples for c in wide.candidates][:2] == [16, 16]
 
 
 def test_similar_for_new_data_by_fit(zoo, tmp_path):
