@@ -68,6 +68,7 @@ def main() -> None:
     import prepare
 
     from pizoo.data import Columns
+    from pizoo import models
     from pizoo.models import ExpertModel, length_batches
     from pizoo.tasks import init_zoo
 
@@ -81,7 +82,7 @@ def main() -> None:
         return ExpertModel(zoo.spec, td.labels)
 
     tasks = task_rows(em_for, files)
-    head = ["task", "rows", "tokens (padded before → now)", "old: batches of 64 in order (s)"]
+    head = ["task", "rows", f"tokens (padded before → at the default ≤ {models.TOKENS_PER_BATCH})", "old: batches of 64 in order (s)"]
     head += [f"by length, ≤ {b} positions" for b in budgets] + ["largest score difference"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     totals = {b: 0.0 for b in ["old", *budgets]}
