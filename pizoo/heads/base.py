@@ -88,16 +88,15 @@ class Head:
         """log p(y_j | x_j) of each example j of the batch."""
         raise NotImplementedError
 
-    def scores(self, em: ExpertModel, rows: Sequence[dict], params: dict[str, torch.Tensor] | None, batch_size: int
+    def scores(self, em: ExpertModel, batches: Sequence[Sequence[dict]], params: dict[str, torch.Tensor] | None
                ) -> torch.Tensor:
-        """(N, L) scores of every label for every row, without gradients: prediction is the argmax.
+        """(N, L) scores of every label for every row of `batches` (the rows cut into batches by the
+        caller, ExpertModel.class_scores), in their order, without gradients: prediction is the argmax.
 
         Default: the log-likelihood of each candidate label, one pass per label."""
-        out = []
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i: i + batch_size]
-            out.append(torch.stack([self.log_probs(em, to_device(self.collate(em, chunk, label=c), em.device), params)
-                                    for c in range(len(em.labels))], dim=1).cpu())
+        out = [torch.stack([self.log_probs(em, to_device(self.collate(em, chunk, label=c), em.device), params)
+                            for c in range(len(em.labels))], dim=1).cpu() for chunk in batches]
+        rows = [r for chunk in batches for r in chunk]
         scores = torch.cat(out) if out else torch.empty(0, len(em.labels))
         if rows and "candidates" in rows[0]:  # a position an example does not have is never its answer
             have = torch.tensor([len(r["candidates"]) for r in rows])

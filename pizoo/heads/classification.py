@@ -50,7 +50,7 @@ class Classification(Head):
         logits = em.forward(batch["inputs"], params).logits
         return wide(logits).log_softmax(-1).gather(1, batch["labels"][:, None]).squeeze(1)
 
-    def scores(self, em: ExpertModel, rows, params, batch_size):
-        out = [em.forward(to_device(self.collate(em, rows[i: i + batch_size]), em.device)["inputs"], params)
-               .logits.float().cpu() for i in range(0, len(rows), batch_size)]
+    def scores(self, em: ExpertModel, batches, params):
+        out = [em.forward(to_device(self.collate(em, chunk), em.device)["inputs"], params).logits.float().cpu()
+               for chunk in batches]
         return torch.cat(out) if out else torch.empty(0, len(em.labels))

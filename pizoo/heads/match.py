@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # annotations only: the model layer imports this module (a cy
 POOLINGS = ("mean", "cls", "pooler")
 POOLER_MODELS = ("clip", "siglip")  # text towers trained on their pooler output
 DEFAULT_SCALE = 20.0  # sentence-transformers' contrastive scale: cosines in [-1, 1] become usable logits
+LABEL_BATCH = 64  # label texts embedded at once when scoring
 DEFAULT_REGION = "crop"  # how the image tower sees a candidate box (pizoo.inputs.regions)
 
 
@@ -180,20 +181,19 @@ class Match(Head):
         leaf = y.detach().requires_grad_()
         return _gold(self._scores(em, x, leaf, batch), batch), y, leaf
 
-    def scores(self, em: ExpertModel, rows, params, batch_size):
-        if not rows:
+    def scores(self, em: ExpertModel, batches, params):
+        if not any(batches):
             return torch.empty(0, len(em.labels))
-        if "text" in rows[0] or "candidates" in rows[0]:  # label texts differ per example
-            return torch.cat([self.label_scores(em, to_device(self.collate(em, rows[i: i + batch_size]), em.device),
-                                                params).cpu() for i in range(0, len(rows), batch_size)])
-        feats = em.cache["label_features"]
-        y = torch.cat([self.embed(em, to_device(pad(em, feats[i: i + batch_size]), em.device), params)
-                       for i in range(0, len(feats), batch_size)])
+        if "text" in batches[0][0] or "candidates" in batches[0][0]:  # label texts differ per example
+            return torch.cat([self.label_scores(em, to_device(self.collate(em, chunk), em.device), params).cpu()
+                              for chunk in batches])
+        feats = em.cache["label_features"]  # the label texts, embedded once for every batch
+        y = torch.cat([self.embed(em, to_device(pad(em, feats[i: i + LABEL_BATCH]), em.device), params)
+                       for i in range(0, len(feats), LABEL_BATCH)])
         y = F.normalize(y, dim=-1)
         out = []
-        for i in range(0, len(rows), batch_size):
-            batch = to_device(self.collate(em, rows[i: i + batch_size]), em.device)
-            x = F.normalize(self.embed(em, batch["inputs"], params), dim=-1)
+        for chunk in batches:
+            x = F.normalize(self.embed(em, to_device(self.collate(em, chunk), em.device)["inputs"], params), dim=-1)
             out.append((em.head_options["scale"] * x @ y.T).cpu())
         return torch.cat(out)
 
