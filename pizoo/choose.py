@@ -167,6 +167,18 @@ class Finalist:
     score: Any
 
 
+def why_better(a, b) -> str:
+    """What `compare` found Score `a` better than Score `b` on, in words (for the log)."""
+    cal = lambda s: s.calibrated_log_likelihood if s.calibrated_log_likelihood is not None else s.log_likelihood  # noqa: E731
+    acc = f"accuracy {a.accuracy:.3f} against {b.accuracy:.3f}"
+    if a.correct is None or b.correct is None:
+        return f"{acc}, log-likelihood {cal(a):.3f} against {cal(b):.3f} (point estimates)"
+    if abs(_paired(a.correct, b.correct)) > NOISE_Z:
+        return f"{acc}, beyond noise"
+    return (f"{acc} is within noise ({NOISE_Z:g} standard errors), so the calibrated log-likelihood decided: "
+            f"{cal(a):.3f} against {cal(b):.3f} nats an example, beyond noise")
+
+
 def keep(finalists: Sequence[Finalist], keep_best: bool = True) -> Finalist:
     """What interpolate saves: the run's result (the first finalist), unless another finalist beats it
     beyond noise (`compare`); then the best such. Without keep_best, the first, whatever it scored.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pizoo import progress
-from pizoo.choose import AUTO_CANDIDATES, Finalist, Probe, choose, keep, probe_steps
+from pizoo.choose import AUTO_CANDIDATES, Finalist, Probe, choose, keep, probe_steps, why_better
 from pizoo.config import TaskManifest
 from pizoo.embed import check_k, load_embedding
 from pizoo.errors import IncompatibleExperts, PizooError, TaskNotFound, UsageError
@@ -141,10 +141,18 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
         return None  # a non-main process of a distributed launch
     chosen = _keep(run, choice, finalists, keep_best, record)
     metrics["accuracy"] = chosen.score.accuracy  # on the eval split, as every finalist was judged
-    kept = f"expert of {chosen.what[7:]} alone" if chosen.what.startswith("source ") else f"{chosen.what} expert"
-    log.info(f"{out_name}: kept the {kept}, accuracy {metrics['accuracy']:.3f} on the eval split (target "
-             f"alone {run.own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
+    log.info(_kept_line(out_name, chosen, finalists[0], run.own, mixed))
     return _save(zoo, run, out_name, chosen.tensors, record, metrics, embed)
+
+
+def _kept_line(out_name: str, chosen, first, own, mixed) -> str:
+    """What was kept and, where keep-best put another finalist in place of the run's result, why."""
+    kept = f"expert of {chosen.what[7:]} alone" if chosen.what.startswith("source ") else f"{chosen.what} expert"
+    line = (f"{out_name}: kept the {kept}, accuracy {chosen.score.accuracy:.3f} on the eval split (target alone "
+            f"{own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
+    if chosen is not first:
+        line += f"; it beat the {first.what} result on the eval split: {why_better(chosen.score, first.score)}"
+    return line
 
 
 def _records(zoo, run: _Run, target: str, sources: list, candidates: list[str], options: dict) -> tuple[dict, dict]:

@@ -43,13 +43,15 @@ if TYPE_CHECKING:  # annotations only: importing the model layer here would load
 BY = ("fisher", "fit", "both")
 RECALL = 100  # R: tasks taken from the index for the fit stage (`both`)
 # The fit stage races its candidates where there are many (successive halving): every one is first
-# scored on a few of the target's examples (one per label in turn, the heats); RACE_KEEP of them (at
-# least the k asked for), half nominated by the embedding and half by these heats, go on to
-# SEMI_EXAMPLES; the best half of those (at least the k asked for; `--k auto` probes the top 4) go
-# on to every example. Each round scores only the examples its candidates have not seen. The cost is
-# a forward pass per example (measured: ~13-16 ms for a MiniLM example of 70-128 tokens on 2
-# cores): at R = 100, N = 80 the heats take 800, the later rounds 8 x 24 + 4 x 48 = 384.
+# scored on a few of the target's examples (one per label in turn, cut to HEAT_TOKENS: the heats);
+# RACE_KEEP of them (at least the k asked for), half nominated by the embedding and half by the
+# heats, go on to SEMI_EXAMPLES whole examples; the best half of those (at least the k asked for;
+# `--k auto` probes the top 4) go on to every example. After the heats each round scores only the
+# examples its candidates have not seen. The cost is a forward pass per example (measured: ~13-16 ms
+# for a MiniLM example of 70-128 tokens on 2 cores): at R = 100, N = 80 the heats take 800 short
+# examples, the later rounds 8 x 32 + 4 x 48 = 448 whole ones.
 RACE_EXAMPLES = 8
+HEAT_TOKENS = 32  # the heats' rows are cut to this many token positions (Head.shorten)
 RACE_KEEP = 8
 SEMI_EXAMPLES = 32
 
@@ -209,11 +211,12 @@ def race_rows(rows: Sequence[dict], n: int) -> list[dict]:
 def fit_stage(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str], sims: dict, keep: int,
               final: int | None = None) -> tuple[list, float, list]:
     """The fitted candidates, in order, the seconds, and the tasks skipped. `names` come in the
-    embedding's order. Many candidates race in rounds over the rows (labels in turn), each round
-    scoring only the rows its candidates have not seen: all on RACE_EXAMPLES rows; `keep` of them
-    (half the embedding's first, half the heats' best fits) on SEMI_EXAMPLES; the best `final` of
-    those on every row (successive halving: the full fit is spent where the order matters). Those
-    come first, ordered by their fit on every row; each round's others follow by their fit there."""
+    embedding's order. Many candidates race in rounds over the rows (labels in turn): the heats,
+    all on RACE_EXAMPLES rows cut to HEAT_TOKENS; `keep` of them (half the embedding's first, half
+    the heats' best fits) on SEMI_EXAMPLES whole rows; the best `final` of those on every row
+    (successive halving: the full fit is spent where the order matters), each round scoring only
+    the rows its candidates have not seen. Those come first, ordered by their fit on every row;
+    each earlier round's others follow by their fit there."""
     from pizoo.models import score_of
 
     final = max(1, min(keep, final or keep))
@@ -221,19 +224,35 @@ def fit_stage(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str], 
         fits, seconds, skipped, base = fit_candidates(zoo, em, rows, names)
         return order([candidate(n, sims[n], fits[n], base, len(rows)) for n in names if n in fits], fits), seconds, skipped
     every = race_rows(rows, len(rows))  # each round takes the next rows: labels in turn
-    stops = [RACE_EXAMPLES] + ([SEMI_EXAMPLES] if final < keep and RACE_EXAMPLES < SEMI_EXAMPLES < len(every) else [])
-    start = time.perf_counter()
+    start, skipped = time.perf_counter(), []
+    alive, tail = _heats(zoo, em, every[:RACE_EXAMPLES], list(names), sims, keep, skipped)
+    stops = [SEMI_EXAMPLES] if final < keep and SEMI_EXAMPLES < len(every) else []
     base_all, gold = _base_scores(em, every), _gold(every)
-    raws, skipped, tail, alive, seen = {}, [], [], list(names), 0
-    for i, (stop, width) in enumerate(zip([*stops, len(every)], [keep, final][: len(stops)] + [None])):
+    raws, seen = {}, 0
+    for stop, width in zip([*stops, len(every)], [final][: len(stops)] + [None]):
         alive, fits = _next_round(zoo, em, every[seen:stop], alive, raws, gold[:stop], skipped)
         seen, base = stop, score_of(base_all[:stop], gold[:stop])
-        scored = [candidate(n, sims[n], fits[n], base, stop) for n in alive]
+        ranked = order([candidate(n, sims[n], fits[n], base, stop) for n in alive], fits)
         if width is None:
-            return order(scored, fits) + tail, time.perf_counter() - start, skipped
-        ranked = sorted(scored, key=lambda c: c.key("fit")) if i == 0 else order(scored, fits)
-        alive = _nominees(alive, ranked, width, heats=i == 0)
+            return ranked + tail, time.perf_counter() - start, skipped
+        alive = _nominees(alive, ranked, width, heats=False)
         tail = [c for c in ranked if c.task not in alive] + tail
+
+
+def _heats(zoo, em: ExpertModel, rows: Sequence[dict], names: list[str], sims: dict, keep: int, skipped: list
+           ) -> tuple[list[str], list["Candidate"]]:
+    """The race's first round: every candidate on `rows` cut to HEAT_TOKENS (a heat tells a relative
+    from a stranger, which a text's first sentence does; the later rounds score whole rows). Who goes
+    on, in the embedding's order, and the others, ordered by their fit in the heats."""
+    from pizoo.models import score_of
+
+    short = [em.head_type.shorten(em, r, HEAT_TOKENS) for r in rows]
+    gold = _gold(short)
+    alive, fits = _next_round(zoo, em, short, names, {}, gold, skipped)
+    base = score_of(_base_scores(em, short), gold)
+    ranked = sorted((candidate(n, sims[n], fits[n], base, len(rows)) for n in alive), key=lambda c: c.key("fit"))
+    ahead = _nominees(alive, ranked, keep, heats=True)
+    return ahead, [c for c in ranked if c.task not in ahead]
 
 
 def _next_round(zoo, em: ExpertModel, new_rows: Sequence[dict], alive: list[str], raws: dict, gold, skipped: list):

@@ -131,6 +131,20 @@ def test_keep_best_never_saves_a_result_worse_than_the_own_expert(zoo, tmp_path,
         assert rec["kept"] == "interpolated" and compare(saved, own) > 0
 
 
+def test_the_log_says_what_a_kept_finalist_won_on():
+    """why_better names the score that decided: accuracy beyond noise, else the calibrated
+    log-likelihood (a tie in accuracy, as in the demo: probe 0.550 kept over interpolated 0.567)."""
+    from pizoo.choose import compare, why_better
+    from pizoo.models import score_of
+
+    gold = torch.tensor([0, 1] * 10)
+    right = torch.nn.functional.one_hot(gold, 2).float()  # margins: 4 each; 0.01 to 0.3 (right, less sure); -1
+    sure, unsure, wrong = (score_of(m * right, gold) for m in (4.0, torch.linspace(0.01, 0.3, 20)[:, None], -1.0))
+    assert compare(sure, wrong) > 0 and why_better(sure, wrong) == "accuracy 1.000 against 0.000, beyond noise"
+    assert compare(sure, unsure) > 0 and "within noise" in why_better(sure, unsure)
+    assert "calibrated log-likelihood decided" in why_better(sure, unsure)
+
+
 def test_keep_best_offers_each_source_alone_and_saves_it_when_it_wins(zoo, tmp_path):
     """In a shared label space a source's expert alone (α one-hot on it, no target data) is a
     finalist, scored as `eval` scores it across tasks; when the tuning goes wrong (an lr far too high
@@ -139,6 +153,7 @@ def test_keep_best_offers_each_source_alone_and_saves_it_when_it_wins(zoo, tmp_p
     r = cli(z.root, "interpolate", "--target", "few", "--with", "related,other-rule", "--as", "few-src", "--lr", "1.0",
             "--epochs", "10", "--device", "cpu")
     assert r.exit_code == 0 and "kept the expert of related alone" in r.output, r.output
+    assert "it beat the interpolated result on the eval split: accuracy" in r.output  # and says why
     rec = z.manifest("few-src").provenance["interpolation"]
     assert {"source related", "source other-rule"} <= set(rec["finalists"])
     assert rec["finalists"]["source related"]["accuracy"] == _eval_score(z, "related", "few").accuracy
@@ -419,9 +434,9 @@ def test_the_fit_stage_races_many_candidates_and_keeps_the_full_fit_for_the_best
     real_scores = em.class_scores
     monkeypatch.setattr(em, "class_scores", lambda rs, *a, **kw: scored.append(len(rs)) or real_scores(rs, *a, **kw))
     raced = predict.rank_sources(z, "few", by="both", em=em, rows=rows)
-    # every row is scored once per expert that sees it: the base on all 16, the 3 candidates on the
-    # 6 heat rows, the one kept on the other 10 (its heat scores are reused, not taken again)
-    assert sum(scored) == 16 + 3 * 6 + 10, scored
+    # the heats: the base and the 3 candidates on the 6 heat rows, cut short; then the base and the
+    # one kept on all 16 whole rows
+    assert sum(scored) == 6 + 3 * 6 + 16 + 16, scored
     monkeypatch.setattr(em, "class_scores", real_scores)
     assert raced.names()[0] == exhaustive.names()[0] == "related"
     first, *rest = raced.candidates
@@ -448,19 +463,27 @@ def test_the_race_halves_its_nominees_before_the_full_fit(zoo, tmp_path, monkeyp
     z = _clone(zoo, tmp_path / "z", drop=["full"])
     em, rows = _few_rows(z)
     exhaustive = predict.rank_sources(z, "few", by="fit", em=em, rows=rows)
-    for name, value in (("RACE_EXAMPLES", 4), ("SEMI_EXAMPLES", 8), ("RACE_KEEP", 2)):
+    for name, value in (("RACE_EXAMPLES", 4), ("SEMI_EXAMPLES", 8), ("RACE_KEEP", 2), ("HEAT_TOKENS", 3)):
         monkeypatch.setattr(predict, name, value)
-    scored = []
+    scored, longest = [], []
     real_scores = em.class_scores
-    monkeypatch.setattr(em, "class_scores", lambda rs, *a, **kw: scored.append(len(rs)) or real_scores(rs, *a, **kw))
+
+    def counted(rs, *a, **kw):
+        scored.append(len(rs))
+        longest.append(max(len(r["input_ids"]) for r in rs))
+        return real_scores(rs, *a, **kw)
+
+    monkeypatch.setattr(em, "class_scores", counted)
     raced = predict.rank_sources(z, "few", by="both", em=em, rows=rows)
-    assert sum(scored) == 16 + 3 * 4 + 2 * 4 + 1 * 8, scored
+    # heats on 4 short rows (the base, 3 candidates), the base on all 16, 2 on 8 whole rows, 1 on 8 more
+    assert sum(scored) == 4 + 3 * 4 + 16 + 2 * 8 + 1 * 8, scored
+    assert longest[:4] == [3] * 4 and min(longest[4:]) > 3  # the heats read rows cut to HEAT_TOKENS
     assert [c.fit_examples for c in raced.candidates] == [16, 8, 4]
     assert raced.candidates[0].task == "related"
     assert raced.candidates[0].fit_log_likelihood == pytest.approx(exhaustive.candidates[0].fit_log_likelihood, abs=1e-6)
     scored.clear()
     wide = predict.rank_sources(z, "few", by="both", em=em, rows=rows, count=2)  # --k 2: both get the full fit
-    assert sum(scored) == 16 + 3 * 4 + 2 * 12 and [c.fit_examples for c in wide.candidates][:2] == [16, 16]
+    assert sum(scored) == 4 + 3 * 4 + 16 + 2 * 16 and [c.fit_examples for c in wide.candidates][:2] == [16, 16]
 
 
 def test_similar_for_new_data_by_fit(zoo, tmp_path):

@@ -15,6 +15,7 @@ from pizoo.evaluate import evaluate_task
 from pizoo.experts import KINDS
 from pizoo.fisher import fisher_diag
 from pizoo.heads import HEADS, get_head
+from pizoo.heads.base import kept_positions
 from pizoo.models import ExpertModel
 from pizoo.tasks import load_task_model
 from pizoo.zoo import EXPERT
@@ -143,6 +144,31 @@ def test_scores_in_batches_of_like_length_are_each_rows_own_in_the_rows_order(he
     alone = torch.cat([em.class_scores([r]) for r in rows])
     assert torch.allclose(em.class_scores(rows), alone, atol=1e-5, rtol=0)
     assert models.length_batches([5, 1, 1], 8, tokens=4) == [[1, 2], [0]]  # a row past the budget goes alone
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_a_shortened_row_is_the_row_the_tokenizer_truncates_to_that_length(head, bases, tmp_path):
+    """Head.shorten (the ranking's heats score short rows) cuts a row to at most n positions as the
+    tokenizer truncates: the longest text first, so a text pair keeps both texts; the causal head
+    keeps the prompt's end, where the template asks. The short rows score like any row."""
+    zoo = helpers.new_zoo(tmp_path / "z", bases[head], "lora", head)
+    em = ExpertModel(zoo.spec, helpers.labels_for(head), head_seed=0)
+    texts = [" ".join(helpers.WORDS[(3 * i + j) % len(helpers.WORDS)] for j in range(n)) for i, n in enumerate([19, 2, 9])]
+    pairs = [" ".join(helpers.WORDS[(5 * i + j) % len(helpers.WORDS)] for j in range(n)) for i, n in enumerate([3, 12, 9])]
+    for pair in (None, pairs):
+        rows = em.encode(helpers.ex(texts, pair), [0, 1, 0])
+        short = [em.head_type.shorten(em, r, 10) for r in rows]
+        assert all(em.head_type.row_length(r) <= 10 for r in short) and short[1] is not rows[1] or len(rows[1]) <= 10
+        if head == "causal-lm":
+            assert all(r["prompt_ids"][-4:] == s["prompt_ids"][-4:] for r, s in zip(rows, short))
+        else:
+            em.max_length = 10  # what the input type's tokenizer makes at 10 positions
+            assert short == em.encode(helpers.ex(texts, pair), [0, 1, 0])
+            em.max_length = 128
+        assert em.class_scores(short).shape == (3, len(em.labels))
+        assert [em.head_type.shorten(em, r, 500) for r in rows] == rows  # a row that fits is unchanged
+    assert kept_positions([1, 0, 0, 0, 0, 1, 0, 0, 0, 1], 8) == [0, 1, 2, 5, 6, 7, 8, 9]  # the longest first: 4, 3 -> 3, 3 -> 2, 3
+    assert kept_positions([1, 0, 0, 0, 1, 0, 0, 0, 1], 8) == [0, 1, 2, 4, 5, 6, 7, 8]  # of equals, the first is cut
 
 
 def test_shots_exact_per_class_and_seeded(tmp_path):

@@ -71,6 +71,16 @@ class Head:
         its input ids; 0 where it has none (an image)."""
         return len(row.get("input_ids", ()))
 
+    def shorten(self, em: ExpertModel, row: dict, tokens: int) -> dict:
+        """The row cut to at most `tokens` token positions as the tokenizer truncates (the longest
+        text first, so a text pair keeps both texts; special tokens kept): the ranking's first
+        heats score short rows. Unchanged where it fits or has no token ids (an image)."""
+        ids = row.get("input_ids")
+        if ids is None or len(ids) <= tokens or em.tokenizer is None:
+            return row
+        keep = kept_positions(em.tokenizer.get_special_tokens_mask(list(ids), already_has_special_tokens=True), tokens)
+        return {k: ([v[i] for i in keep] if k in TOKEN_KEYS else v) for k, v in row.items()}
+
     def candidate_fields(self, em: ExpertModel, candidates: list[str]) -> dict[str, Any]:
         """What this head needs of one example's own candidates besides their texts (token ids)."""
         return {}
@@ -166,6 +176,26 @@ def to_device(batch: Any, device) -> Any:
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     return batch
+
+
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")  # one value per token
+
+
+def kept_positions(special: Sequence[int], tokens: int) -> list[int]:
+    """The positions of a token row (`special`: 1 at each special token) that truncation to `tokens`
+    keeps: every special token, and the texts between them cut from their ends, the longest first
+    (the first of equals: the tokenizer's longest_first strategy)."""
+    texts: list[list[int]] = []
+    for i, s in enumerate(special):
+        if not s:
+            if texts and texts[-1][-1] == i - 1:
+                texts[-1].append(i)
+            else:
+                texts.append([i])
+    for _ in range(len(special) - max(tokens, sum(special))):
+        max(texts, key=len).pop()
+    kept = {i for t in texts for i in t}
+    return [i for i, s in enumerate(special) if s or i in kept]
 
 
 def input_features(em: ExpertModel, ex) -> list[dict]:

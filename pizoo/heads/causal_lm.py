@@ -36,12 +36,11 @@ class CausalLM(TextToTextHead):
         budget = max(8, em.max_length - (0 if isinstance(ids, Exception) else max(len(i) for i in ids)))
         rows = []
         for prompt, y in zip(self.prompts(em, ex), label_ids):
-            ids = tok(prompt)["input_ids"]
-            if len(ids) > budget:  # keep the end, where the template asks for the answer
-                bos = tok.bos_token_id
-                ids = ([bos] if bos is not None and ids[0] == bos else []) + ids[-(budget - 1):]
-            rows.append({"prompt_ids": ids, "label": int(y)})
+            rows.append({"prompt_ids": keep_end(tok, tok(prompt)["input_ids"], budget), "label": int(y)})
         return rows
+
+    def shorten(self, em: ExpertModel, row, tokens):
+        return {**row, "prompt_ids": keep_end(em.tokenizer, row["prompt_ids"], max(2, tokens))}
 
     def row_length(self, row: dict) -> int:
         return len(row["prompt_ids"])  # the answer's tokens follow it in collate
@@ -80,3 +79,12 @@ class CausalLM(TextToTextHead):
         lp = picked.gather(1, tokens[:, None]).squeeze(1)
         rows = sel.nonzero()[:, 0]
         return torch.zeros(batch["labels"].shape[0], device=lp.device, dtype=lp.dtype).index_add(0, rows, lp)
+
+
+def keep_end(tok, ids: list[int], budget: int) -> list[int]:
+    """A prompt's ids cut to `budget`: the end, where the template asks for the answer (and the
+    beginning-of-sequence token, where it has one)."""
+    if len(ids) <= budget:
+        return ids
+    bos = tok.bos_token_id
+    return ([bos] if bos is not None and ids[0] == bos else []) + ids[-(budget - 1):]
