@@ -169,7 +169,9 @@ class Finalist:
 
 def why_better(a, b) -> str:
     """What `compare` found Score `a` better than Score `b` on, in words (for the log)."""
-    cal = lambda s: s.calibrated_log_likelihood if s.calibrated_log_likelihood is not None else s.log_likelihood  # noqa: E731
+    def cal(s) -> float:
+        return s.calibrated_log_likelihood if s.calibrated_log_likelihood is not None else s.log_likelihood
+
     acc = f"accuracy {a.accuracy:.3f} against {b.accuracy:.3f}"
     if a.correct is None or b.correct is None:
         return f"{acc}, log-likelihood {cal(a):.3f} against {cal(b):.3f} (point estimates)"

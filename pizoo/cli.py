@@ -613,7 +613,7 @@ def interpolate(ctx: typer.Context,
                                                       "two-fold) | train (where the target's expert is favoured).")
                                     ] = "held-out",
                 keep_best: Annotated[bool, typer.Option(help="Save another expert the run made (own, control, "
-                                                        "probe, soup, a source alone) when it scores better on the "
+                                                        "probe, soup, a source alone, the untrained base) when it scores better on the "
                                                         "eval split beyond noise.")] = True,
                 batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
                 shots: Annotated[Optional[int], typer.Option(help="Tune on N examples per class (default: the target's).")] = None,
@@ -635,8 +635,9 @@ def interpolate(ctx: typer.Context,
 
     The result is saved as a new task (TARGET-pi, or --as) of one expert's size; the original is kept.
     It is compared on the target's eval split with every other expert the run made (own, control,
-    probes, the uniform soup, each source alone), and unless --no-keep-best another is saved when it
-    is better beyond noise (the summary and JSON say which). By default
+    probes, the uniform soup, each source alone) and with the untrained base, and unless
+    --no-keep-best another is saved when it is better beyond noise (the summary and JSON say which
+    and why). By default
     (--k auto) short probes of the candidate sources pick how many and which (k = 0: none helped).
 
     Example:

@@ -147,7 +147,8 @@ def interpolate_task(zoo, target: str, cfg, *, with_: Sequence[str] | None = Non
 
 def _kept_line(out_name: str, chosen, first, own, mixed) -> str:
     """What was kept and, where keep-best put another finalist in place of the run's result, why."""
-    kept = f"expert of {chosen.what[7:]} alone" if chosen.what.startswith("source ") else f"{chosen.what} expert"
+    kept = (f"expert of {chosen.what[7:]} alone" if chosen.what.startswith("source ") else "base model (the zoo's "
+            "untrained starting expert)" if chosen.what == "base" else f"{chosen.what} expert")
     line = (f"{out_name}: kept the {kept}, accuracy {chosen.score.accuracy:.3f} on the eval split (target alone "
             f"{own.accuracy:.3f}" + (f", interpolated {mixed.accuracy:.3f})" if mixed else ", no sources)"))
     if chosen is not first:
@@ -183,6 +184,7 @@ def _mix(run: _Run, choice, probe_states: dict, sources: list, experts: dict, al
     else:
         record.update(alpha={}, steps=0)
         metrics["steps"] = 0
+    finalists += _base_finalist(run)
     if choice is not None and not choice.sources and choice.control_wins:  # k = 0: the better of own and control
         finalists.insert(0, next(f for f in finalists if f.what == "control"))
     return mixed, finalists
@@ -221,6 +223,17 @@ def _source_finalists(run: _Run, names: list[str], experts: dict) -> list:
         return []
     score = lambda n: run.em.score(run.eval_rows, params={k: t.to(run.em.device) for k, t in experts[n].items()})
     return [Finalist(f"source {n}", dict(experts[n]), score(n)) for n in names]
+
+
+def _base_finalist(run: _Run) -> list:
+    """The zoo's starting expert, untrained (the base model itself for LoRA, adapters and AdaLink),
+    scored on the eval split with one forward pass: a few-shot expert can fall below it (measured in
+    the multimodal demo: scene-qa's own expert 0.250, the base model 0.317). Offered where the expert
+    is the whole trainable state, as each source alone is."""
+    if run.em.head:
+        return []
+    state = {n: t.clone() for n, t in run.em.initial_state.items()}
+    return [Finalist("base", state, run.em.score(run.eval_rows, params={n: t.to(run.em.device) for n, t in state.items()}))]
 
 
 def _check_options(alpha_lr: float, alpha_on: str, by: str | None) -> None:

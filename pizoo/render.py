@@ -139,7 +139,8 @@ def interpolation(record: dict) -> None:
     if "accuracy_interpolated" in m:
         rows["accuracy, interpolated"] = m["accuracy_interpolated"]
     kept = {"interpolated": "interpolated expert", "target": "target's own expert", "control": "target's expert "
-            "trained as long as a probe (the control)", "probe": "best probe's mixture"}.get(record["kept"],
+            "trained as long as a probe (the control)", "probe": "best probe's mixture",
+            "base": "base model (the zoo's untrained starting expert)"}.get(record["kept"],
                                                                                           record["kept"])
     if record["kept"].startswith("source "):
         kept = f"expert of {record['kept'][7:]} alone (no target data)"

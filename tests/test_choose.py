@@ -17,6 +17,8 @@ from pizoo.errors import UsageError
 from pizoo.evaluate import evaluate_task
 from pizoo.interpolate import choose_sources, interpolate_task
 from pizoo.landscape import axis, landscape
+from pizoo.predict import base_fit
+from pizoo.tasks import load_task_model, task_data
 from pizoo.train import TrainConfig
 from pizoo.zoo import EXPERT, Zoo
 
@@ -102,8 +104,6 @@ def test_k_auto_with_only_unrelated_sources_keeps_the_own_expert_and_says_so(zoo
 
 
 def _eval_score(z, name, target):
-    from pizoo.tasks import load_task_model, task_data
-
     em, _ = load_task_model(z, name)
     td = task_data(z, target)
     return em.score(em.encode(td.eval, td.label_ids(td.eval)))
@@ -122,13 +122,34 @@ def test_keep_best_never_saves_a_result_worse_than_the_own_expert(zoo, tmp_path,
     m, rec = out.metrics, out.provenance["interpolation"]
     assert raw.provenance["interpolation"]["kept"] == "interpolated"  # --no-keep-best saves the result as it is
     assert m["accuracy_interpolated"] == raw.metrics["accuracy"]  # the same run, seeded; only the choice differs
-    assert set(rec["finalists"]) == {"interpolated", "target", "uniform mixture", f"source {source}"}
+    assert set(rec["finalists"]) == {"interpolated", "target", "uniform mixture", f"source {source}", "base"}
     assert rec["kept"] in rec["finalists"]
+    em, _ = load_task_model(z, target)  # the base finalist is the zoo's untrained starting expert
+    td = task_data(z, target)
+    assert rec["finalists"]["base"]["accuracy"] == base_fit(em, em.encode(td.eval, td.label_ids(td.eval))).accuracy
     saved, own = _eval_score(z, "kept", target), _eval_score(z, target, target)
     assert saved.accuracy == m["accuracy"] == rec["finalists"][rec["kept"]]["accuracy"]  # saved = scored
     assert compare(own, saved) <= 0
     if target == "few":  # the related source lifts a near-chance 8-shot expert beyond noise
         assert rec["kept"] == "interpolated" and compare(saved, own) > 0
+
+
+def test_keep_best_gives_back_the_base_model_where_the_own_expert_is_worse(tmp_path, bert_dir):
+    """A target whose own expert is worse than no training at all (trained on labels that contradict
+    its eval set, as is its only source) gets the zoo's untrained starting expert back, and the log
+    says why."""
+    z = helpers.new_zoo(tmp_path / "zoo", bert_dir, head="match")
+    held = helpers.write_rows(helpers.make_rows("a", 60, 6, labels=("neg", "pos")), tmp_path / "held.csv")
+    for name, seed in (("anti", 5), ("anti-too", 7)):
+        flipped = helpers.write_rows(helpers.make_rows("a", 200, seed, labels=("pos", "neg")), tmp_path / f"{name}.csv")
+        helpers.train(z, name, flipped, held, epochs=30, seed=0, lr=2e-2)
+    r = cli(z.root, "interpolate", "--target", "anti", "--as", "anti-pi", "--epochs", "2", "--device", "cpu")
+    assert r.exit_code == 0 and "kept the base model (the zoo's untrained starting expert)" in r.output, r.output
+    assert "it beat the target result on the eval split: accuracy" in r.output
+    rec = z.manifest("anti-pi").provenance["interpolation"]
+    assert rec["kept"] == "base" and rec["finalists"]["base"]["accuracy"] > rec["finalists"]["target"]["accuracy"]
+    em, _ = load_task_model(z, "anti-pi")
+    assert all(torch.equal(em.state()[n], em.initial_state[n]) for n in em.expert)  # what was saved is the base
 
 
 def test_the_log_says_what_a_kept_finalist_won_on():
