@@ -19,6 +19,14 @@ recall@4 = the share of the real tasks of the target's family (its own full-pool
 it is in the zoo) that the top 4 holds.
 
     .venv/bin/python benchmarks/ranking_scale.py [--tasks 10000] [--recall 100]
+
+--against DIR[,DIR...] times the default command (--by both, k 4) of other checkouts of pizoo (git
+worktrees of earlier commits) against this one, on the same zoo, the versions in turn for every target
+and every repeat, so that a slower or faster machine moves them all alike: the ratio is this
+checkout's wall time over each other's.
+
+    git worktree add --detach /tmp/old a3e8ea3
+    .venv/bin/python benchmarks/ranking_scale.py --keep --against /tmp/old [--repeats 2]
 """
 
 from __future__ import annotations
@@ -104,6 +112,53 @@ def target_csv(f: Path, out: Path) -> Path:
     return out
 
 
+def similar(root: Path, csv: Path, by: str, metric: str, k: int, recall: int, code: Path | None = None
+            ) -> tuple[list[str], float]:
+    """The top 4 of `pizoo similar --data csv` in a fresh process (pizoo from `code`, a checkout; None:
+    this one) and its wall time."""
+    cmd = [sys.executable, "-m", "pizoo", "--zoo", str(root), "similar", "--data", str(csv), "--k", str(k),
+           "--by", by, "--metric", metric, "--recall", str(recall), "--json"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"PYTHONPATH": str(code)} if code else {})}
+    t0 = time.perf_counter()  # run in the checkout: `python -m` puts the working directory first on the path
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(code or ROOT))
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        sys.exit(f"{' '.join(cmd)} failed: {r.stderr[-2000:]}")
+    return [json.loads(line)["task"] for line in r.stdout.splitlines()][:4], wall
+
+
+def paired(args, root: Path, targets: dict[str, Path]) -> str:
+    """This checkout's default ranking against other checkouts', in turn on every target: the table."""
+    codes = [None] + [Path(d).resolve() for d in args.against.split(",")]
+    label = lambda c: "this" if c is None else subprocess.run(  # noqa: E731
+        ["git", "-C", str(c), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    walls = {(t, c): [] for t in targets for c in codes}
+    got = {}
+    for t, csv in targets.items():
+        family = {f"src-{u}" for u in TEXT if FAMILY[u] == FAMILY[t]}
+        for rep in range(args.repeats):
+            for c in codes if rep % 2 == 0 else codes[::-1]:
+                top, wall = similar(root, csv, "both", "cosine", 4, args.recall, c)
+                walls[(t, c)].append(wall)
+                got[(t, c)] = len(family & set(top)) / len(family)
+                print(f"  {t} {label(c)}: recall@4 {got[(t, c)]:.2f} in {wall:.1f} s", file=sys.stderr, flush=True)
+    med = {key: statistics.median(w) for key, w in walls.items()}
+    names = [label(c) for c in codes]
+    lines = [f"`similar --data T.csv --k 4` (--by both, R = {args.recall}) in the zoo of {args.tasks:,} distractors, "
+             f"this checkout against {', '.join(names[1:])}, in turn on every target ({args.repeats} each, median): "
+             "wall seconds of the whole command in a fresh process, recall@4 of the family, and the ratio of this "
+             "checkout's time to each other's.", "",
+             "| target | " + " | ".join(f"{n}: s (recall@4)" for n in names) + " | " +
+             " | ".join(f"this / {n}" for n in names[1:]) + " |", "| --- " * (2 * len(codes)) + "|"]
+    for t in targets:
+        lines.append(f"| {t} | " + " | ".join(f"{med[(t, c)]:.1f} ({got[(t, c)]:.2f})" for c in codes) + " | " +
+                     " | ".join(f"{med[(t, None)] / med[(t, c)]:.2f}" for c in codes[1:]) + " |")
+    lines.append("| median | " + " | ".join(f"{statistics.median(med[(t, c)] for t in targets):.1f}" for c in codes)
+                 + " | " + " | ".join(f"{statistics.median(med[(t, None)] / med[(t, c)] for t in targets):.2f}"
+                                      for c in codes[1:]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=10000)
@@ -111,6 +166,8 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/pizoo-rank-scale")
     ap.add_argument("--keep", action="store_true", help="reuse a zoo built by an earlier --keep run")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--against", default=None, help="other checkouts of pizoo to time the default ranking against")
+    ap.add_argument("--repeats", type=int, default=1, help="with --against: runs of each version on each target")
     args = ap.parse_args()
     import prepare
 
@@ -131,6 +188,13 @@ def main() -> None:
     print(f"zoo of {args.tasks + len(TEXT)} tasks in {built:.0f} s", file=sys.stderr, flush=True)
     with quiet():
         files = {f.stem: f for f in prepare.main(str(out / "data"))}
+    if args.against:
+        table = paired(args, root, {t: target_csv(files[t], out / f"{t}-16.csv") for t in TEXT})
+        print(table)
+        if not args.no_write:
+            put_block("ranking-scale-paired", "The ranking at 10,000 tasks, version against version",
+                      "ranking_scale.py", table)
+        return
     # (by, metric, k asked): --k R keeps every recalled candidate for the full fit, i.e. no race
     # (pizoo.predict.fit_stage keeps max(RACE_KEEP, k)); its top 4 is the same command's first 4 rows
     settings = (("both", "cosine", 4), ("both", "cosine", args.recall), ("fisher", "cosine", 4),
@@ -140,14 +204,7 @@ def main() -> None:
         csv = target_csv(files[t], out / f"{t}-16.csv")
         family = {f"src-{u}" for u in TEXT if FAMILY[u] == FAMILY[t]}
         for by, metric, k in settings:
-            cmd = [sys.executable, "-m", "pizoo", "--zoo", str(root), "similar", "--data", str(csv), "--k", str(k),
-                   "--by", by, "--metric", metric, "--recall", str(args.recall), "--json"]
-            t0 = time.perf_counter()
-            r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-            wall = time.perf_counter() - t0
-            if r.returncode:
-                sys.exit(f"{' '.join(cmd)} failed: {r.stderr[-2000:]}")
-            top = [json.loads(line)["task"] for line in r.stdout.splitlines()][:4]
+            top, wall = similar(root, csv, by, metric, k, args.recall)
             got = len(family & set(top)) / len(family)
             rows[(by, metric, k)].append((t, got, wall, top))
             print(f"  {t} --by {by} --metric {metric} --k {k}: recall@4 {got:.2f} in {wall:.1f} s: {', '.join(top)}",
@@ -157,7 +214,8 @@ def main() -> None:
              f"experts); R = {args.recall}; each target's 16-shot seed-0 training split as new data. Wall time of the "
              "whole command in a fresh process on 2 CPU cores (model load included), median over the six targets. "
              "The fit stage of `both` races (pizoo.predict, successive halving: all R experts on 8 of the "
-             "target's examples; 8 of them, half nominated by the embedding and half by those heats, on 32; the "
+             "target's examples cut to 64 tokens (the heats); 8 of them, half nominated by the embedding and half "
+             "by the heats, on 32 whole examples; the "
              f"best 4 of those on all of them); `--k {args.recall}` keeps all R for the full fit, as before the race. "
              "Scoring batches rows of like length (pizoo.models.length_batches).",
              "", "| --by | --metric | fit stage | recall@4 of the family (mean) | targets with every family task in "

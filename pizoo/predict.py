@@ -51,7 +51,12 @@ RECALL = 100  # R: tasks taken from the index for the fit stage (`both`)
 # for a MiniLM example of 70-128 tokens on 2 cores): at R = 100, N = 80 the heats take 800 short
 # examples, the later rounds 8 x 32 + 4 x 48 = 448 whole ones.
 RACE_EXAMPLES = 8
-HEAT_TOKENS = 32  # the heats' rows are cut to this many token positions (Head.shorten)
+# The heats' rows are cut to this many token positions (Head.shorten): half MiniLM's 128, the
+# length of most reviews, the first paragraph of an article. Measured in a zoo of 10,000
+# (benchmarks/ranking_scale.py): 0.65x the heats' time on 128-token rows, the same nominees on every
+# packaged target; at 32 a random distractor the short heats let through beat the base model on 32
+# rows by chance and took a sibling's place in one target's top 4 (clothing-department).
+HEAT_TOKENS = 64
 RACE_KEEP = 8
 SEMI_EXAMPLES = 32
 
@@ -242,8 +247,8 @@ def fit_stage(zoo, em: ExpertModel, rows: Sequence[dict], names: Sequence[str], 
 def _heats(zoo, em: ExpertModel, rows: Sequence[dict], names: list[str], sims: dict, keep: int, skipped: list
            ) -> tuple[list[str], list["Candidate"]]:
     """The race's first round: every candidate on `rows` cut to HEAT_TOKENS (a heat tells a relative
-    from a stranger, which a text's first sentence does; the later rounds score whole rows). Who goes
-    on, in the embedding's order, and the others, ordered by their fit in the heats."""
+    from a stranger, which a text's beginning does; the later rounds score whole rows). Who goes on,
+    in the embedding's order, and the others, ordered by their fit in the heats."""
     from pizoo.models import score_of
 
     short = [em.head_type.shorten(em, r, HEAT_TOKENS) for r in rows]
