@@ -636,8 +636,8 @@ def interpolate(ctx: typer.Context,
     The result is saved as a new task (TARGET-pi, or --as) of one expert's size; the original is kept.
     It is compared on the target's eval split with every other expert the run made (own, control,
     probes, the uniform soup, each source alone) and with the untrained base, and unless
-    --no-keep-best another is saved when it is better beyond noise (the summary and JSON say which
-    and why). By default
+    --no-keep-best another is saved when it is better beyond noise (the summary and JSON say which,
+    the log on what it won). By default
     (--k auto) short probes of the candidate sources pick how many and which (k = 0: none helped).
 
     Example:
